@@ -1,0 +1,130 @@
+"""Checkpoints: atomic saving, safe loading (`weights_only=True`), and `load_encoder` for edge-vsd,
+DINO and DoRA files (raw backbone state_dicts or full training checkpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edge_vsd.errors import InputError
+from edge_vsd.model import ViTConfig, VisionTransformer
+
+FORMAT = "edge-vsd-checkpoint"
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint without executing pickled code; one-line InputError for anything unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a checkpoint file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not a checkpoint")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path)))
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+            raise InputError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        msg = _short(exc)
+        if "weights_only" in msg or "Unsupported global" in msg:
+            raise InputError(f"{path}: holds pickled objects other than tensors; refusing to load it") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: not a checkpoint (a {type(obj).__name__}, expected a dict of tensors)")
+    return obj
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def backbone_state_dict(ckpt: dict[str, Any], which: str = "teacher") -> dict[str, torch.Tensor]:
+    """Pick the backbone tensors from any supported layout and strip `module.`/`backbone.` prefixes."""
+    sd: Any = ckpt
+    for key in (which, "teacher", "student", "state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        k = re.sub(r"^(module\.)?(backbone\.)?", "", k)
+        if k.startswith(("head.", "predictor.", "module.head.")):
+            continue
+        out[k] = v
+    return out
+
+
+def infer_config(sd: dict[str, torch.Tensor], img_size: tuple[int, int] | None = None) -> ViTConfig:
+    """Architecture from the tensors: width from cls_token, depth from blocks, patch from the kernel,
+    grid from pos_embed (square unless `img_size` says otherwise), heads = width / 64."""
+    required = ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight"]
+    missing = [k for k in required if k not in sd]
+    if missing:
+        raise InputError(f"missing backbone weights {', '.join(missing)} (not a ViT checkpoint?)")
+    dim = sd["cls_token"].shape[-1]
+    depth = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if depth == 0:
+        raise InputError("no transformer blocks (blocks.N.*) in the checkpoint")
+    patch = sd["patch_embed.proj.weight"].shape[-1]
+    n = sd["pos_embed"].shape[1] - 1
+    if img_size is None:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise InputError(f"pos_embed has {n} patch positions, not a square grid; pass the image size")
+        img_size = (side * patch, side * patch)
+    mlp_ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / dim if "blocks.0.mlp.fc1.weight" in sd else 4.0
+    return ViTConfig(embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), patch_size=patch,
+                     img_size=tuple(img_size), mlp_ratio=mlp_ratio)
+
+
+def load_encoder(path: str | Path, which: str = "teacher") -> VisionTransformer:
+    """The backbone (teacher by default) of an edge-vsd, DINO or DoRA checkpoint, in eval mode."""
+    ckpt = load_checkpoint(path)
+    sd = backbone_state_dict(ckpt, which)
+    meta = ckpt.get("edge_vsd") if isinstance(ckpt.get("edge_vsd"), dict) else {}
+    img_size = tuple(meta["img_size"]) if "img_size" in meta else None
+    try:
+        cfg = infer_config(sd, img_size)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    for k, v in sd.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise InputError(f"{path}: weight {k} contains NaN or Inf")
+    model = VisionTransformer(cfg)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing:
+        raise InputError(f"{path}: missing backbone weights: {', '.join(missing[:5])}"
+                         + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+    return model.eval()

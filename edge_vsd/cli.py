@@ -1,0 +1,87 @@
+"""`edge-vsd` command line: a thin dispatcher that imports only the stage it runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module with add_arguments(parser) and run(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("edge_vsd.quickstart", "synthetic (or your) video -> train -> export -> bench, one command"),
+    "prepare": ("edge_vsd.data.prepare", "decode videos once into a memory-mapped uint8 frame cache"),
+    "train": ("edge_vsd.train", "train a ViT encoder with video self-distillation"),
+    "bench-train": ("edge_vsd.bench_train", "measure training throughput (pairs/s, FLOP/s vs matmul)"),
+    "export": ("edge_vsd.export.cli", "checkpoint -> ONNX / INT8 / TensorRT-ready artifact folder"),
+    "lint-trt": ("edge_vsd.export.cli_lint", "check a Q/DQ ONNX file against TensorRT's explicit-quantization rules"),
+    "extract": ("edge_vsd.runtimes.cli", "stream a video/camera/folder through an artifact, save features"),
+    "bench": ("edge_vsd.benchmarks.cli", "latency + fidelity of artifacts, Markdown/HTML/JSON report"),
+}
+
+
+def _error_types() -> tuple[type[BaseException], ...]:
+    from edge_vsd.errors import InputError
+
+    types: list[type[BaseException]] = [InputError]
+    try:
+        from edge_vsd.runtimes.errors import RuntimeInputError
+
+        types.append(RuntimeInputError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-vsd",
+        description="Train a ViT on unlabeled video (video self-distillation), export it, run it on the edge.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {n:<12} {h}" for n, (_, h) in COMMANDS.items())
+        + "\n\n`edge-vsd COMMAND --help` for a command's flags.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument("command", nargs="?", choices=list(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    top = build_parser()
+    cmd_index = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if cmd_index is None:
+        args = top.parse_args(argv)
+        if args.version:
+            from edge_vsd import __version__
+
+            print(__version__)
+            return 0
+        top.print_help()
+        return 0
+    name = argv[cmd_index]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r} (choose from {', '.join(COMMANDS)})")
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"edge-vsd {name}", description=help_text)
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[cmd_index + 1 :])
+    args.debug = debug
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _error_types() as exc:
+        if debug:
+            raise
+        print(f"edge-vsd {name}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

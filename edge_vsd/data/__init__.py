@@ -1,0 +1,1 @@
+"""Video data: decoding, frame caches, training pairs, synthetic videos."""

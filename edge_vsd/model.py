@@ -1,0 +1,231 @@
+"""Vision Transformer in DINO's naming, the projection head and the next-frame predictor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Features(NamedTuple):
+    cls: torch.Tensor  # (B, D)
+    patches: torch.Tensor  # (B, h, w, D)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int = 16
+    img_size: tuple[int, int] = (224, 224)  # grid the position embedding is stored at
+    mlp_ratio: float = 4.0
+
+
+PRESETS = {
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
+}
+
+
+def arch_name(embed_dim: int, depth: int) -> str:
+    for name, p in PRESETS.items():
+        if p["embed_dim"] == embed_dim and p["depth"] == depth:
+            return name
+    return f"vit_d{embed_dim}_l{depth}"
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class DropPath(nn.Module):
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, out: int | None = None):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, out or dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    # Explicit matmuls (not SDPA): exports to plain MatMul/Softmax that NNCF and TensorRT handle well.
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = attn.softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)  # (B, D, h, w)
+
+
+def resize_pos_embed(pos: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a (1, h*w, D) patch position grid to an explicit output size (export-safe)."""
+    if src == dst:
+        return pos
+    d = pos.shape[-1]
+    grid = pos.reshape(1, src[0], src[1], d).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=dst, mode="bicubic", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], d)
+
+
+class VisionTransformer(nn.Module):
+    """ViT whose forward returns `Features(cls, patches)` after the final norm."""
+
+    def __init__(self, cfg: ViTConfig, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_size = cfg.patch_size
+        self.embed_dim = cfg.embed_dim
+        self.grid = (cfg.img_size[0] // cfg.patch_size, cfg.img_size[1] // cfg.patch_size)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.embed_dim))
+        rates = [x.item() for x in torch.linspace(0, drop_path_rate, cfg.depth)]
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, r) for r in rates)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(_init_weights)
+
+    @property
+    def arch(self) -> str:
+        return arch_name(self.cfg.embed_dim, self.cfg.depth)
+
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Normalised tokens (B, 1 + h*w, D) and the patch grid (h, w)."""
+        b, _, H, W = x.shape
+        if H % self.patch_size or W % self.patch_size:
+            raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {self.patch_size}")
+        grid = (H // self.patch_size, W // self.patch_size)
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        pos = self.pos_embed
+        pos = torch.cat([pos[:, :1], resize_pos_embed(pos[:, 1:], self.grid, grid)], dim=1)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + pos
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x), grid
+
+    def forward(self, x: torch.Tensor) -> Features:
+        t, (h, w) = self.tokens(x)
+        return Features(t[:, 0], t[:, 1:].reshape(t.shape[0], h, w, t.shape[-1]))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def build_vit(arch: str = "vit_tiny", img_size: int | tuple[int, int] = 224, patch_size: int = 16,
+              drop_path_rate: float = 0.0) -> VisionTransformer:
+    """A preset ViT (`vit_tiny`, `vit_small`, `vit_base`) for images of `img_size` (int or (H, W))."""
+    if arch not in PRESETS:
+        raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(PRESETS)}")
+    if patch_size not in (8, 16):
+        raise ValueError(f"patch size must be 8 or 16, got {patch_size}")
+    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if size[0] % patch_size or size[1] % patch_size:
+        raise ValueError(f"image size {size[0]}x{size[1]} is not a multiple of the patch size {patch_size}")
+    cfg = ViTConfig(**PRESETS[arch], patch_size=patch_size, img_size=size)
+    return VisionTransformer(cfg, drop_path_rate)
+
+
+class DINOHead(nn.Module):
+    """3-layer MLP -> bottleneck -> L2 normalise -> weight-normed linear layer to `out_dim` prototypes."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 1024, bottleneck_dim: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+            nn.Linear(hidden_dim, bottleneck_dim),
+        )
+        self.apply(_init_weights)
+        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))
+
+
+class Predictor(nn.Module):
+    """Next-frame predictor: patch tokens of frame t -> predicted patch tokens of frame t+delta."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], pred_dim: int | None = None, depth: int = 2,
+                 num_heads: int | None = None):
+        super().__init__()
+        pred_dim = pred_dim or dim
+        self.grid = grid
+        self.embed = nn.Linear(dim, pred_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], pred_dim))
+        self.blocks = nn.ModuleList(Block(pred_dim, num_heads or max(1, pred_dim // 64)) for _ in range(depth))
+        self.norm = nn.LayerNorm(pred_dim, eps=1e-6)
+        self.out = Mlp(pred_dim, pred_dim * 2, dim)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(_init_weights)
+
+    def forward(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        x = self.embed(patches) + resize_pos_embed(self.pos_embed, self.grid, grid)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.out(self.norm(x))
+
+
+def param_count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+__all__ = ["Features", "ViTConfig", "VisionTransformer", "build_vit", "DINOHead", "Predictor", "PRESETS"]
