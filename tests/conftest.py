@@ -1,0 +1,31 @@
+"""Shared test fixtures: real sample videos from Debian's opencv-doc, synthetic videos made on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+NEEDS_OPENCV_DOC = "needs Debian's opencv-doc sample data (apt-get install -y opencv-doc)"
+
+
+def opencv_sample(name: str) -> Path:
+    """Path of a file from opencv-doc's sample data, or skip the test with the reason."""
+    path = OPENCV_DATA / name
+    if not path.exists():
+        pytest.skip(f"{NEEDS_OPENCV_DOC}: {path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vtest() -> Path:
+    """768x576 street scene, 795 frames."""
+    return opencv_sample("vtest.avi")
+
+
+@pytest.fixture(scope="session")
+def synthetic_video(tmp_path_factory) -> Path:
+    from edge_vsd.data.synthetic import write_video
+
+    return write_video(tmp_path_factory.mktemp("video") / "synthetic.avi", n_frames=90, seed=0)
