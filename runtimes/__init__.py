@@ -1,0 +1,30 @@
+"""Torch-free on-device inference: load an artifact folder, run frames or streams through it.
+
+Imports numpy, OpenCV and the inference engines only (never torch, never the `edge_vsd` core).
+
+    enc = edge_vsd.runtimes.load("artifacts/cpu-int8")
+    feats = enc(frame_bgr)                 # feats.cls (1, D), feats.patches (1, h, w, D)
+    for index, t, f in enc.stream("video.mp4", stride=2): ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_vsd.runtimes.backend import BACKEND_CHOICES, create_backend
+from edge_vsd.runtimes.encoder import Encoder, Features
+from edge_vsd.runtimes.errors import RuntimeInputError
+from edge_vsd.runtimes.manifest import read_manifest, verify_files
+
+__all__ = ["BACKEND_CHOICES", "Encoder", "Features", "RuntimeInputError", "load"]
+
+
+def load(artifact_dir: str | Path, backend: str | None = None, threads: int | None = None) -> Encoder:
+    """Read and validate the manifest, verify every file's sha256, pick the backend, return an Encoder.
+
+    backend: None/"auto" (TensorRT when the artifact has an engine and TensorRT imports, else ONNX Runtime),
+    or one of BACKEND_CHOICES. threads: CPU threads for ONNX Runtime / OpenVINO (default: theirs).
+    """
+    manifest = read_manifest(artifact_dir)
+    verify_files(artifact_dir, manifest)
+    return Encoder(artifact_dir, manifest, create_backend(artifact_dir, manifest, backend, threads))

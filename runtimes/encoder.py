@@ -1,0 +1,117 @@
+"""The encoder `load` returns: preprocessing + a backend, frames in, float32 features out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_vsd.runtimes.backend import Backend
+from edge_vsd.runtimes.errors import RuntimeInputError
+from edge_vsd.runtimes.manifest import input_spec
+from edge_vsd.runtimes.preprocess import Preprocessor
+
+DEFAULT_MAX_BATCH = 16  # chunk size for dynamic-batch artifacts: bounds memory, keeps batching benefits
+
+
+@dataclass
+class Features:
+    """Encoder output: `cls` (N, D) and `patches` (N, h, w, D) float32; a stream's items hold one frame each
+    (`cls` (D,), `patches` (h, w, D)) and, when asked for, the decoded `frame`."""
+
+    cls: np.ndarray
+    patches: np.ndarray
+    frame: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.cls)
+
+
+class Encoder:
+    """A verified artifact bound to a backend. Call it on frames; `.stream(source)` for videos and cameras."""
+
+    def __init__(self, artifact_dir: str | Path, manifest: dict[str, Any], backend: Backend) -> None:
+        self.artifact_dir = Path(artifact_dir)
+        self.manifest = manifest
+        self.backend = backend
+        self.spec = input_spec(manifest)
+        self.preprocess = Preprocessor(self.spec)
+        self.static_batch = self.spec.batch
+        self.max_batch = self.spec.batch or DEFAULT_MAX_BATCH
+        h, w = self.spec.image_size
+        patch = manifest["model"]["patch_size"]
+        self.grid = (h // patch, w // patch)
+        self.embed_dim: int | None = manifest["model"].get("embed_dim")
+        self._checked = False
+
+    @property
+    def backend_name(self) -> str:
+        """Which engine runs the model, e.g. "onnxruntime-cpu" or "tensorrt"."""
+        return self.backend.name
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Model input size (H, W)."""
+        return self.spec.image_size
+
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> Features:
+        """uint8 BGR/gray/BGRA frame, list of frames or (N, H, W, 3) batch -> Features with N rows."""
+        return self.run_tensor(self.preprocess(frames))
+
+    def run_tensor(self, x: np.ndarray) -> Features:
+        """Already preprocessed (N, 3, H, W) input -> Features; loops over the artifact's batch size."""
+        n = x.shape[0]
+        cls_parts, patch_parts = [], []
+        for start in range(0, n, self.max_batch):
+            chunk = x[start : start + self.max_batch]
+            real = chunk.shape[0]
+            if self.static_batch and real < self.static_batch:
+                pad = np.zeros((self.static_batch - real, *chunk.shape[1:]), chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            cls, patches = self.backend.run(np.ascontiguousarray(chunk))
+            cls_parts.append(np.asarray(cls[:real], np.float32))
+            patch_parts.append(np.asarray(patches[:real], np.float32))
+        out = Features(
+            cls=cls_parts[0] if len(cls_parts) == 1 else np.concatenate(cls_parts),
+            patches=patch_parts[0] if len(patch_parts) == 1 else np.concatenate(patch_parts),
+        )
+        if not self._checked:
+            self._check_shapes(out, n)
+        return out
+
+    def _check_shapes(self, out: Features, n: int) -> None:
+        d = out.cls.shape[-1] if out.cls.ndim == 2 else None
+        expected_patches = (n, *self.grid, d)
+        if d is None or out.cls.shape[0] != n or out.patches.shape != expected_patches:
+            raise RuntimeInputError(
+                f"{self.artifact_dir}: encoder returned cls {out.cls.shape}, patches {out.patches.shape}; "
+                f"the manifest implies ({n}, D) and {(n, *self.grid, 'D')}"
+            )
+        if self.embed_dim is not None and d != self.embed_dim:
+            raise RuntimeInputError(
+                f"{self.artifact_dir}: encoder width {d} != model.embed_dim {self.embed_dim}"
+            )
+        self._checked = True
+
+    def stream(self, source: str | int | Path, stride: int = 1, **kwargs: Any):
+        """Features for every `stride`-th frame of a video file, image folder, camera index or RTSP/HTTP URL,
+        decoded in a background thread; see `edge_vsd.runtimes.stream.FeatureStream`."""
+        from edge_vsd.runtimes.stream import FeatureStream
+
+        return FeatureStream(self, source, stride=stride, **kwargs)
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Encoder({str(self.artifact_dir)!r}, backend={self.backend_name!r}, image_size={self.image_size})"

@@ -1,0 +1,195 @@
+"""Read, validate and write an artifact's `manifest.json` (schema version 1, see docs/ARTIFACT.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_vsd.runtimes.errors import RuntimeInputError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+RESIZE_RULES = ("stretch",)
+INTERPOLATIONS = ("area", "linear")
+COLORS = ("RGB", "BGR")
+INPUT_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the encoder's input tensor expects: everything preprocessing needs, from `manifest["input"]`."""
+
+    name: str
+    image_size: tuple[int, int]
+    color: str
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str
+    interpolation: str
+    dtype: str
+    batch: int | None
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(path: str | Path) -> dict[str, Any]:
+    """The manifest's `files` entry for one file: sha256 and size in bytes."""
+    path = Path(path)
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _require(cond: bool, where: Path, message: str) -> None:
+    if not cond:
+        raise RuntimeInputError(f"{where}: {message}")
+
+
+def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[str, Any]:
+    """Check the fields runtimes rely on; raise RuntimeInputError naming the first problem."""
+    where = Path(where)
+    _require(isinstance(manifest, dict), where, "is not a JSON object")
+    version = manifest.get("schema_version")
+    _require(version == SCHEMA_VERSION, where, f"schema_version {version!r} is not supported (expected 1)")
+    for key in ("model", "input", "outputs", "files"):
+        _require(isinstance(manifest.get(key), dict), where, f"missing or invalid {key!r} section")
+    model, inp, outputs, files = (manifest[k] for k in ("model", "input", "outputs", "files"))
+    size = model.get("image_size")
+    _require(
+        isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size),
+        where,
+        f"model.image_size must be [H, W] positive ints, got {size!r}",
+    )
+    patch = model.get("patch_size")
+    _require(
+        isinstance(patch, int) and patch > 0, where, f"model.patch_size must be a positive int, got {patch!r}"
+    )
+    _require(isinstance(inp.get("name"), str), where, "input.name must be a string")
+    _require(
+        inp.get("layout") == "NCHW", where, f"input.layout {inp.get('layout')!r} is not supported (NCHW)"
+    )
+    _require(
+        inp.get("dtype") in INPUT_DTYPES, where, f"input.dtype {inp.get('dtype')!r} not in {INPUT_DTYPES}"
+    )
+    _require(inp.get("color") in COLORS, where, f"input.color {inp.get('color')!r} not in {COLORS}")
+    _require(
+        inp.get("resize") in RESIZE_RULES, where, f"input.resize {inp.get('resize')!r} not in {RESIZE_RULES}"
+    )
+    _require(
+        inp.get("interpolation") in INTERPOLATIONS,
+        where,
+        f"input.interpolation {inp.get('interpolation')!r} not in {INTERPOLATIONS}",
+    )
+    scale = inp.get("scale")
+    _require(isinstance(scale, (int, float)) and scale > 0, where, f"input.scale must be > 0, got {scale!r}")
+    for key in ("mean", "std"):
+        val = inp.get(key)
+        _require(
+            isinstance(val, list) and len(val) == 3 and all(isinstance(v, (int, float)) for v in val),
+            where,
+            f"input.{key} must be 3 numbers, got {val!r}",
+        )
+    _require(all(v > 0 for v in inp["std"]), where, "input.std must be positive")
+    batch = inp.get("batch")
+    _require(
+        batch is None or (isinstance(batch, int) and batch > 0),
+        where,
+        f"input.batch must be null or > 0, got {batch!r}",
+    )
+    for key in ("cls", "patches"):
+        out = outputs.get(key)
+        _require(
+            isinstance(out, dict) and isinstance(out.get("name"), str),
+            where,
+            f"outputs.{key}.name is missing",
+        )
+    _require(bool(files), where, "lists no files")
+    for name, entry in files.items():
+        _require(
+            isinstance(entry, dict) and isinstance(entry.get("sha256"), str),
+            where,
+            f"files[{name!r}] has no sha256",
+        )
+        _require(
+            Path(name).name == name,
+            where,
+            f"files[{name!r}] must be a plain file name in the artifact folder",
+        )
+    return manifest
+
+
+def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
+    """Load and validate `ARTIFACT/manifest.json`."""
+    artifact_dir = Path(artifact_dir)
+    if not artifact_dir.is_dir():
+        raise RuntimeInputError(f"{artifact_dir}: artifact folder not found")
+    path = artifact_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise RuntimeInputError(f"{path}: missing (not an artifact folder?)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RuntimeInputError(f"{path}: unreadable manifest ({exc})") from None
+    return validate_manifest(manifest, path)
+
+
+def verify_files(artifact_dir: str | Path, manifest: dict[str, Any]) -> None:
+    """Check every file listed in the manifest exists with the recorded size and sha256."""
+    artifact_dir = Path(artifact_dir)
+    for name, entry in manifest["files"].items():
+        path = artifact_dir / name
+        if not path.is_file():
+            raise RuntimeInputError(f"{path}: listed in the manifest but missing")
+        size = entry.get("bytes")
+        if size is not None and path.stat().st_size != size:
+            raise RuntimeInputError(
+                f"{path}: size {path.stat().st_size} != {size} in the manifest (tampered?)"
+            )
+        if sha256_file(path) != entry["sha256"]:
+            raise RuntimeInputError(f"{path}: sha256 does not match the manifest (tampered or corrupt)")
+
+
+def input_spec(manifest: dict[str, Any]) -> InputSpec:
+    """The preprocessing/input contract of a validated manifest."""
+    inp = manifest["input"]
+    h, w = manifest["model"]["image_size"]
+    return InputSpec(
+        name=inp["name"],
+        image_size=(h, w),
+        color=inp["color"],
+        scale=float(inp["scale"]),
+        mean=tuple(float(v) for v in inp["mean"]),
+        std=tuple(float(v) for v in inp["std"]),
+        resize=inp["resize"],
+        interpolation=inp["interpolation"],
+        dtype=inp["dtype"],
+        batch=inp.get("batch"),
+    )
+
+
+def write_manifest(artifact_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    """Validate and write `manifest.json` atomically (temp file + rename); return its path."""
+    artifact_dir = Path(artifact_dir)
+    path = artifact_dir / MANIFEST_NAME
+    validate_manifest(manifest, path)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=artifact_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
