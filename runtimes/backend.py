@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 ENGINE_FILE = "encoder.engine"

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edge_vsd.runtimes.backend import Backend
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import input_spec
@@ -114,4 +113,5 @@ class Encoder:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Encoder({str(self.artifact_dir)!r}, backend={self.backend_name!r}, image_size={self.image_size})"
+        where = str(self.artifact_dir)
+        return f"Encoder({where!r}, backend={self.backend_name!r}, image_size={self.image_size})"

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
 from edge_vsd.runtimes.backend import ONNX_FILE
 from edge_vsd.runtimes.errors import RuntimeInputError
 

@@ -1,7 +1,8 @@
 """Frames -> the encoder's input tensor with numpy and OpenCV only, exactly as the manifest says.
 
-Same steps as the training-side reference (`edge_vsd.data.preprocess`): whole uint8 BGR frame resized to the
-model size with OpenCV (no resize when it already has that size) -> RGB -> * scale -> (x - mean) / std -> NCHW.
+Same steps as the training-side reference (`edge_vsd.data.preprocess`): whole uint8 BGR frame resized to
+the model size with OpenCV (no resize when it already has that size) -> RGB -> * scale -> (x - mean) / std
+-> NCHW.
 Grayscale (H, W) / (H, W, 1) and BGRA (H, W, 4) frames are converted to BGR first.
 """
 
@@ -11,7 +12,6 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import InputSpec
 

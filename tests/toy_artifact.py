@@ -1,7 +1,8 @@
 """A real, tiny ONNX artifact for tests: patchify Conv -> tanh -> linear mix = "patches", their mean = "cls".
 
-Built with onnx.helper and written per docs/ARTIFACT.md (manifest with sha256 of every file), under a temporary
-name and renamed when complete. `toy_reference` recomputes the same graph in numpy from the saved weights.
+Built with onnx.helper and written per docs/ARTIFACT.md (manifest with sha256 of every file), under a
+temporary name and renamed when complete.
+`toy_reference` recomputes the same graph in numpy from the saved weights.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from edge_vsd.runtimes.manifest import file_entry, write_manifest
+from onnx import TensorProto, helper, numpy_helper
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
