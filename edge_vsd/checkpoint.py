@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from edge_vsd.errors import InputError
-from edge_vsd.model import ViTConfig, VisionTransformer
+from edge_vsd.model import VisionTransformer, ViTConfig
 
 FORMAT = "edge-vsd-checkpoint"
 
@@ -57,7 +57,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         msg = _short(exc)
         if "weights_only" in msg or "Unsupported global" in msg:
-            raise InputError(f"{path}: holds pickled objects other than tensors; refusing to load it") from None
+            raise InputError(
+                f"{path}: holds pickled objects other than tensors; refusing to load it"
+            ) from None
         raise InputError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: not a checkpoint (a {type(obj).__name__}, expected a dict of tensors)")
@@ -75,15 +77,10 @@ def backbone_state_dict(ckpt: dict[str, Any], which: str = "teacher") -> dict[st
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
             break
-    out: dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        k = re.sub(r"^(module\.)?(backbone\.)?", "", k)
-        if k.startswith(("head.", "predictor.", "module.head.")):
-            continue
-        out[k] = v
-    return out
+    tensors = {re.sub(r"^module\.", "", k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if any(k.startswith("backbone.") for k in tensors):  # full wrapper: keep the backbone, drop the heads
+        tensors = {k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")}
+    return {k: v for k, v in tensors.items() if not k.startswith(("head.", "patch_head.", "predictor."))}
 
 
 def infer_config(sd: dict[str, torch.Tensor], img_size: tuple[int, int] | None = None) -> ViTConfig:
@@ -105,8 +102,14 @@ def infer_config(sd: dict[str, torch.Tensor], img_size: tuple[int, int] | None =
             raise InputError(f"pos_embed has {n} patch positions, not a square grid; pass the image size")
         img_size = (side * patch, side * patch)
     mlp_ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / dim if "blocks.0.mlp.fc1.weight" in sd else 4.0
-    return ViTConfig(embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), patch_size=patch,
-                     img_size=tuple(img_size), mlp_ratio=mlp_ratio)
+    return ViTConfig(
+        embed_dim=dim,
+        depth=depth,
+        num_heads=max(1, dim // 64),
+        patch_size=patch,
+        img_size=tuple(img_size),
+        mlp_ratio=mlp_ratio,
+    )
 
 
 def load_encoder(path: str | Path, which: str = "teacher") -> VisionTransformer:
@@ -125,6 +128,8 @@ def load_encoder(path: str | Path, which: str = "teacher") -> VisionTransformer:
     model = VisionTransformer(cfg)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing:
-        raise InputError(f"{path}: missing backbone weights: {', '.join(missing[:5])}"
-                         + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+        raise InputError(
+            f"{path}: missing backbone weights: {', '.join(missing[:5])}"
+            + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        )
     return model.eval()

@@ -8,12 +8,18 @@ import sys
 
 # command -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "quickstart": ("edge_vsd.quickstart", "synthetic (or your) video -> train -> export -> bench, one command"),
+    "quickstart": (
+        "edge_vsd.quickstart",
+        "synthetic (or your) video -> train -> export -> bench, one command",
+    ),
     "prepare": ("edge_vsd.data.prepare", "decode videos once into a memory-mapped uint8 frame cache"),
     "train": ("edge_vsd.train", "train a ViT encoder with video self-distillation"),
     "bench-train": ("edge_vsd.bench_train", "measure training throughput (pairs/s, FLOP/s vs matmul)"),
     "export": ("edge_vsd.export.cli", "checkpoint -> ONNX / INT8 / TensorRT-ready artifact folder"),
-    "lint-trt": ("edge_vsd.export.cli_lint", "check a Q/DQ ONNX file against TensorRT's explicit-quantization rules"),
+    "lint-trt": (
+        "edge_vsd.export.cli_lint",
+        "check a Q/DQ ONNX file against TensorRT's explicit-quantization rules",
+    ),
     "extract": ("edge_vsd.runtimes.cli", "stream a video/camera/folder through an artifact, save features"),
     "bench": ("edge_vsd.benchmarks.cli", "latency + fidelity of artifacts, Markdown/HTML/JSON report"),
 }
@@ -37,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge-vsd",
         description="Train a ViT on unlabeled video (video self-distillation), export it, run it on the edge.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n" + "\n".join(f"  {n:<12} {h}" for n, (_, h) in COMMANDS.items())
+        epilog="commands:\n"
+        + "\n".join(f"  {n:<12} {h}" for n, (_, h) in COMMANDS.items())
         + "\n\n`edge-vsd COMMAND --help` for a command's flags.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")

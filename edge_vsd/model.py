@@ -169,8 +169,12 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def build_vit(arch: str = "vit_tiny", img_size: int | tuple[int, int] = 224, patch_size: int = 16,
-              drop_path_rate: float = 0.0) -> VisionTransformer:
+def build_vit(
+    arch: str = "vit_tiny",
+    img_size: int | tuple[int, int] = 224,
+    patch_size: int = 16,
+    drop_path_rate: float = 0.0,
+) -> VisionTransformer:
     """A preset ViT (`vit_tiny`, `vit_small`, `vit_base`) for images of `img_size` (int or (H, W))."""
     if arch not in PRESETS:
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(PRESETS)}")
@@ -189,12 +193,16 @@ class DINOHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 1024, bottleneck_dim: int = 256):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.GELU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+            nn.Linear(in_dim, hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
             nn.Linear(hidden_dim, bottleneck_dim),
         )
         self.apply(_init_weights)
-        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        self.last_layer = nn.utils.parametrizations.weight_norm(
+            nn.Linear(bottleneck_dim, out_dim, bias=False)
+        )
         self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,14 +212,22 @@ class DINOHead(nn.Module):
 class Predictor(nn.Module):
     """Next-frame predictor: patch tokens of frame t -> predicted patch tokens of frame t+delta."""
 
-    def __init__(self, dim: int, grid: tuple[int, int], pred_dim: int | None = None, depth: int = 2,
-                 num_heads: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        grid: tuple[int, int],
+        pred_dim: int | None = None,
+        depth: int = 2,
+        num_heads: int | None = None,
+    ):
         super().__init__()
         pred_dim = pred_dim or dim
         self.grid = grid
         self.embed = nn.Linear(dim, pred_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], pred_dim))
-        self.blocks = nn.ModuleList(Block(pred_dim, num_heads or max(1, pred_dim // 64)) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            Block(pred_dim, num_heads or max(1, pred_dim // 64)) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(pred_dim, eps=1e-6)
         self.out = Mlp(pred_dim, pred_dim * 2, dim)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -33,7 +33,9 @@ def make_frames(n_frames: int = 120, height: int = 144, width: int = 192, seed: 
     pad = 4
     bg = _texture(rng, height * pad, width * pad, 60)
     mid = _texture(rng, height * pad, width * pad, 40)
-    mid_mask = cv2.GaussianBlur((rng.random((height * pad // 16, width * pad // 16)) > 0.6).astype(np.float32), (3, 3), 0)
+    mid_mask = cv2.GaussianBlur(
+        (rng.random((height * pad // 16, width * pad // 16)) > 0.6).astype(np.float32), (3, 3), 0
+    )
     mid_mask = cv2.resize(mid_mask, (width * pad, height * pad), interpolation=cv2.INTER_LINEAR)[..., None]
     velocity = rng.uniform(-1, 1, 2)
     velocity /= np.linalg.norm(velocity) + 1e-6
@@ -57,13 +59,20 @@ def make_frames(n_frames: int = 120, height: int = 144, width: int = 192, seed: 
             px, py = (obj_pos[k] + obj_vel[k] * t) % np.array([width, height])
             color = tuple(int(c) for c in obj_color[k])
             cv2.circle(frame, (int(px), int(py)), int(obj_size[k]), color, -1, cv2.LINE_AA)
-            cv2.circle(frame, (int(px), int(py)), int(obj_size[k]) // 2, (255 - color[0], color[2], color[1]), -1)
+            cv2.circle(
+                frame, (int(px), int(py)), int(obj_size[k]) // 2, (255 - color[0], color[2], color[1]), -1
+            )
         frames[t] = frame
     return frames
 
 
 def write_video(
-    path: str | Path, n_frames: int = 120, height: int = 144, width: int = 192, fps: float = 30.0, seed: int = 0
+    path: str | Path,
+    n_frames: int = 120,
+    height: int = 144,
+    width: int = 192,
+    fps: float = 30.0,
+    seed: int = 0,
 ) -> Path:
     """Write a synthetic video (MJPG in .avi, mp4v otherwise) and return its path."""
     path = Path(path)

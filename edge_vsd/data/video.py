@@ -1,0 +1,97 @@
+"""Finding and decoding videos with OpenCV; bad files are reported, not fatal, while good ones remain."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_vsd.errors import InputError
+
+log = logging.getLogger("edge_vsd")
+VIDEO_EXTS = {".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+
+
+def expand_sources(specs: list[str | Path]) -> list[Path]:
+    """Files, folders (their videos, sorted) and glob patterns -> a list of video paths."""
+    out: list[Path] = []
+    for spec in specs:
+        spec = str(spec)
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_EXTS)
+            if not found:
+                raise InputError(f"{p}: folder holds no video files ({', '.join(sorted(VIDEO_EXTS))})")
+            out += found
+        elif p.exists():
+            out.append(p)
+        elif any(c in spec for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise InputError(f"{spec}: pattern matches no files")
+            out += matches
+        else:
+            raise InputError(f"{spec}: no such file or folder")
+    return out
+
+
+@dataclass
+class DecodedVideo:
+    path: Path
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB
+    fps: float
+
+
+def short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
+    """(H, W) with the short side equal to `short`, aspect kept."""
+    s = short / min(h, w)
+    return max(short, round(h * s)), max(short, round(w * s))
+
+
+def iter_frames(path: Path) -> Iterator[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
+def decode(path: str | Path, short_side: int, progress=None) -> DecodedVideo | None:
+    """Decode every frame to RGB with the short side resized to `short_side`; None (with a warning naming
+    the file) when the file is empty, unreadable or holds fewer than two frames."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        log.warning("skipping %s: %s", path, "empty file" if path.is_file() else "not a file")
+        return None
+    cap = cv2.VideoCapture(str(path))
+    opened, fps, claimed = cap.isOpened(), cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    if not opened:
+        log.warning("skipping %s: OpenCV cannot open it as a video", path)
+        return None
+    frames = []
+    for frame in iter_frames(path):
+        h, w = short_side_size(*frame.shape[:2], short_side)
+        frames.append(
+            cv2.cvtColor(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        )
+        if progress is not None:
+            progress.update(1)
+    if len(frames) < 2:
+        log.warning("skipping %s: %d decodable frames", path, len(frames))
+        return None
+    if claimed > 0 and len(frames) < claimed:
+        log.warning("%s: decoding stopped after %d of %d frames; using those", path, len(frames), claimed)
+    if not fps or not np.isfinite(fps) or fps <= 0:
+        log.warning("%s: no frame rate in the file; assuming 30 fps", path)
+        fps = 30.0
+    return DecodedVideo(path, np.stack(frames), float(fps))

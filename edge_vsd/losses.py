@@ -1,0 +1,78 @@
+"""The VSD loss: DINO cross-entropy on CLS tokens across frames + patch-wise next-frame cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class VSDLoss(nn.Module):
+    """Global term: teacher CLS of one frame vs student CLS of the other (both directions, plus local crops).
+    Dense term: predicted student patches of frame t vs teacher patches of frame t+delta. Loss = their mean.
+    Teacher outputs are centred (one center per term) and sharpened by the scheduled temperature."""
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.register_buffer("patch_center", torch.zeros(1, out_dim))
+        # sums of teacher outputs over the micro-batches of one optimizer step; centers move once per step
+        self._sums = {"center": torch.zeros(out_dim), "patch_center": torch.zeros(out_dim)}
+        self._counts = {"center": 0, "patch_center": 0}
+
+    def forward(
+        self,
+        student_cls: list[torch.Tensor],
+        teacher_cls: list[torch.Tensor],
+        student_patches: torch.Tensor,
+        teacher_patches: torch.Tensor,
+        teacher_temp: float,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """student_cls: logits per view [frame t, frame t+delta, locals...]; teacher_cls: [t, t+delta];
+        student_patches: (B, N, K) predicted logits of frame t+delta; teacher_patches: (B, N, K)."""
+        t_probs = [F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach() for t in teacher_cls]
+        s_logp = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_cls]
+        terms = [
+            -(tp * s_logp[v]).sum(-1).mean()
+            for iq, tp in enumerate(t_probs)
+            for v in range(len(s_logp))
+            if v != iq
+        ]
+        loss_global = torch.stack(terms).mean()
+        tpp = F.softmax((teacher_patches.float() - self.patch_center) / teacher_temp, dim=-1).detach()
+        loss_dense = (
+            -(tpp * F.log_softmax(student_patches.float() / self.student_temp, dim=-1)).sum(-1).mean()
+        )
+        with torch.no_grad():
+            entropy = torch.stack([-(p * p.clamp_min(1e-12).log()).sum(-1).mean() for p in t_probs]).mean()
+            self._accumulate("center", torch.cat(teacher_cls).detach().float())
+            self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))
+        loss = 0.5 * (loss_global + loss_dense)
+        stats = {
+            "loss_global": loss_global.item(),
+            "loss_dense": loss_dense.item(),
+            "teacher_entropy": entropy.item(),
+            "kl": loss_global.item() - entropy.item(),
+        }
+        return loss, stats
+
+    def _accumulate(self, name: str, x: torch.Tensor) -> None:
+        self._sums[name] = self._sums[name].to(x.device) + x.sum(0)
+        self._counts[name] += x.shape[0]
+
+    @torch.no_grad()
+    def update_centers(self) -> None:
+        """EMA of the centers with the batch means of this optimizer step (all-reduced across processes)."""
+        for name in ("center", "patch_center"):
+            total = torch.cat(
+                [self._sums[name], torch.tensor([float(self._counts[name])], device=self._sums[name].device)]
+            )
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(total)
+            if total[-1] > 0:
+                buf = getattr(self, name)
+                buf.mul_(self.center_momentum).add_(total[:-1] / total[-1], alpha=1 - self.center_momentum)
+            self._sums[name] = torch.zeros_like(self._sums[name])
+            self._counts[name] = 0

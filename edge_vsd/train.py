@@ -1,0 +1,388 @@
+"""`edge-vsd train`: video self-distillation with an EMA teacher, in one readable loop (after DINO)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from edge_vsd import __version__
+from edge_vsd.checkpoint import FORMAT, load_checkpoint, load_encoder, save_atomic
+from edge_vsd.config import TrainConfig, resolve_config
+from edge_vsd.data.cache import build_cache, cache_matches, is_cache, open_cache
+from edge_vsd.data.pairs import FramePairs, StepBatches
+from edge_vsd.data.prepare import cache_short_side
+from edge_vsd.distributed import barrier, cleanup, init_distributed
+from edge_vsd.errors import InputError
+from edge_vsd.losses import VSDLoss
+from edge_vsd.model import VisionTransformer, ViTConfig, build_vit, resize_pos_embed
+from edge_vsd.schedules import cosine, linear_then_constant
+from edge_vsd.vsd import VSDNet, build_vsd
+
+log = logging.getLogger("edge_vsd")
+CHECKPOINT = "checkpoint.pt"
+
+
+def open_videos(cfg: TrainConfig, rank: int):
+    """A frame cache given directly, or one built (or reused) from raw videos under OUT/frame_cache."""
+    if not cfg.video:
+        raise InputError("no training video: pass --video PATH (file, folder, glob or frame cache)")
+    if len(cfg.video) == 1 and is_cache(cfg.video[0]):
+        return open_cache(cfg.video[0])
+    cache = Path(cfg.cache or Path(cfg.out) / "frame_cache")
+    short = cache_short_side(cfg.img_size)
+    if rank == 0 and not cache_matches(cache, cfg.video, short):
+        build_cache(cfg.video, cache, short)
+    barrier()
+    return open_cache(cache)
+
+
+def init_backbone(cfg: TrainConfig):
+    """A fresh preset ViT, or the backbone of `--init` with its position grid resampled to the training size."""
+    if not cfg.init:
+        return build_vit(cfg.arch, cfg.img_size, cfg.patch_size, cfg.drop_path)
+    src = load_encoder(cfg.init)
+    c = src.cfg
+    size = (cfg.img_size, cfg.img_size)
+    model = VisionTransformer(
+        ViTConfig(c.embed_dim, c.depth, c.num_heads, c.patch_size, size, c.mlp_ratio), cfg.drop_path
+    )
+    sd = src.state_dict()
+    pos = sd["pos_embed"]
+    sd["pos_embed"] = torch.cat([pos[:, :1], resize_pos_embed(pos[:, 1:], src.grid, model.grid)], dim=1)
+    model.load_state_dict(sd)
+    return model
+
+
+def param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Weight decay on weights only: none on biases and norm parameters (1-D tensors)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def schedules(cfg: TrainConfig, total: int, steps_per_epoch: int) -> dict[str, np.ndarray]:
+    lr = cfg.lr * cfg.batch_size / 256
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else total // 10
+    temp_warmup = cfg.warmup_teacher_temp_steps
+    temp_warmup = temp_warmup if temp_warmup is not None else int(0.3 * total)
+    return {
+        "lr": cosine(lr, cfg.min_lr, total, warmup),
+        "wd": cosine(cfg.weight_decay, cfg.weight_decay_end, total),
+        "momentum": cosine(cfg.momentum_teacher, 1.0, total),
+        "teacher_temp": linear_then_constant(cfg.warmup_teacher_temp, cfg.teacher_temp, temp_warmup, total),
+    }
+
+
+@torch.no_grad()
+def ema_update(student: VSDNet, teacher: VSDNet, m: float) -> None:
+    """teacher = m * teacher + (1 - m) * student, over everything but the predictor."""
+    s = dict(student.named_parameters())
+    pairs = [(p, s[n]) for n, p in teacher.named_parameters()]
+    t_params, s_params = [p for p, _ in pairs], [q.detach() for _, q in pairs]
+    torch._foreach_mul_(t_params, m)
+    torch._foreach_add_(t_params, s_params, alpha=1 - m)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state()[1],
+        "python": random.getstate()[1],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(
+    cfg: TrainConfig, step: int, student: VSDNet, teacher: VSDNet, opt, loss_fn: VSDLoss
+) -> dict[str, Any]:
+    sd = student.state_dict()
+    return {
+        "format": FORMAT,
+        "edge_vsd": {
+            "version": __version__,
+            "arch": student.backbone.arch,
+            "patch_size": cfg.patch_size,
+            "img_size": [cfg.img_size, cfg.img_size],
+        },
+        "config": cfg.to_dict(),
+        "step": step,
+        "student": {k: v for k, v in sd.items() if not k.startswith("predictor.")},
+        "predictor": {k[len("predictor.") :]: v for k, v in sd.items() if k.startswith("predictor.")},
+        "teacher": teacher.state_dict(),
+        "optimizer": opt.state_dict(),
+        "loss": loss_fn.state_dict(),
+        "rng": rng_state(),
+    }
+
+
+def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> Path:
+    """Run VSD training; returns the checkpoint path. Resumes from OUT/checkpoint.pt when `resume`."""
+    rank, world, device = init_distributed(cfg.device)
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT
+    if resume and not ckpt_path.exists():
+        raise InputError(f"{ckpt_path}: nothing to resume (no checkpoint there)")
+    if not resume and ckpt_path.exists():
+        raise InputError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
+    state = load_checkpoint(ckpt_path) if resume else None
+    if state is not None:
+        if state.get("format") != FORMAT:
+            raise InputError(f"{ckpt_path}: not an edge-vsd training checkpoint")
+        if cfg.init:
+            log.info("--resume: ignoring --init, the checkpoint already holds the weights")
+            cfg.init = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    videos = open_videos(cfg, rank)
+    data = FramePairs(videos, cfg.img_size, cfg.delta, cfg.delta_seconds, cfg.local_crops, cfg.local_size)
+    steps_per_epoch = max(1, len(data) // cfg.batch_size)
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    freeze_steps = cfg.freeze_last_layer_steps
+    freeze_steps = freeze_steps if freeze_steps is not None else min(steps_per_epoch, total // 10)
+    sched = schedules(cfg, total, steps_per_epoch)
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    heads = (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.separate_patch_head)
+    student = build_vsd(init_backbone(cfg), *heads, cfg.predictor_depth).to(device)
+    teacher = copy.deepcopy(student)  # same init; the teacher has no predictor and no gradients
+    teacher.predictor = None
+    teacher.requires_grad_(False)
+    loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device)
+    opt = torch.optim.AdamW(param_groups(student))
+    step = 0
+    if state is not None:
+        student.load_state_dict(
+            {**state["student"], **{f"predictor.{k}": v for k, v in state["predictor"].items()}}
+        )
+        teacher.load_state_dict(state["teacher"])
+        opt.load_state_dict(state["optimizer"])
+        loss_fn.load_state_dict(state["loss"])
+        set_rng_state(state["rng"])
+        step = int(state["step"])
+    if rank == 0:
+        cfg.save(out / "config.json")
+        _trim_metrics(out / "metrics.jsonl", step)
+    model = DistributedDataParallel(student) if world > 1 else student
+
+    loader = DataLoader(
+        data,
+        batch_sampler=StepBatches(len(data), cfg.batch_size, cfg.seed, step, total, cfg.accum, rank, world),
+        num_workers=cfg.workers,
+        generator=torch.Generator(),
+        pin_memory=device.type == "cuda",
+    )
+    batches = iter(loader)
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc="train",
+        unit="step",
+        disable=not show_progress or rank != 0,
+        dynamic_ncols=True,
+    )
+    metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    interrupted = False
+    try:
+        while step < total:
+            for i, g in enumerate(opt.param_groups):
+                g["lr"] = sched["lr"][step]
+                if i == 0:
+                    g["weight_decay"] = sched["wd"][step]
+            stats_sum: dict[str, float] = {}
+            loss_sum = 0.0
+            for micro in range(cfg.accum):
+                batch = next(batches)
+                globals_ = batch["globals"].to(device, non_blocking=True)
+                locals_ = batch["locals"].to(device, non_blocking=True) if "locals" in batch else None
+                sync = micro == cfg.accum - 1 or world == 1
+                with (
+                    model.no_sync() if not sync else contextlib.nullcontext(),
+                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
+                ):
+                    with torch.no_grad():
+                        t_cls, t_patches = teacher(globals_)
+                    s_cls, s_patches = model(globals_, locals_)
+                    loss, stats = loss_fn(
+                        s_cls, t_cls, s_patches, t_patches, float(sched["teacher_temp"][step])
+                    )
+                    if not math.isfinite(loss.item()):
+                        raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
+                    (loss / cfg.accum).backward()
+                loss_sum += loss.item() / cfg.accum
+                for k, v in stats.items():
+                    stats_sum[k] = stats_sum.get(k, 0.0) + v / cfg.accum
+            if cfg.clip_grad:
+                nn.utils.clip_grad_norm_(student.parameters(), cfg.clip_grad)
+            if step < freeze_steps:
+                for n, p in student.named_parameters():
+                    if "last_layer" in n:
+                        p.grad = None
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema_update(student, teacher, float(sched["momentum"][step]))
+            loss_fn.update_centers()
+            step += 1
+            if metrics is not None:
+                row = {
+                    "step": step,
+                    "loss": loss_sum,
+                    **stats_sum,
+                    "lr": float(sched["lr"][step - 1]),
+                    "wd": float(sched["wd"][step - 1]),
+                    "momentum": float(sched["momentum"][step - 1]),
+                    "teacher_temp": float(sched["teacher_temp"][step - 1]),
+                }
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", dense=f"{stats_sum['loss_dense']:.3f}")
+            if rank == 0 and (step % cfg.save_every == 0 or step == total):
+                save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
+    except KeyboardInterrupt:
+        interrupted = True
+        if rank == 0:
+            save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
+    finally:
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+        cleanup()
+    if interrupted:
+        raise KeyboardInterrupt(
+            f"interrupted at step {step}; checkpoint saved to {ckpt_path} (--resume continues)"
+        )
+    return ckpt_path
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--video",
+        action="append",
+        metavar="PATH",
+        help="video file, folder, glob, or a frame cache from `edge-vsd prepare` (repeatable)",
+    )
+    p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoint.pt (default runs/vsd)")
+    p.add_argument(
+        "--arch", choices=["vit_tiny", "vit_small", "vit_base"], help="ViT preset (default vit_tiny)"
+    )
+    p.add_argument("--patch-size", type=int, choices=[8, 16], help="patch size (default 16)")
+    p.add_argument("--img-size", type=int, help="training crop size in pixels (default 112)")
+    p.add_argument("--batch-size", type=int, help="global batch of frame pairs (default 32)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps in total")
+    length.add_argument("--epochs", type=int, help="passes over all (t, t+delta) pairs (default 10)")
+    delta = p.add_mutually_exclusive_group()
+    delta.add_argument("--delta", type=int, help="frames between t and t+delta (default 30)")
+    delta.add_argument(
+        "--delta-seconds", type=float, help="delta in seconds, converted with each video's fps"
+    )
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--save-every", type=int, help="checkpoint every N steps (default 100)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", metavar="CKPT", help="start from an edge-vsd, DINO or DoRA checkpoint")
+    p.add_argument("--accum", type=int, help="gradient accumulation micro-batches per step (default 1)")
+    p.add_argument("--workers", type=int, help="data-loading processes (default 0: in the training process)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
+    p.add_argument("--config", metavar="FILE", help="JSON/TOML file of TrainConfig fields; flags override it")
+    p.add_argument("--lr", type=float, help="base learning rate per 256 pairs (default 5e-4)")
+    p.add_argument("--out-dim", type=int, help="prototypes of the projection head (default 4096)")
+    p.add_argument(
+        "--local-crops", type=int, help="DINO local crops per frame for the global term (default 0)"
+    )
+    p.add_argument(
+        "--separate-patch-head",
+        action="store_true",
+        default=None,
+        help="own projection head for patches (default: shared with CLS)",
+    )
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
+    p.add_argument("--cache", help="frame-cache folder for raw videos (default OUT/frame_cache)")
+
+
+OPTION_FIELDS = [
+    "out",
+    "arch",
+    "patch_size",
+    "img_size",
+    "batch_size",
+    "steps",
+    "epochs",
+    "delta",
+    "delta_seconds",
+    "seed",
+    "save_every",
+    "init",
+    "accum",
+    "workers",
+    "device",
+    "lr",
+    "out_dim",
+    "local_crops",
+    "separate_patch_head",
+    "bf16",
+    "cache",
+]
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {k: getattr(args, k) for k in OPTION_FIELDS}
+    overrides["video"] = args.video
+    if args.steps is not None:
+        overrides["epochs"] = TrainConfig.epochs
+    if args.delta_seconds is not None:
+        overrides["delta"] = TrainConfig.delta
+    cfg = resolve_config(args.config, overrides)
+    if args.resume and args.config is None:
+        saved = Path(cfg.out) / "config.json"
+        if saved.exists():  # resume with the run's own settings unless flags say otherwise
+            cfg = resolve_config(
+                str(saved), {k: v for k, v in overrides.items() if v is not None and k != "epochs"}
+            )
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    cfg = config_from_args(args)
+    try:
+        path = train(cfg, resume=args.resume)
+    except KeyboardInterrupt as exc:
+        print(exc, file=sys.stderr)
+        return 130
+    print(f"checkpoint: {path}")
+    return 0

@@ -1,0 +1,57 @@
+"""The network trained by VSD: backbone + projection head(s) (+ next-frame predictor for the student)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edge_vsd.model import DINOHead, Predictor, VisionTransformer
+
+
+class VSDNet(nn.Module):
+    """Student (with predictor) or teacher (without). State-dict keys: backbone.*, head.*, patch_head.*,
+    predictor.* -- DINO's wrapper layout, so `load_encoder` reads edge-vsd and DINO checkpoints alike."""
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        head: DINOHead,
+        patch_head: DINOHead | None = None,
+        predictor: Predictor | None = None,
+    ):
+        super().__init__()
+        self.backbone, self.head, self.patch_head, self.predictor = backbone, head, patch_head, predictor
+
+    def forward(
+        self, globals_: torch.Tensor, locals_: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """globals_ (B, 2, 3, S, S): frames t and t+delta. Returns CLS logits per view ([t, t+delta, locals...])
+        and patch logits (B, N, K): the student's prediction of t+delta from t, or the teacher's t+delta."""
+        b = globals_.shape[0]
+        tokens, grid = self.backbone.tokens(globals_.transpose(0, 1).flatten(0, 1))
+        cls = list(self.head(tokens[:, 0]).chunk(2))
+        patch_head = self.patch_head if self.patch_head is not None else self.head
+        if self.predictor is None:
+            patches = patch_head(tokens[b:, 1:])
+        else:
+            patches = patch_head(self.predictor(tokens[:b, 1:], grid))
+        if locals_ is not None:
+            n = locals_.shape[1]
+            local_tokens, _ = self.backbone.tokens(locals_.transpose(0, 1).flatten(0, 1))
+            cls += list(self.head(local_tokens[:, 0]).chunk(n))
+        return cls, patches
+
+
+def build_vsd(
+    backbone: VisionTransformer,
+    out_dim: int,
+    hidden_dim: int,
+    bottleneck_dim: int,
+    separate_patch_head: bool,
+    predictor_depth: int | None,
+) -> VSDNet:
+    dim = backbone.embed_dim
+    head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim)
+    patch_head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim) if separate_patch_head else None
+    predictor = Predictor(dim, backbone.grid, depth=predictor_depth) if predictor_depth else None
+    return VSDNet(backbone, head, patch_head, predictor)
