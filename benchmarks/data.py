@@ -1,0 +1,82 @@
+"""Evaluation frames: a video or an image folder given with --data, or synthetic frames by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from edge_vsd.runtimes.errors import RuntimeInputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _same_size(frames: list[np.ndarray], source: str) -> np.ndarray:
+    # Frames of one folder may differ in size; bring them to the first one's so they stack into a batch.
+    h, w = frames[0].shape[:2]
+    out = [
+        f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames
+    ]
+    return np.stack(out)
+
+
+def read_video(path: Path, n: int) -> np.ndarray:
+    """Up to n frames spread evenly over the video (uint8 BGR, N x H x W x 3)."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise RuntimeInputError(f"{path}: OpenCV cannot open this video")
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        step = max(1, total // n) if total > 0 else 1
+        frames: list[np.ndarray] = []
+        index = 0
+        while len(frames) < n:
+            ok = cap.grab()
+            if not ok:
+                break
+            if index % step == 0:
+                ok, frame = cap.retrieve()
+                if ok and frame is not None:
+                    frames.append(frame)
+            index += 1
+    finally:
+        cap.release()
+    if not frames:
+        raise RuntimeInputError(f"{path}: no decodable frames")
+    return np.stack(frames)
+
+
+def read_image_dir(path: Path, n: int) -> np.ndarray:
+    """Up to n images of a folder in name order (unreadable files are skipped)."""
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise RuntimeInputError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    if len(files) > n:
+        files = [files[i] for i in np.linspace(0, len(files) - 1, n).round().astype(int)]
+    frames = [f for f in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files) if f is not None]
+    if not frames:
+        raise RuntimeInputError(f"{path}: none of the {len(files)} images could be decoded")
+    return _same_size(frames, str(path))
+
+
+def load_frames(data: str | Path | None, n: int = 32, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """(frames, description) for --data: a video file, an image folder, or synthetic frames when None."""
+    if data is None:
+        from edge_vsd.data.synthetic import make_frames
+
+        return make_frames(n_frames=n, height=144, width=192, seed=seed), {
+            "kind": "synthetic",
+            "seed": seed,
+            "frames": n,
+        }
+    path = Path(data)
+    if not path.exists():
+        raise RuntimeInputError(f"{path}: no such file or folder (--data)")
+    frames = read_image_dir(path, n) if path.is_dir() else read_video(path, n)
+    kind = "images" if path.is_dir() else "video"
+    return frames, {
+        "kind": kind,
+        "source": str(path),
+        "frames": int(len(frames)),
+        "size": [int(frames.shape[1]), int(frames.shape[2])],
+    }

@@ -1,0 +1,226 @@
+"""System fingerprint for every result: CPU and ISA flags, board (Jetson), power mode, library versions.
+
+Parsers take file contents (strings), so tests feed sample Jetson and x86 texts; `collect()` reads the
+real files and never fails: anything missing is recorded as null.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# Flags that decide which INT8 kernels are fast (x86: AVX2/AVX-512/VNNI; ARM: dot-product, i8mm).
+ISA_FLAGS = (
+    "sse4_2",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+)
+
+# A few ARM CPU part numbers (implementer 0x41 = Arm) so Jetson/Pi results name the core.
+ARM_PARTS = {
+    "0xd03": "Cortex-A53",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd0b": "Cortex-A76",
+    "0xd42": "Cortex-A78AE",
+    "0xd41": "Cortex-A78",
+    "0xd0c": "Neoverse-N1",
+    "0xd40": "Neoverse-V1",
+    "0x004": "NVIDIA Carmel",
+}
+
+PACKAGES = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-libs"),
+    "openvino": ("openvino",),
+    "numpy": ("numpy",),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
+}
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """CPU model, logical CPU count and ISA flags from /proc/cpuinfo (x86 `flags`, ARM `Features`)."""
+    fields: dict[str, str] = {}
+    flags: set[str] = set()
+    processors = 0
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "processor":
+            processors += 1
+        elif key in ("flags", "features"):
+            flags.update(value.split())
+        elif key not in fields and value:
+            fields[key] = value
+    model = fields.get("model name") or fields.get("hardware") or fields.get("cpu model")
+    if not model and fields.get("cpu implementer") in ("0x41", "0x4e"):
+        part = fields.get("cpu part", "").lower()
+        model = ARM_PARTS.get(part, f"ARM part {part}" if part else None)
+    arch = (
+        "arm64"
+        if ("asimd" in flags or "cpu implementer" in fields)
+        else ("x86_64" if "sse2" in flags else None)
+    )
+    isa = {f: f in flags for f in ISA_FLAGS}
+    isa["vnni"] = isa["avx512_vnni"] or isa["avx_vnni"]
+    return {"model": model, "arch": arch, "logical_cpus": processors or None, "isa": isa}
+
+
+def int8_path(isa: dict[str, bool]) -> str:
+    """Which INT8 dot-product instructions this CPU has, in one word for the report."""
+    if isa.get("avx512_vnni"):
+        return "avx512-vnni"
+    if isa.get("avx_vnni"):
+        return "avx-vnni"
+    if isa.get("avx512f"):
+        return "avx512"
+    if isa.get("avx2"):
+        return "avx2"
+    if isa.get("asimddp"):
+        return "arm-dotprod"
+    if isa.get("asimd"):
+        return "arm-neon"
+    return "generic"
+
+
+def parse_device_tree_model(text: str) -> str | None:
+    """/proc/device-tree/model is NUL-terminated: 'NVIDIA Jetson AGX Orin Developer Kit\\0'."""
+    model = text.replace("\x00", "").strip()
+    return model or None
+
+
+def parse_tegra_release(text: str) -> dict[str, Any] | None:
+    """/etc/nv_tegra_release: '# R35 (release), REVISION: 3.1, ...' -> L4T 35.3.1 plus board/date."""
+    m = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    if not m:
+        return None
+    out: dict[str, Any] = {"l4t": f"{m.group(1)}.{m.group(2)}"}
+    for key in ("GCID", "BOARD", "EABI", "DATE"):
+        km = re.search(rf"{key}:\s*([^,]+)", text)
+        if km:
+            out[key.lower()] = km.group(1).strip()
+    return out
+
+
+def parse_nvpmodel(text: str) -> dict[str, Any] | None:
+    """`nvpmodel -q` output ('NV Power Mode: MAXN' then the mode id) -> {'name', 'id'}."""
+    m = re.search(r"NV Power Mode:\s*(\S+)", text)
+    if not m:
+        return None
+    ids = re.findall(r"^\s*(\d+)\s*$", text, flags=re.M)
+    return {"name": m.group(1), "id": int(ids[0]) if ids else None}
+
+
+def parse_jetson_clocks_show(text: str) -> bool | None:
+    """`jetson_clocks --show`: pinned when every online CPU (and the GPU) runs MinFreq == MaxFreq."""
+    pinned: list[bool] = []
+    for line in text.splitlines():
+        if re.match(r"\s*cpu\d+:", line) and "Online=0" in line:
+            continue
+        m = re.search(r"MinFreq=(\d+)\s+MaxFreq=(\d+)", line)
+        if m:
+            pinned.append(m.group(1) == m.group(2))
+    return all(pinned) if pinned else None
+
+
+def clocks_pinned(freqs: list[tuple[int, int]]) -> bool | None:
+    """From (scaling_min_freq, scaling_max_freq) per CPU: True when all are pinned at their maximum,
+    which is what jetson_clocks does (readable from sysfs without root)."""
+    if not freqs:
+        return None
+    return all(lo == hi for lo, hi in freqs)
+
+
+def _read(path: str | Path) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def _cpu_freqs(root: Path = Path("/sys/devices/system/cpu")) -> list[tuple[int, int]]:
+    out = []
+    for d in sorted(root.glob("cpu[0-9]*/cpufreq")):
+        lo, hi = _read(d / "scaling_min_freq"), _read(d / "scaling_max_freq")
+        if lo and hi and lo.strip().isdigit() and hi.strip().isdigit():
+            out.append((int(lo), int(hi)))
+    return out
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the inference stack, from package metadata (imports nothing heavy)."""
+    out: dict[str, str | None] = {}
+    for name, dists in PACKAGES.items():
+        out[name] = None
+        for dist in dists:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    if out["tensorrt"] is None and _read("/usr/lib/python3/dist-packages/tensorrt/__init__.py"):
+        out["tensorrt"] = "system"  # JetPack installs TensorRT as a Debian package
+    return out
+
+
+def jetson_info() -> dict[str, Any] | None:
+    """Board model, L4T release, power mode and clock state on a Jetson; None elsewhere."""
+    release = _read("/etc/nv_tegra_release")
+    model = parse_device_tree_model(_read("/proc/device-tree/model") or "")
+    if release is None and not (model and "jetson" in model.lower()):
+        return None
+    power = None
+    try:
+        q = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10)
+        power = parse_nvpmodel(q.stdout)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "board": model,
+        "release": parse_tegra_release(release or ""),
+        "power_mode": power,
+        "jetson_clocks": clocks_pinned(_cpu_freqs()),
+    }
+
+
+def collect(threads: int | None = None) -> dict[str, Any]:
+    """Fingerprint of this machine for results.json."""
+    cpu = parse_cpuinfo(_read("/proc/cpuinfo") or "")
+    if not cpu["model"]:
+        cpu["model"] = platform.processor() or None
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:
+        available = os.cpu_count()
+    return {
+        "cpu": {
+            **cpu,
+            "int8_path": int8_path(cpu["isa"]),
+            "cores_available": available,
+            "threads_used": threads or available,
+        },
+        "os": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+        },
+        "versions": package_versions(),
+        "jetson": jetson_info(),
+    }

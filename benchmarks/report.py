@@ -1,0 +1,192 @@
+"""report.md (one table), report.html (self-contained: table, fingerprint, inline PNG plots) and the PNGs."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edge_vsd.benchmarks import plots
+
+COLUMNS = [
+    "artifact",
+    "backend",
+    "precision",
+    "size MB",
+    "p50 ms",
+    "p90",
+    "p99",
+    "FPS",
+    "CLS cos",
+    "patch cos",
+    "corr. acc",
+    "status",
+]
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    """One row of strings per artifact, in COLUMNS order."""
+    out = []
+    for a in results["artifacts"]:
+        lat, acc = a.get("latency") or {}, a.get("accuracy") or {}
+        status = a["status"] + (f" ({a['reason']})" if a.get("reason") else "")
+        out.append(
+            [
+                a["name"],
+                a.get("backend") or "-",
+                a.get("precision") or "-",
+                _num(a.get("size_mb"), ".2f"),
+                _num(lat.get("p50_ms"), ".2f"),
+                _num(lat.get("p90_ms"), ".2f"),
+                _num(lat.get("p99_ms"), ".2f"),
+                _num(lat.get("fps"), ".1f"),
+                _num(acc.get("cls_cosine"), ".4f"),
+                _num(acc.get("patch_cosine"), ".4f"),
+                _num(acc.get("corr_acc"), ".3f"),
+                status,
+            ]
+        )
+    return out
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The Markdown comparison table (also printed to stdout)."""
+    rows = table_rows(results)
+    esc = [[c.replace("|", "\\|") for c in r] for r in rows]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines) + "\n"
+
+
+def _fingerprint_line(fp: dict[str, Any]) -> str:
+    cpu, v = fp.get("cpu", {}), fp.get("versions", {})
+    parts = [
+        f"CPU {cpu.get('model')} ({cpu.get('int8_path')}, {cpu.get('threads_used')} threads)",
+        f"{fp.get('os', {}).get('system')} {fp.get('os', {}).get('release')}",
+    ]
+    parts += [f"{k} {val}" for k, val in v.items() if val]
+    j = fp.get("jetson")
+    if j:
+        parts.insert(
+            0,
+            f"{j.get('board')} L4T {(j.get('release') or {}).get('l4t')} "
+            f"power mode {(j.get('power_mode') or {}).get('name')} jetson_clocks {j.get('jetson_clocks')}",
+        )
+    return "; ".join(parts)
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    """report.md: the table, the settings line and the machine fingerprint."""
+    s = results["settings"]
+    source = f", {s['data']['source']}" if s["data"].get("source") else ""
+    ref = results.get("reference") or {}
+    extra = []
+    if any((a.get("seg") or {}).get("miou") is not None for a in results["artifacts"]):
+        extra = [
+            "",
+            "Segmentation probe (linear head, held-out mIoU): "
+            + ", ".join(
+                f"{a['name']} {a['seg']['miou']:.3f}"
+                for a in results["artifacts"]
+                if (a.get("seg") or {}).get("miou") is not None
+            ),
+        ]
+    return "\n".join(
+        [
+            "# edge-vsd benchmark",
+            "",
+            markdown_table(results),
+            f"Batch {s['batch']}, {s['iters']} iterations after {s['warmup']} warm-up; "
+            f"data: {s['data'].get('kind')} ({s['data'].get('frames')} frames{source}); "
+            f"reference: {ref.get('name') or 'none'}; gate: CLS cos >= {s['gate']['min_cls_cosine']}, "
+            f"patch cos >= {s['gate']['min_patch_cosine']}.",
+            *extra,
+            "",
+            f"Machine: {_fingerprint_line(results['fingerprint'])}",
+            "",
+        ]
+    )
+
+
+def html_report(results: dict[str, Any], images: dict[str, bytes]) -> str:
+    """A single HTML file: table, settings, fingerprint and the plots as base64 PNGs (no external files)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = []
+    for row in table_rows(results):
+        status = row[-1].split(" ")[0]
+        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row[:-1])
+        body.append(f'<tr>{cells}<td class="{html.escape(status)}">{html.escape(row[-1])}</td></tr>')
+    figs = "".join(
+        f'<figure><img alt="{html.escape(name)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, png in images.items()
+    )
+    md = markdown_report(results).split("\n")
+    notes = "".join(
+        f"<p>{html.escape(line)}</p>" for line in md[md.index("") + 1 :] if line and not line.startswith("|")
+    )
+    fingerprint = html.escape(json.dumps(results["fingerprint"], indent=2))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>edge-vsd benchmark</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #1b2631; background: #fff; }}
+table {{ border-collapse: collapse; font-size: 14px; }}
+th, td {{ border: 1px solid #aab7b8; padding: 4px 8px; text-align: right; }}
+th {{ background: #d6eaf8; }} td:first-child, td:last-child {{ text-align: left; }}
+td.ok {{ background: #d5f5e3; }} td.fails-gate {{ background: #fdebd0; }} td.failed {{ background: #fadbd8; }}
+figure {{ display: inline-block; margin: 12px; }} img {{ max-width: 560px; border: 1px solid #d5d8dc; }}
+pre {{ background: #f4f6f6; padding: 8px; font-size: 12px; }}
+</style></head><body>
+<h1>edge-vsd benchmark</h1>
+<p>Created {html.escape(results.get("created_at", ""))}</p>
+<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
+{notes}
+{figs}
+<details><summary>System fingerprint</summary><pre>{fingerprint}</pre></details>
+</body></html>
+"""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write results.json, report.md, report.html and the PNG plots into out_dir; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = {
+        name: png
+        for name, png in (
+            ("latency.png", plots.latency_plot(results["artifacts"])),
+            ("accuracy_vs_latency.png", plots.accuracy_latency_plot(results["artifacts"])),
+        )
+        if png is not None
+    }
+    files = {
+        "results.json": (json.dumps(results, indent=2, allow_nan=False) + "\n").encode(),
+        "report.md": markdown_report(results).encode(),
+        "report.html": html_report(results, images).encode(),
+        **images,
+    }
+    written = {}
+    for name, data in files.items():
+        _write_atomic(out / name, data)
+        written[name] = out / name
+    return written

@@ -1,0 +1,281 @@
+"""Benchmark a list of artifacts against one reference: every stage guarded, so one broken artifact never
+stops the others; the result is the results.json dictionary."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edge_vsd.benchmarks import SCHEMA, SCHEMA_VERSION, accuracy, fingerprint, latency
+from edge_vsd.runtimes.errors import RuntimeInputError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Settings:
+    """Everything a run depends on, recorded in results.json."""
+
+    warmup: int = 10
+    iters: int = 50
+    threads: int | None = None
+    batch: int = 1
+    backend: str | None = None
+    frames: int = 32
+    corr_pairs: int = 16
+    homography_strength: float = 0.12
+    knn_k: int = 5
+    seg_epochs: int = 30
+    min_cls_cosine: float = 0.99
+    min_patch_cosine: float = 0.98
+    seed: int = 0
+
+
+@dataclass
+class Reference:
+    """Where reference features come from: an input artifact (index), another folder, or a checkpoint."""
+
+    kind: str  # "artifact" | "checkpoint" | "none"
+    path: Path | None = None
+    index: int | None = None
+
+
+def check_artifact_dir(path: str | Path) -> Path:
+    """A folder with manifest.json; anything else is an input error, raised before any work."""
+    p = Path(path)
+    if not p.exists():
+        raise RuntimeInputError(f"{p}: no such artifact folder")
+    if not p.is_dir() or not (p / MANIFEST).is_file():
+        raise RuntimeInputError(f"{p}: not an artifact folder (no {MANIFEST})")
+    return p
+
+
+def _manifest_loose(path: Path) -> dict[str, Any]:
+    # Read without validation: a broken manifest must still show up as a failed row with what we know.
+    try:
+        data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Folder names, prefixed with their parent where two artifacts share a name."""
+    names = [p.name for p in paths]
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def resolve_reference(arg: str | None, artifacts: list[Path]) -> Reference:
+    """--reference (artifact folder or checkpoint file), else the first fp32 input artifact, else none."""
+    if arg is None:
+        for i, p in enumerate(artifacts):
+            if _manifest_loose(p).get("precision") == "fp32":
+                return Reference("artifact", p, i)
+        return Reference("none")
+    ref = Path(arg)
+    if ref.is_dir():
+        ref = check_artifact_dir(ref)
+        same = [i for i, p in enumerate(artifacts) if p.resolve() == ref.resolve()]
+        return Reference("artifact", ref, same[0] if same else None)
+    from edge_vsd.benchmarks.torch_reference import CHECKPOINT_SUFFIXES
+
+    if not ref.is_file():
+        raise RuntimeInputError(f"{ref}: --reference is neither an artifact folder nor a checkpoint file")
+    if ref.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise RuntimeInputError(
+            f"{ref}: --reference file must be a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})"
+        )
+    return Reference("checkpoint", ref)
+
+
+def _size_mb(path: Path, manifest: dict[str, Any]) -> float | None:
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else None
+    names = list(files) if files else [p.name for p in path.iterdir() if p.is_file()]
+    total = sum((path / n).stat().st_size for n in names if (path / n).is_file())
+    return round(total / 2**20, 3)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:240]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _gate(acc: dict[str, Any], s: Settings) -> str | None:
+    problems = []
+    if acc.get("cls_cosine") is not None and acc["cls_cosine"] < s.min_cls_cosine:
+        problems.append(f"CLS cos {acc['cls_cosine']:.4f} < {s.min_cls_cosine}")
+    if acc.get("patch_cosine") is not None and acc["patch_cosine"] < s.min_patch_cosine:
+        problems.append(f"patch cos {acc['patch_cosine']:.4f} < {s.min_patch_cosine}")
+    return "; ".join(problems) or None
+
+
+def bench_one(
+    path: Path,
+    name: str,
+    s: Settings,
+    frames: np.ndarray,
+    ref: tuple[np.ndarray, np.ndarray] | None,
+    seg_data: Any = None,
+) -> tuple[dict[str, Any], Any]:
+    """Benchmark one artifact. Returns (row, (cls, patches) or None); never raises for a broken artifact."""
+    from edge_vsd import runtimes
+
+    manifest = _manifest_loose(path)
+    row: dict[str, Any] = {
+        "name": name,
+        "path": str(path),
+        "backend": None,
+        "precision": manifest.get("precision"),
+        "target": manifest.get("target"),
+        "size_mb": _size_mb(path, manifest),
+        "status": "ok",
+        "reason": None,
+        "load_s": None,
+        "latency": None,
+        "gpu": None,
+        "memory": None,
+        "accuracy": None,
+        "correspondence": None,
+        "seg": None,
+    }
+    feats = None
+    stage = "load"
+    enc = None
+    try:
+        latency.reset_peak_rss()
+        t0 = time.perf_counter()
+        enc = runtimes.load(path, backend=s.backend, threads=s.threads)
+        row["load_s"] = round(time.perf_counter() - t0, 4)
+        row["backend"] = enc.backend_name
+        row["precision"] = enc.manifest.get("precision", row["precision"])
+        stage = "latency"
+        _log(f"  {name}: {enc.backend_name}, loaded in {row['load_s']:.2f} s; timing {s.iters} iterations")
+        row["latency"] = latency.measure(enc, frames, s.batch, s.warmup, s.iters)
+        if enc.backend_name == "tensorrt":
+            stage = "gpu timing"
+            from edge_vsd.benchmarks.trt_timing import gpu_times
+
+            h, w = enc.image_size
+            row["gpu"] = gpu_times(path / "encoder.engine", (s.batch, 3, h, w), s.warmup, s.iters)
+        stage = "features"
+        cls, patches = accuracy.encode_all(enc, frames, max(s.batch, 8))
+        feats = (cls, patches)
+        acc: dict[str, Any] = {}
+        if ref is not None:
+            stage = "fidelity"
+            acc.update(accuracy.fidelity(cls, patches, *ref))
+            acc["knn_agreement"] = accuracy.knn_agreement(cls, ref[0], s.knn_k)
+        stage = "correspondence"
+        corr = accuracy.correspondence(
+            enc, frames, enc.image_size, s.corr_pairs, s.homography_strength, s.seed, max(s.batch, 8)
+        )
+        acc["corr_acc"] = corr["corr_acc"]
+        row["correspondence"] = corr
+        row["accuracy"] = acc
+        if seg_data is not None:
+            stage = "seg probe"
+            from edge_vsd.benchmarks.seg_probe import seg_probe
+
+            row["seg"] = seg_probe(enc, seg_data, enc.image_size, epochs=s.seg_epochs, seed=s.seed)
+        row["memory"] = {"peak_rss_mb": round(latency.peak_rss_mb(), 1)}
+        reason = _gate(acc, s)
+        if reason:
+            row["status"], row["reason"] = "fails-gate", reason
+    except Exception as exc:  # noqa: BLE001 - any failure of one artifact is reported in its row
+        row["status"], row["reason"] = "failed", f"{stage}: {_short(exc)}"
+        feats = None
+    finally:
+        if enc is not None:
+            try:
+                enc.close()
+            except Exception:  # noqa: BLE001
+                pass
+    _log(f"  {name}: {row['status']}" + (f" ({row['reason']})" if row["reason"] else ""))
+    return row, feats
+
+
+def _external_reference(ref: Reference, s: Settings, frames: np.ndarray, image_size: tuple[int, int] | None):
+    """Features of a reference that is not one of the benchmarked artifacts, plus its own correspondence."""
+    if ref.kind == "checkpoint":
+        from edge_vsd.benchmarks.torch_reference import TorchReference
+
+        enc = TorchReference(ref.path, image_size)
+    else:
+        from edge_vsd import runtimes
+
+        enc = runtimes.load(ref.path, backend=s.backend, threads=s.threads)
+    feats = accuracy.encode_all(enc, frames, 8)
+    corr = accuracy.correspondence(
+        enc, frames, tuple(enc.image_size), s.corr_pairs, s.homography_strength, s.seed
+    )
+    return feats, corr
+
+
+def run_benchmark(
+    artifacts: list[Path],
+    s: Settings,
+    frames: np.ndarray,
+    data_info: dict[str, Any],
+    reference: Reference,
+    seg_data: Any = None,
+) -> dict[str, Any]:
+    """Benchmark every artifact (the reference artifact first, so the others can be compared with it)."""
+    names = unique_names(artifacts)
+    rows: list[dict[str, Any] | None] = [None] * len(artifacts)
+    ref_feats = None
+    ref_info: dict[str, Any] = {
+        "kind": reference.kind,
+        "path": str(reference.path) if reference.path else None,
+        "name": None,
+        "error": None,
+        "corr_acc": None,
+    }
+    if reference.kind == "artifact" and reference.index is not None:
+        i = reference.index
+        _log(f"[reference] {names[i]}")
+        rows[i], ref_feats = bench_one(artifacts[i], names[i], s, frames, None, seg_data)
+        ref_info["name"] = names[i]
+        if ref_feats is not None:
+            rows[i]["accuracy"].update(accuracy.fidelity(*ref_feats, *ref_feats))
+            rows[i]["accuracy"]["knn_agreement"] = 1.0
+            ref_info["corr_acc"] = rows[i]["accuracy"]["corr_acc"]
+        else:
+            ref_info["error"] = rows[i]["reason"]
+    elif reference.kind != "none":
+        ref_info["name"] = reference.path.name
+        first = _manifest_loose(artifacts[0]).get("model", {}).get("image_size") if artifacts else None
+        try:
+            ref_feats, corr = _external_reference(reference, s, frames, tuple(first) if first else None)
+            ref_info["corr_acc"] = corr["corr_acc"]
+        except Exception as exc:  # noqa: BLE001 - artifacts are still benchmarked, without fidelity numbers
+            ref_info["error"] = _short(exc)
+            _log(f"[reference] {reference.path}: failed ({ref_info['error']}); no fidelity numbers")
+    for i, path in enumerate(artifacts):
+        if rows[i] is None:
+            _log(f"[{i + 1}/{len(artifacts)}] {names[i]}")
+            rows[i], _ = bench_one(path, names[i], s, frames, ref_feats, seg_data)
+            if rows[i]["accuracy"] is not None and ref_feats is None:
+                rows[i]["accuracy"].update(cls_cosine=None, patch_cosine=None, knn_agreement=None)
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": fingerprint.collect(s.threads),
+        "settings": {
+            **asdict(s),
+            "data": data_info,
+            "gate": {"min_cls_cosine": s.min_cls_cosine, "min_patch_cosine": s.min_patch_cosine},
+        },
+        "reference": ref_info,
+        "artifacts": rows,
+    }
