@@ -69,8 +69,9 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
         elif key not in fields and value:
             fields[key] = value
     model = fields.get("model name") or fields.get("hardware") or fields.get("cpu model")
-    if not model and fields.get("cpu implementer") in ("0x41", "0x4e"):
-        part = fields.get("cpu part", "").lower()
+    part = fields.get("cpu part", "").lower()
+    if fields.get("cpu implementer") in ("0x41", "0x4e") and (part in ARM_PARTS or not model):
+        # ARM kernels print a generic "ARMv8 Processor rev 1 (v8l)"; the part number names the core.
         model = ARM_PARTS.get(part, f"ARM part {part}" if part else None)
     arch = (
         "arm64"
@@ -131,7 +132,8 @@ def parse_jetson_clocks_show(text: str) -> bool | None:
     """`jetson_clocks --show`: pinned when every online CPU (and the GPU) runs MinFreq == MaxFreq."""
     pinned: list[bool] = []
     for line in text.splitlines():
-        if re.match(r"\s*cpu\d+:", line) and "Online=0" in line:
+        # EMC (memory) keeps a range even with jetson_clocks on; only CPU cores and the GPU count.
+        if not re.match(r"\s*(cpu\d+:|GPU\s)", line) or "Online=0" in line:
             continue
         m = re.search(r"MinFreq=(\d+)\s+MaxFreq=(\d+)", line)
         if m:

@@ -103,5 +103,6 @@ def accuracy_latency_plot(rows: list[dict[str, Any]]) -> bytes | None:
     ax.set_xlabel("p50 latency (ms)")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.margins(x=0.15, y=0.12)  # room for the labels next to the points
+    ax.legend(loc="best")
     return _png(fig)

@@ -141,7 +141,8 @@ def html_report(results: dict[str, Any], images: dict[str, bytes]) -> str:
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #1b2631; background: #fff; }}
 table {{ border-collapse: collapse; font-size: 14px; }}
 th, td {{ border: 1px solid #aab7b8; padding: 4px 8px; text-align: right; }}
-th {{ background: #d6eaf8; }} td:first-child, td:last-child {{ text-align: left; }}
+th {{ background: #d6eaf8; }} td {{ white-space: nowrap; }}
+th:first-child, th:last-child, td:first-child, td:last-child {{ text-align: left; white-space: normal; }}
 td.ok {{ background: #d5f5e3; }} td.fails-gate {{ background: #fdebd0; }} td.failed {{ background: #fadbd8; }}
 figure {{ display: inline-block; margin: 12px; }} img {{ max-width: 560px; border: 1px solid #d5d8dc; }}
 pre {{ background: #f4f6f6; padding: 8px; font-size: 12px; }}
