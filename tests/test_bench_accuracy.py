@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from edge_vsd.benchmarks import accuracy
 from test_bench_support import SIZE, add_output_noise, smooth_frames, toy
 
 from edge_vsd import runtimes
-from edge_vsd.benchmarks import accuracy
 
 
 @pytest.fixture(scope="module")

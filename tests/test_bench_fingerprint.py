@@ -6,11 +6,20 @@ import json
 
 from edge_vsd.benchmarks import fingerprint as fp
 
-ORIN_CPUINFO = """\
+ARM_FLAGS = (
+    "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp "
+    "uscat ilrcpc flagm paca pacg"
+)
+X86_FLAGS = (
+    "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov sse sse2 ssse3 fma cx16 sse4_1 sse4_2 avx "
+    "f16c avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+)
+
+ORIN_CPUINFO = f"""\
 processor	: 0
 model name	: ARMv8 Processor rev 1 (v8l)
 BogoMIPS	: 62.50
-Features	: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp uscat ilrcpc flagm paca pacg
+Features	: {ARM_FLAGS}
 CPU implementer	: 0x41
 CPU architecture: 8
 CPU variant	: 0x0
@@ -20,7 +29,7 @@ CPU revision	: 1
 processor	: 1
 model name	: ARMv8 Processor rev 1 (v8l)
 BogoMIPS	: 62.50
-Features	: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp uscat ilrcpc flagm paca pacg
+Features	: {ARM_FLAGS}
 CPU implementer	: 0x41
 CPU architecture: 8
 CPU variant	: 0x0
@@ -39,17 +48,17 @@ CPU part	: 0xd03
 CPU revision	: 4
 """
 
-X86_CPUINFO = """\
+X86_CPUINFO = f"""\
 processor	: 0
 vendor_id	: GenuineIntel
 cpu family	: 6
 model		: 106
 model name	: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz
-flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov sse sse2 ssse3 fma cx16 sse4_1 sse4_2 avx f16c avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
+flags		: {X86_FLAGS}
 processor	: 1
 vendor_id	: GenuineIntel
 model name	: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz
-flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov sse sse2 ssse3 fma cx16 sse4_1 sse4_2 avx f16c avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
+flags		: {X86_FLAGS}
 """
 
 ALDERLAKE_FLAGS = (
@@ -57,8 +66,9 @@ ALDERLAKE_FLAGS = (
 )
 
 TEGRA_RELEASE = (
-    "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n"
-    "# KERNEL_VARIANT: oot\nTARGET_USERSPACE_LIB_DIR=nvidia\nTARGET_USERSPACE_LIB_DIR_PATH=usr/lib/aarch64-linux-gnu/nvidia\n"
+    "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
+    "DATE: Tue Aug  1 19:57:35 UTC 2023\n# KERNEL_VARIANT: oot\nTARGET_USERSPACE_LIB_DIR=nvidia\n"
+    "TARGET_USERSPACE_LIB_DIR_PATH=usr/lib/aarch64-linux-gnu/nvidia\n"
 )
 
 JETSON_CLOCKS_ON = """\

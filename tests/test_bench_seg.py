@@ -5,11 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from edge_vsd.benchmarks import seg_probe
+from edge_vsd.runtimes.errors import RuntimeInputError
 from test_bench_support import SIZE, make_seg_dataset, toy
 
 from edge_vsd import runtimes
-from edge_vsd.benchmarks import seg_probe
-from edge_vsd.runtimes.errors import RuntimeInputError
 
 
 @pytest.fixture(scope="module")

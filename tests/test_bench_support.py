@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark tests (real ONNX artifacts, generated frames and datasets) and their checks."""
+"""Helpers shared by the benchmark tests: real ONNX artifacts, generated frames and datasets."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+from edge_vsd.runtimes.manifest import file_entry, read_manifest, write_manifest
 from onnx import helper, numpy_helper
 from toy_artifact import make_toy_artifact
-
-from edge_vsd.runtimes.manifest import file_entry, read_manifest, write_manifest
 
 SIZE = (128, 128)
 PATCH = 8
