@@ -71,12 +71,16 @@ class FeatureStream:
 
     # -- decode thread ---------------------------------------------------------------------------------------
     def _put(self, item: object) -> None:
+        live = self.source.live and item is not _END
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=_POLL_S)
+                if live:
+                    self._queue.put_nowait(item)
+                else:
+                    self._queue.put(item, timeout=_POLL_S)
                 return
             except queue.Full:
-                if self.source.live and item is not _END:
+                if live:
                     try:  # a live source must not lag behind: the oldest queued frame goes
                         self._queue.get_nowait()
                         self.frames_dropped += 1

@@ -1,0 +1,150 @@
+"""Streaming extraction: video files, image folders, stride, truncated and broken sources, live dropping."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import cv2
+import edge_vsd.runtimes as rt
+import numpy as np
+import pytest
+from conftest import opencv_sample
+from edge_vsd.runtimes.errors import RuntimeInputError
+from toy_artifact import make_toy_artifact
+
+from edge_vsd.data.synthetic import make_frames, write_video
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    art = make_toy_artifact(tmp_path_factory.mktemp("art") / "toy", batch=None, image_size=(48, 64))
+    return rt.load(art, threads=1)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("vid") / "v.avi", n_frames=24, height=72, width=96, fps=25.0)
+
+
+def _decode_all(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def test_video_stream_yields_every_frame_with_features_equal_to_direct_calls(encoder, video):
+    stream = encoder.stream(video)
+    items = list(stream)
+    frames = _decode_all(video)
+    assert [i for i, _, _ in items] == list(range(24))
+    np.testing.assert_allclose([t for _, t, _ in items], np.arange(24) / 25.0, atol=1e-6)
+    direct = encoder(frames)
+    np.testing.assert_allclose(np.stack([f.cls for _, _, f in items]), direct.cls, atol=1e-5)
+    np.testing.assert_allclose(np.stack([f.patches for _, _, f in items]), direct.patches, atol=1e-5)
+    assert items[0][2].patches.shape == (3, 4, 32)
+    assert stream.frames_processed == 24 and not stream.ended_early and stream.frames_dropped == 0
+
+
+def test_stride_and_max_frames(encoder, video):
+    stream = encoder.stream(video, stride=5)
+    assert [i for i, _, _ in stream] == [0, 5, 10, 15, 20]
+    assert stream.expected_frames == 5 and not stream.ended_early
+    short = encoder.stream(video, stride=2, max_frames=3)
+    assert [i for i, _, _ in short] == [0, 2, 4] and not short.ended_early
+    with pytest.raises(RuntimeInputError, match="stride"):
+        encoder.stream(video, stride=0)
+
+
+def test_keep_frames_returns_the_decoded_frame(encoder, video):
+    items = list(encoder.stream(video, stride=8, keep_frames=True))
+    frames = _decode_all(video)
+    for index, _, feats in items:
+        np.testing.assert_array_equal(feats.frame, frames[index])
+
+
+def test_image_folder_natural_order_and_unreadable_images(encoder, tmp_path, caplog):
+    frames = make_frames(5, 40, 60, seed=1)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(
+            str(tmp_path / f"frame_{i * 5}.png"), frame
+        )  # frame_0, frame_5, frame_10 ...: natural order
+    (tmp_path / "frame_7.jpg").write_bytes(b"broken jpeg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="edge_vsd.runtimes"):
+        stream = encoder.stream(tmp_path, fps=10)
+        items = list(stream)
+    assert [i for i, _, _ in items] == [0, 1, 3, 4, 5]  # position 2 (frame_7.jpg) is unreadable
+    np.testing.assert_allclose([t for _, t, _ in items], [0, 0.1, 0.3, 0.4, 0.5])
+    np.testing.assert_allclose(items[4][2].cls, encoder(frames[4]).cls[0], atol=1e-5)
+    assert stream.source.unreadable == 1 and stream.ended_early
+    assert "unreadable" in stream.summary() and "frame_7.jpg" in caplog.text
+
+
+def test_single_image_file_is_a_one_frame_source(encoder, tmp_path):
+    cv2.imwrite(str(tmp_path / "one.png"), make_frames(1, 40, 60)[0])
+    assert [i for i, _, _ in encoder.stream(tmp_path / "one.png")] == [0]
+
+
+def test_truncated_video_ends_early_without_crashing(encoder, video, tmp_path, caplog):
+    data = video.read_bytes()
+    broken = tmp_path / "truncated.avi"
+    broken.write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="edge_vsd.runtimes"):
+        stream = encoder.stream(broken)
+        n = sum(1 for _ in stream)
+    assert 0 < n < 24
+    assert stream.frames_processed == n and stream.ended_early
+    assert f"{n} of 24 expected frames processed" in caplog.text
+    assert f"{n} frames processed" in stream.summary()
+
+
+@pytest.mark.realdata
+def test_deliberately_broken_sample_video_does_not_crash(encoder):
+    stream = encoder.stream(opencv_sample("Megamind_bugy.avi"), stride=10)
+    n = sum(1 for _ in stream)
+    assert n > 0 and stream.frames_processed == n
+
+
+def test_unreadable_sources_raise_at_open(encoder, tmp_path):
+    (tmp_path / "fake.mp4").write_text("this is not a video")
+    (tmp_path / "empty").mkdir()
+    for source, message in [
+        (tmp_path / "missing.mp4", "no such file"),
+        (tmp_path / "fake.mp4", "fake.mp4"),
+        (tmp_path / "empty", "no images"),
+        (97, "camera 97"),
+    ]:
+        with pytest.raises(RuntimeInputError, match=message) as err:
+            encoder.stream(source)
+        assert "\n" not in str(err.value)
+
+
+def test_breaking_out_early_stops_the_decode_thread(encoder, video):
+    before = threading.active_count()
+    stream = encoder.stream(video, queue_size=1)
+    for index, _, _ in stream:
+        if index == 2:
+            break
+    stream.close()
+    assert not stream._thread.is_alive()
+    assert threading.active_count() <= before
+    assert not stream.ended_early  # the caller stopped it: not reported as a failure
+
+
+def test_live_source_drops_oldest_frames_instead_of_lagging(encoder, video):
+    stream = encoder.stream(video, queue_size=1, batch_size=1)
+    stream.source.live = True  # a camera behaves like this: the decoder never waits for the consumer
+    indices = []
+    for index, _, _ in stream:
+        indices.append(index)
+        time.sleep(0.05)  # a slow consumer
+    assert stream.frames_dropped > 0
+    assert stream.frames_processed + stream.frames_dropped == stream.frames_decoded == 24
+    assert indices == sorted(indices) and indices[0] == 0
+    assert "dropped" in stream.summary()
