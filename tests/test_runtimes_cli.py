@@ -1,0 +1,188 @@
+"""`edge-vsd extract`: outputs, shards, PCA visualisations, one-line errors, and torch-free for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import edge_vsd.runtimes as rt
+import numpy as np
+import pytest
+from edge_vsd.runtimes.writer import load_features
+from toy_artifact import make_toy_artifact
+
+from edge_vsd.cli import main
+from edge_vsd.data.synthetic import write_video
+
+N_FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    return make_toy_artifact(tmp_path_factory.mktemp("art") / "toy", batch=1, image_size=(48, 64))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(
+        tmp_path_factory.mktemp("vid") / "v.avi", n_frames=N_FRAMES, height=72, width=96, fps=20
+    )
+
+
+def _extract(*args):
+    return main(["extract", *map(str, args)])
+
+
+def test_extract_writes_npz_matching_the_encoder(artifact, video, tmp_path):
+    out = tmp_path / "feats.npz"
+    assert _extract(video, "--artifact", artifact, "--out", out, "--stride", 3, "--threads", 1) == 0
+    with np.load(out) as data:
+        assert sorted(data.files) == ["cls", "frame_index", "patches", "timestamp"]
+        cls, patches, index, stamp = (data[k] for k in ("cls", "patches", "frame_index", "timestamp"))
+    assert cls.shape == (8, 32) and patches.shape == (8, 3, 4, 32)
+    assert cls.dtype == patches.dtype == np.float32
+    np.testing.assert_array_equal(index, np.arange(0, N_FRAMES, 3))
+    np.testing.assert_allclose(stamp, index / 20.0, atol=1e-6)
+    cap = cv2.VideoCapture(str(video))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 6)
+    frame = cap.read()[1]
+    np.testing.assert_allclose(cls[2], rt.load(artifact)(frame).cls[0], atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir()] == ["feats.npz"]  # no temporary files left behind
+
+
+def test_long_inputs_become_a_shard_folder(artifact, video, tmp_path, capsys):
+    single = tmp_path / "single.npz"
+    sharded = tmp_path / "long.npz"
+    assert _extract(video, "--artifact", artifact, "--out", single) == 0
+    assert _extract(video, "--artifact", artifact, "--out", sharded, "--shard-size", 10) == 0
+    folder = tmp_path / "long"
+    assert not sharded.exists() and folder.is_dir()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "index.json",
+        "shard-00000.npz",
+        "shard-00001.npz",
+        "shard-00002.npz",
+    ]
+    index = json.loads((folder / "index.json").read_text())
+    assert index["frames"] == N_FRAMES and [s["frames"] for s in index["shards"]] == [10, 10, 4]
+    merged, whole = load_features(sharded), load_features(single)
+    for key in whole:
+        np.testing.assert_array_equal(merged[key], whole[key])
+    assert "24 frames processed" in capsys.readouterr().err
+
+
+def test_pca_png_and_mp4_are_valid(artifact, video, tmp_path):
+    png, mp4 = tmp_path / "pca.png", tmp_path / "pca.mp4"
+    args = ["--artifact", artifact, "--out", tmp_path / "f.npz", "--pca-png", png, "--pca-video", mp4]
+    assert _extract(video, *args, "--pca-frames", 3, "--stride", 2) == 0
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] == 3 * 240  # three frames, one row each
+    assert image.shape[1] == 2 * round(96 * 240 / 72)  # frame | PCA map
+    assert image[:, image.shape[1] // 2 :].std() > 10  # the PCA half is not blank
+    cap = cv2.VideoCapture(str(mp4))
+    count = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        count += 1
+        assert frame.shape == (360, 2 * 480, 3)
+    assert count == N_FRAMES // 2
+    assert not list(tmp_path.glob(".*"))  # temporary names were renamed
+
+
+def _one_line_error(capsys, *args):
+    assert _extract(*args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edge-vsd extract: error: "), err
+    return err[0]
+
+
+def test_bad_inputs_exit_2_with_one_line(artifact, video, tmp_path, capsys):
+    out = tmp_path / "f.npz"
+    assert "nope.avi" in _one_line_error(capsys, tmp_path / "nope.avi", "--artifact", artifact, "--out", out)
+    assert "manifest.json" in _one_line_error(capsys, video, "--artifact", tmp_path, "--out", out)
+    assert ".npz" in _one_line_error(capsys, video, "--artifact", artifact, "--out", tmp_path / "f.txt")
+    assert "stride" in _one_line_error(capsys, video, "--artifact", artifact, "--out", out, "--stride", 0)
+    (tmp_path / "junk.mp4").write_bytes(os.urandom(2048))
+    assert "junk.mp4" in _one_line_error(capsys, tmp_path / "junk.mp4", "--artifact", artifact, "--out", out)
+    assert not out.exists()
+
+
+def test_tampered_artifact_exits_2(artifact, video, tmp_path, capsys):
+    import shutil
+
+    art = shutil.copytree(artifact, tmp_path / "art")
+    with open(art / "encoder.onnx", "ab") as f:
+        f.write(b"\0")
+    assert "encoder.onnx" in _one_line_error(capsys, video, "--artifact", art, "--out", tmp_path / "f.npz")
+
+
+def test_help_documents_the_shard_layout(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["extract", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "shard-00000.npz" in text and "--shard-size" in text and "--pca-video" in text
+
+
+BLOCKER = '''
+import importlib.abc, sys
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    """Simulates a device without torch (and without the training/export stack or the edge_vsd core)."""
+
+    BLOCKED = ("torch", "torchvision", "onnx", "onnxscript", "onnxsim", "nncf", "edge_vsd.model",
+               "edge_vsd.checkpoint", "edge_vsd.data", "edge_vsd.train", "edge_vsd.export")
+
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in self.BLOCKED):
+            raise ImportError(f"{name} is not installed on this device (blocked by the test)")
+        return None
+
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+CHILD = """
+import sys
+try:
+    import torch
+except ImportError:
+    pass
+else:
+    sys.exit("the import hook did not block torch")
+import numpy as np
+import edge_vsd.runtimes as rt
+from edge_vsd.cli import main
+
+enc = rt.load(sys.argv[1])
+feats = enc(np.zeros((2, 50, 70, 3), np.uint8))
+assert feats.cls.shape == (2, 32), feats.cls.shape
+rc = main(["extract", sys.argv[2], "--artifact", sys.argv[1], "--out", sys.argv[3], "--pca-png", sys.argv[4]])
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx") or m.startswith("edge_vsd.data"))
+print("RC", rc, "BAD", bad)
+"""
+
+
+def test_load_and_extract_work_where_torch_cannot_be_imported(artifact, video, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    out, png = tmp_path / "f.npz", tmp_path / "p.png"
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(artifact), str(video), str(out), str(png)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "RC 0 BAD []" in proc.stdout, proc.stdout + proc.stderr
+    with np.load(out) as data:
+        assert data["patches"].shape == (N_FRAMES, 3, 4, 32)
+    assert cv2.imread(str(png)) is not None
