@@ -80,7 +80,8 @@ def accuracy_latency_plot(rows: list[dict[str, Any]]) -> bytes | None:
     pts = [(r["latency"]["p50_ms"], r["accuracy"][key]) for r in rows]
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=40, color="#2e86c1", zorder=3)
+    colors = ["#e67e22" if r["status"] == "fails-gate" else "#2e86c1" for r in rows]
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=40, c=colors, zorder=3)
     ax.plot(
         [pts[i][0] for i in front],
         [pts[i][1] for i in front],

@@ -99,6 +99,13 @@ def markdown_report(results: dict[str, Any]) -> str:
                 if (a.get("seg") or {}).get("miou") is not None
             ),
         ]
+    for a in results["artifacts"]:
+        gpu = a.get("gpu") or {}
+        if gpu.get("compute"):
+            extra.append(
+                f"TensorRT {a['name']} (CUDA events): GPU compute p50 {gpu['compute']['p50_ms']:.3f} ms, "
+                f"with host-device copies p50 {gpu['with_copies']['p50_ms']:.3f} ms."
+            )
     return "\n".join(
         [
             "# edge-vsd benchmark",
@@ -116,14 +123,63 @@ def markdown_report(results: dict[str, Any]) -> str:
     )
 
 
+DETAIL_COLUMNS = [
+    "artifact",
+    "load s",
+    "mean ms",
+    "std",
+    "min",
+    "max",
+    "peak RSS MB",
+    "kNN agr.",
+    "corr. chance",
+    "seg mIoU",
+    "GPU compute p50",
+    "GPU +copies p50",
+]
+
+
+def detail_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Everything else measured per artifact, for the HTML report's second table."""
+    out = []
+    for a in results["artifacts"]:
+        lat, acc = a.get("latency") or {}, a.get("accuracy") or {}
+        gpu = a.get("gpu") or {}
+        out.append(
+            [
+                a["name"],
+                _num(a.get("load_s"), ".3f"),
+                _num(lat.get("mean_ms"), ".3f"),
+                _num(lat.get("std_ms"), ".3f"),
+                _num(lat.get("min_ms"), ".3f"),
+                _num(lat.get("max_ms"), ".3f"),
+                _num((a.get("memory") or {}).get("peak_rss_mb"), ".0f"),
+                _num(acc.get("knn_agreement"), ".3f"),
+                _num((a.get("correspondence") or {}).get("chance"), ".3f"),
+                _num((a.get("seg") or {}).get("miou"), ".3f"),
+                _num((gpu.get("compute") or {}).get("p50_ms"), ".3f"),
+                _num((gpu.get("with_copies") or {}).get("p50_ms"), ".3f"),
+            ]
+        )
+    return out
+
+
+def _html_table(columns: list[str], rows: list[list[str]], status_last: bool) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td>{html.escape(c)}</td>" for c in (row[:-1] if status_last else row))
+        if status_last:
+            cells += f'<td class="{html.escape(row[-1].split(" ")[0])}">{html.escape(row[-1])}</td>'
+        body.append(f"<tr>{cells}</tr>")
+    kind = "main" if status_last else "details"
+    return f'<table class="{kind}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
 def html_report(results: dict[str, Any], images: dict[str, bytes]) -> str:
     """A single HTML file: table, settings, fingerprint and the plots as base64 PNGs (no external files)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = []
-    for row in table_rows(results):
-        status = row[-1].split(" ")[0]
-        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row[:-1])
-        body.append(f'<tr>{cells}<td class="{html.escape(status)}">{html.escape(row[-1])}</td></tr>')
+    main_table = _html_table(COLUMNS, table_rows(results), status_last=True)
+    details = _html_table(DETAIL_COLUMNS, detail_rows(results), status_last=False)
     figs = "".join(
         f'<figure><img alt="{html.escape(name)}" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -142,16 +198,20 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #1b2631; backgr
 table {{ border-collapse: collapse; font-size: 14px; }}
 th, td {{ border: 1px solid #aab7b8; padding: 4px 8px; text-align: right; }}
 th {{ background: #d6eaf8; }} td {{ white-space: nowrap; }}
-th:first-child, th:last-child, td:first-child, td:last-child {{ text-align: left; white-space: normal; }}
+th:first-child, td:first-child, table.main th:last-child, table.main td:last-child {{
+  text-align: left; white-space: normal; }}
 td.ok {{ background: #d5f5e3; }} td.fails-gate {{ background: #fdebd0; }} td.failed {{ background: #fadbd8; }}
+h2 {{ font-size: 18px; margin-top: 24px; }}
 figure {{ display: inline-block; margin: 12px; }} img {{ max-width: 560px; border: 1px solid #d5d8dc; }}
 pre {{ background: #f4f6f6; padding: 8px; font-size: 12px; }}
 </style></head><body>
 <h1>edge-vsd benchmark</h1>
 <p>Created {html.escape(results.get("created_at", ""))}</p>
-<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
+{main_table}
 {notes}
 {figs}
+<h2>Details</h2>
+{details}
 <details><summary>System fingerprint</summary><pre>{fingerprint}</pre></details>
 </body></html>
 """

@@ -192,7 +192,9 @@ def bench_one(
         if reason:
             row["status"], row["reason"] = "fails-gate", reason
     except Exception as exc:  # noqa: BLE001 - any failure of one artifact is reported in its row
-        row["status"], row["reason"] = "failed", f"{stage}: {_short(exc)}"
+        # The row already names the artifact: drop its folder from the message to keep the table readable.
+        message = _short(exc).replace(f"{path}/", "").replace(str(path), name)
+        row["status"], row["reason"] = "failed", f"{stage}: {message}"
         feats = None
     finally:
         if enc is not None:
