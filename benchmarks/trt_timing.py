@@ -6,6 +6,7 @@ runs on the tensorrt backend. Engines are built on the board they run on, so thi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +14,55 @@ import numpy as np
 from edge_vsd.benchmarks.stats import summarize
 
 
-def _cudart():
+def cudart():
+    """cuda-python's runtime module (new `cuda.bindings` layout first, then the older `cuda.cudart`)."""
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6 layout
+        from cuda.bindings import runtime
     except ImportError:
-        from cuda import cudart  # older cuda-python
-    return cudart
+        from cuda import cudart as runtime
+    return runtime
 
 
-def _check(result: tuple) -> Any:
-    """cuda-python returns (error, *values); raise on any error, return the value(s)."""
-    err, *values = result
+def check(result: Any) -> Any:
+    """cuda-python returns (error, *values); raise on any error, return the value (or tuple of values)."""
+    err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
+        raise RuntimeError(f"CUDA error {err!r}")
     return values[0] if len(values) == 1 else (tuple(values) or None)
+
+
+class EventTimer:
+    """Times work enqueued on one CUDA stream with a pair of events: GPU time, not host wall time."""
+
+    def __init__(self) -> None:
+        self.rt = cudart()
+        self.stream = check(self.rt.cudaStreamCreate())
+        self.start = check(self.rt.cudaEventCreate())
+        self.end = check(self.rt.cudaEventCreate())
+
+    def time_ms(self, enqueue: Callable[[Any], None]) -> float:
+        """Milliseconds between events recorded before and after `enqueue(stream)`."""
+        check(self.rt.cudaEventRecord(self.start, self.stream))
+        enqueue(self.stream)
+        check(self.rt.cudaEventRecord(self.end, self.stream))
+        check(self.rt.cudaEventSynchronize(self.end))
+        return float(check(self.rt.cudaEventElapsedTime(self.start, self.end)))
+
+    def copy_in(self, device_ptr: int, host: np.ndarray) -> None:
+        """Enqueue host -> device copy of a contiguous array."""
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        check(self.rt.cudaMemcpyAsync(device_ptr, host.ctypes.data, host.nbytes, kind, self.stream))
+
+    def copy_out(self, host: np.ndarray, device_ptr: int) -> None:
+        """Enqueue device -> host copy into a contiguous array."""
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        check(self.rt.cudaMemcpyAsync(host.ctypes.data, device_ptr, host.nbytes, kind, self.stream))
+
+    def close(self) -> None:
+        """Destroy the events and the stream."""
+        self.rt.cudaEventDestroy(self.start)
+        self.rt.cudaEventDestroy(self.end)
+        self.rt.cudaStreamDestroy(self.stream)
 
 
 def gpu_times(
@@ -35,64 +71,48 @@ def gpu_times(
     """{'compute': summary, 'with_copies': summary} in ms for one engine at `input_shape` (N, 3, H, W)."""
     import tensorrt as trt
 
-    cudart = _cudart()
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+        Path(engine_path).read_bytes()
+    )
     if engine is None:
         raise RuntimeError(f"{engine_path}: TensorRT could not deserialize the engine")
     context = engine.create_execution_context()
-    stream = _check(cudart.cudaStreamCreate())
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     for name in inputs:
         context.set_input_shape(name, tuple(input_shape))
+    timer = EventTimer()
     host: dict[str, np.ndarray] = {}
     device: dict[str, int] = {}
-    start, end = _check(cudart.cudaEventCreate()), _check(cudart.cudaEventCreate())
     try:
         for name in names:
             shape = tuple(context.get_tensor_shape(name))
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             host[name] = np.random.default_rng(0).standard_normal(shape).astype(dtype)
-            device[name] = _check(cudart.cudaMalloc(host[name].nbytes))
+            device[name] = check(timer.rt.cudaMalloc(host[name].nbytes))
             context.set_tensor_address(name, device[name])
-        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
 
-        def once(copies: bool) -> float:
-            _check(cudart.cudaEventRecord(start, stream))
-            if copies:
-                for n in inputs:
-                    _check(
-                        cudart.cudaMemcpyAsync(device[n], host[n].ctypes.data, host[n].nbytes, h2d, stream)
-                    )
-            if not context.execute_async_v3(stream):
+        def compute(stream: Any) -> None:
+            if not context.execute_async_v3(int(stream)):
                 raise RuntimeError("TensorRT enqueue failed")
-            if copies:
-                for n in names:
-                    if n not in inputs:
-                        _check(
-                            cudart.cudaMemcpyAsync(
-                                host[n].ctypes.data, device[n], host[n].nbytes, d2h, stream
-                            )
-                        )
-            _check(cudart.cudaEventRecord(end, stream))
-            _check(cudart.cudaEventSynchronize(end))
-            return float(_check(cudart.cudaEventElapsedTime(start, end)))
+
+        def with_copies(stream: Any) -> None:
+            for n in inputs:
+                timer.copy_in(device[n], host[n])
+            compute(stream)
+            for n in names:
+                if n not in inputs:
+                    timer.copy_out(host[n], device[n])
 
         for _ in range(warmup):
-            once(True)
+            timer.time_ms(with_copies)
         batch = int(input_shape[0])
-        compute = [once(False) for _ in range(iters)]
-        with_copies = [once(True) for _ in range(iters)]
         return {
-            "compute": summarize(compute, batch),
-            "with_copies": summarize(with_copies, batch),
+            "compute": summarize([timer.time_ms(compute) for _ in range(iters)], batch),
+            "with_copies": summarize([timer.time_ms(with_copies) for _ in range(iters)], batch),
             "tensorrt": trt.__version__,
         }
     finally:
         for ptr in device.values():
-            cudart.cudaFree(ptr)
-        cudart.cudaEventDestroy(start)
-        cudart.cudaEventDestroy(end)
-        cudart.cudaStreamDestroy(stream)
+            timer.rt.cudaFree(ptr)
+        timer.close()
