@@ -13,27 +13,11 @@ from typing import Any
 
 import numpy as np
 import tensorrt as trt
-
-try:  # cuda-python >= 12.6 moved the runtime API here; older releases export `cuda.cudart`
-    from cuda.bindings import runtime as cudart
-except ImportError:  # pragma: no cover - depends on the installed cuda-python
-    from cuda import cudart
-
 from edge_vsd.runtimes.backend import ENGINE_FILE
+from edge_vsd.runtimes.cuda_device import CudaStream, DeviceBuffer, device_capability
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 log = logging.getLogger("edge_vsd.runtimes")
-
-
-def _cuda(result: Any) -> Any:
-    """Unwrap a cuda-python `(err, value...)` tuple, raising on an error code."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        _, name = cudart.cudaGetErrorName(err)
-        raise RuntimeError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
 
 
 class _Logger(trt.ILogger):
@@ -50,12 +34,6 @@ class _Logger(trt.ILogger):
             log.warning("TensorRT: %s", msg)
 
 
-def _device_capability() -> str:
-    device = _cuda(cudart.cudaGetDevice())
-    props = _cuda(cudart.cudaGetDeviceProperties(device))
-    return f"{props.major}.{props.minor}"
-
-
 class TensorRTBackend:
     """Runs `encoder.engine` (a serialized TensorRT plan) on the current CUDA device."""
 
@@ -66,10 +44,10 @@ class TensorRTBackend:
         info = manifest.get("tensorrt") or {}
         rebuild = f"; rebuild it on this device: {info['trtexec']}" if info.get("trtexec") else ""
         built_cc = info.get("compute_capability")
-        if built_cc and str(built_cc) != _device_capability():
+        if built_cc and str(built_cc) != device_capability():
             raise RuntimeInputError(
                 f"{path}: engine built for GPU compute capability {built_cc}, "
-                f"this GPU is {_device_capability()}{rebuild}"
+                f"this GPU is {device_capability()}{rebuild}"
             )
         self._logger = _Logger()
         self._runtime = trt.Runtime(self._logger)
@@ -96,18 +74,14 @@ class TensorRTBackend:
             raise RuntimeInputError(f"{path}: {self.input_name!r} is not an input of the engine")
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in io}
         self._input_shape = tuple(engine.get_tensor_shape(self.input_name))
-        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity in bytes)
-        self.stream = _cuda(cudart.cudaStreamCreate())
+        self._buffers = {n: DeviceBuffer() for n in (self.input_name, *self.output_names)}
+        self.stream = CudaStream()
 
-    def _device_buffer(self, name: str, nbytes: int) -> int:
-        ptr, capacity = self._buffers.get(name, (0, 0))
-        if capacity < nbytes:
-            if ptr:
-                _cuda(cudart.cudaFree(ptr))
-            ptr = _cuda(cudart.cudaMalloc(nbytes))
-            self._buffers[name] = (ptr, nbytes)
-            self.context.set_tensor_address(name, ptr)
-        return ptr
+    def _bind(self, name: str, nbytes: int) -> DeviceBuffer:
+        buf = self._buffers[name]
+        if buf.ensure(nbytes):
+            self.context.set_tensor_address(name, buf.ptr)
+        return buf
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, H, W) -> (cls, patches): host -> device, execute_async_v3, device -> host, synchronize."""
@@ -117,27 +91,22 @@ class TensorRTBackend:
                 raise RuntimeInputError(f"input shape {x.shape} is outside the engine's optimization profile")
         elif x.shape != self._input_shape:
             raise RuntimeInputError(f"input shape {x.shape} != the engine's static shape {self._input_shape}")
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        src = self._device_buffer(self.input_name, x.nbytes)
-        _cuda(cudart.cudaMemcpyAsync(src, x.ctypes.data, x.nbytes, h2d, self.stream))
+        self._bind(self.input_name, x.nbytes).upload(x, self.stream)
         outputs = []
         for name in self.output_names:
             host = np.empty(tuple(self.context.get_tensor_shape(name)), self._dtypes[name])
-            outputs.append((host, self._device_buffer(name, max(host.nbytes, 1))))
+            outputs.append((host, self._bind(name, host.nbytes)))
         if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed: " + "; ".join(self._logger.errors[-1:]))
-        for host, ptr in outputs:
-            _cuda(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, self.stream))
-        _cuda(cudart.cudaStreamSynchronize(self.stream))
+        for host, buf in outputs:
+            buf.download(host, self.stream)
+        self.stream.synchronize()
         return outputs[0][0], outputs[1][0]
 
     def close(self) -> None:
         """Free device buffers and the stream."""
-        for ptr, _ in self._buffers.values():
-            cudart.cudaFree(ptr)
-        self._buffers = {}
-        if self.stream is not None:
-            cudart.cudaStreamDestroy(self.stream)
-            self.stream = None
+        for buf in self._buffers.values():
+            buf.free()
+        self.stream.close()
         self.context = None
         self.engine = None
