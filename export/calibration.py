@@ -1,0 +1,175 @@
+"""Calibration and held-out frames sampled evenly across videos, image folders and images, preprocessed
+exactly as the artifact's manifest says (edge_vsd.data.preprocess)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_vsd.data.preprocess import resize_rgb
+from edge_vsd.errors import InputError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# 128 frames by default: NNCF's min/max and SmoothQuant statistics for a ViT's per-token activations settle
+# after a few dozen varied frames; 128 leaves margin for diverse footage at ~4 s of calibration on 2 cores
+# for vit_small@224. Tests use 16-32.
+DEFAULT_CALIB_FRAMES = 128
+DEFAULT_HELDOUT_FRAMES = 32
+MIN_CALIB_FRAMES = 4
+
+
+@dataclass
+class FrameSet:
+    """Resized BGR uint8 frames for calibration and for the held-out fidelity gate."""
+
+    calib: np.ndarray  # (N, H, W, 3) uint8 BGR at model size
+    heldout: np.ndarray  # (M, H, W, 3)
+    sources: list[str]
+    total_frames: int
+    notes: list[str] = field(default_factory=list)
+
+
+def to_tensor(frames_bgr: np.ndarray) -> np.ndarray:
+    """Model-size BGR uint8 frames -> normalised NCHW float32 (same math as the reference preprocess)."""
+    from edge_vsd.data.preprocess import preprocess
+
+    return preprocess(frames_bgr, frames_bgr.shape[1:3]).numpy()
+
+
+def tensor_sha256(x: np.ndarray) -> str:
+    """Hash of a float32 tensor's shape and bytes: identifies exactly what calibration saw."""
+    x = np.ascontiguousarray(x, np.float32)
+    digest = hashlib.sha256(repr(tuple(x.shape)).encode())
+    digest.update(x.tobytes())
+    return digest.hexdigest()
+
+
+class _Source:
+    """One video, image folder or image: a frame count and random access by index (sequential reads)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if path.is_dir():
+            self.images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            if not self.images:
+                raise InputError(f"{path}: calibration folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+            self.count = len(self.images)
+        elif path.suffix.lower() in IMAGE_EXTS:
+            self.images = [path]
+            self.count = 1
+        else:
+            self.images = None
+            self.count = self._count_video()
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise InputError(f"{self.path}: not a readable video or image (calibration data)")
+        return cap
+
+    def _count_video(self) -> int:
+        # Count by decoding: container frame counts lie for broken or variable-rate files.
+        cap = self._open()
+        n = 0
+        while cap.grab():
+            n += 1
+        cap.release()
+        if n == 0:
+            raise InputError(f"{self.path}: no decodable frames (calibration data)")
+        return n
+
+    def read(self, indices: list[int], size: tuple[int, int]) -> dict[int, np.ndarray]:
+        """Frames at `indices` (sorted), resized to the model size; unreadable images are skipped."""
+        out: dict[int, np.ndarray] = {}
+        if self.images is not None:
+            for i in indices:
+                img = cv2.imread(str(self.images[i]), cv2.IMREAD_COLOR)
+                if img is not None:
+                    out[i] = _model_size(img, size)
+            return out
+        wanted = set(indices)
+        cap = self._open()
+        for i in range(max(indices) + 1):
+            if not cap.grab():
+                break
+            if i in wanted:
+                ok, frame = cap.retrieve()
+                if ok and frame is not None:
+                    out[i] = _model_size(frame, size)
+        cap.release()
+        return out
+
+
+def _model_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    # The reference resize, kept in BGR so the reference preprocess later sees a frame already at size.
+    return cv2.cvtColor(resize_rgb(frame, size), cv2.COLOR_RGB2BGR)
+
+
+def _even(n_total: int, k: int, offset: float) -> list[int]:
+    """k indices spread evenly over [0, n_total), each at `offset` (0..1) within its stride."""
+    stride = n_total / k
+    return sorted({min(n_total - 1, int(stride * (j + offset))) for j in range(k)})
+
+
+def load_frames(paths: list[str | Path], size: tuple[int, int], n_calib: int = DEFAULT_CALIB_FRAMES,
+                n_heldout: int = DEFAULT_HELDOUT_FRAMES) -> FrameSet:
+    """Sample `n_calib` frames evenly over all sources laid end to end (calibration: start of each stride)
+    and `n_heldout` different frames (middle of each stride) for the gate."""
+    if n_calib < MIN_CALIB_FRAMES:
+        raise InputError(f"--calib-frames {n_calib}: need at least {MIN_CALIB_FRAMES}")
+    sources = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise InputError(f"{path}: calibration source not found")
+        sources.append(_Source(path))
+    total = sum(s.count for s in sources)
+    notes = []
+    n_heldout = min(n_heldout, max(1, total // 5))
+    if total - n_heldout < n_calib:
+        n_calib = total - n_heldout
+        notes.append(f"only {total} frames in the calibration sources: {n_calib} for calibration, "
+                     f"{n_heldout} held out")
+    if n_calib < MIN_CALIB_FRAMES:
+        raise InputError(f"{', '.join(map(str, paths))}: only {total} usable frames; calibration needs at least "
+                         f"{MIN_CALIB_FRAMES + 1}")
+    calib_idx = _even(total, n_calib, 0.0)
+    # Held-out frames sit midway between calibration frames, so the gate never scores a calibration frame.
+    taken = set(calib_idx)
+    mids = [i for i in _even(total, n_calib, 0.5) if i not in taken]
+    mids = mids or [i for i in range(total) if i not in taken]
+    held_idx = sorted({mids[int(j * len(mids) / n_heldout)] for j in range(min(n_heldout, len(mids)))})
+    frames = _gather(sources, sorted(set(calib_idx) | set(held_idx)), size)
+    calib = [frames[i] for i in calib_idx if i in frames]
+    held = [frames[i] for i in held_idx if i in frames]
+    if len(calib) < MIN_CALIB_FRAMES or not held:
+        raise InputError(f"{', '.join(map(str, paths))}: only {len(calib) + len(held)} frames could be decoded")
+    calib_arr = np.stack(calib)
+    if int(calib_arr.max()) == int(calib_arr.min()):
+        raise InputError(f"{', '.join(map(str, paths))}: calibration frames are blank (a single constant value)")
+    return FrameSet(calib_arr, np.stack(held), [str(s.path) for s in sources], total, notes)
+
+
+def _gather(sources: list[_Source], indices: list[int], size: tuple[int, int]) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    start = 0
+    for src in sources:
+        local = [i - start for i in indices if start <= i < start + src.count]
+        if local:
+            out.update({start + i: f for i, f in src.read(local, size).items()})
+        start += src.count
+    return out
+
+
+def synthetic_frames(size: tuple[int, int], n_calib: int, n_heldout: int, seed: int = 0) -> FrameSet:
+    """Frames from the built-in synthetic video when no --calib is given (parity checks, smoke exports)."""
+    from edge_vsd.data.synthetic import make_frames
+
+    frames = make_frames(n_frames=n_calib + n_heldout, height=size[0], width=size[1], seed=seed)
+    frames = np.stack([_model_size(f, size) for f in frames])
+    return FrameSet(frames[:n_calib], frames[n_calib:], ["synthetic"], len(frames),
+                    ["no --calib given: synthetic frames"])

@@ -1,0 +1,127 @@
+"""CPU INT8: build candidate schemes, measure latency and fidelity on this machine, keep the fastest that
+passes the gate. Which wins depends on the ISA (AVX2 vs AVX-512 VNNI/AMX vs ARM dot-product)."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edge_vsd.export import gate, parity
+
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
+             "asimd", "asimddp", "i8mm", "sve", "bf16")
+
+
+@dataclass
+class Candidate:
+    """One INT8 scheme: its model, the backend that runs it, and what it measured."""
+
+    name: str
+    backend: str  # "onnxruntime" or "openvino"
+    model: onnx.ModelProto | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    fidelity: dict[str, float] = field(default_factory=dict)
+    passed: bool = False
+    notes: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return {"name": self.name, "backend": self.backend, "latency_ms": self.latency_ms,
+                "fidelity": self.fidelity, "passed_gate": self.passed, "error": self.error, **self.notes}
+
+
+def cpu_isa() -> dict:
+    """CPU model and the SIMD flags that decide INT8 speed, from /proc/cpuinfo (Linux)."""
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("flags", "features"):
+                flags |= set(value.split())
+            elif key in ("model name", "cpu model") and value.strip():
+                model = value.strip()
+    except OSError:
+        pass
+    return {"model": model, "machine": platform.machine(), "flags": [f for f in ISA_FLAGS if f in flags]}
+
+
+def ort_dynamic_int8(fp32: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX Runtime dynamic quantization: int8 weights, activation ranges computed per call. Only MatMuls:
+    ConvInteger (the patch embedding) has no fast fused kernel and is one layer of 50."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
+        onnx.save(fp32, str(src))
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         per_channel=True)
+        return onnx.load(str(dst))
+
+
+def latency_ms(run: Callable[[], object], runs: int, warmup: int = 2) -> float:
+    """Median wall time of `run` in milliseconds."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1e3)
+    return round(statistics.median(times), 3)
+
+
+def _openvino_runner(model: onnx.ModelProto):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(ov.Core().read_model(model.SerializeToString(), b""), "CPU")
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        res = compiled(x)
+        return res[compiled.output("cls")], res[compiled.output("patches")]
+
+    return run
+
+
+def evaluate(cand: Candidate, heldout: np.ndarray, ref: tuple[np.ndarray, np.ndarray], threshold: float,
+             runs: int) -> None:
+    """Fill latency (one static-batch input) and fidelity vs the fp32 reference on held-out frames."""
+    if cand.backend == "openvino":
+        run = _openvino_runner(cand.model)
+        outs = [run(heldout[i : i + 1]) for i in range(len(heldout))]
+        out = (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]))
+        one = heldout[:1]
+        cand.latency_ms = latency_ms(lambda: run(one), runs)
+    else:
+        session = parity.ort_session(cand.model.SerializeToString())
+        out = parity.run_session(session, heldout)
+        inp = session.get_inputs()[0]
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) else 1
+        one = np.ascontiguousarray(np.repeat(heldout[:1], batch, axis=0))
+        cand.latency_ms = latency_ms(lambda: session.run(None, {inp.name: one}), runs)
+    cand.fidelity = parity.compare(ref, out)
+    cand.passed = gate.passes(cand.fidelity, threshold)
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def pick(candidates: list[Candidate]) -> Candidate | None:
+    """The fastest candidate that passed the gate."""
+    ok = [c for c in candidates if c.passed and c.latency_ms is not None]
+    return min(ok, key=lambda c: c.latency_ms) if ok else None

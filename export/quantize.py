@@ -1,0 +1,146 @@
+"""NNCF post-training INT8 quantization of the ONNX encoder, with an ignored-scope ladder for retries."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+# Ignored-scope ladder, tried in order until the fidelity gate passes. Each level keeps more of the layers a
+# ViT is most sensitive to in float: the patch embedding (sees raw pixels, errors reach every token), the
+# first and last blocks (the first sets the residual stream, the last writes the output features directly),
+# then the activation x activation attention MatMuls (q@k^T feeds a softmax whose peaks int8 clips).
+LADDER = ("none", "patch_embed", "patch_embed+first_last_block", "patch_embed+first_last_block+attn_matmul")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """NNCF settings for one target."""
+
+    name: str
+    symmetric: bool  # True: symmetric signed int8 activations (TensorRT); False: asymmetric (x86 U8S8)
+    smooth_quant_alpha: float  # < 0 disables SmoothQuant
+    fast_bias_correction: bool
+
+
+# Jetson/TensorRT: explicit quantization only accepts symmetric int8 (zero point 0) Q/DQ.
+JETSON = Scheme("nncf_static_qdq_symmetric", symmetric=True, smooth_quant_alpha=0.5, fast_bias_correction=True)
+# CPU: asymmetric uint8 activations use the full 256 levels on one-sided tensors (post-GELU) and map onto
+# ONNX Runtime's U8S8 x86 kernels.
+CPU = Scheme("nncf_static_qdq", symmetric=False, smooth_quant_alpha=0.5, fast_bias_correction=True)
+
+
+def sensitive_nodes(model: onnx.ModelProto, level: str) -> list[str]:
+    """Node names to keep in float for a ladder level, found from the graph's structure (not from exporter
+    names): blocks are delimited by LayerNormalization nodes in topological order (2 per block + final)."""
+    if level not in LADDER:
+        raise ValueError(f"unknown ignored-scope level {level!r}")
+    nodes = list(model.graph.node)
+    consts = {i.name for i in model.graph.initializer} | {o for n in nodes if n.op_type == "Constant" for o in n.output}
+    names: list[str] = []
+    if "patch_embed" in level:
+        names += [n.name for n in nodes if n.op_type == "Conv"][:1]
+    if "first_last_block" in level:
+        ln = [i for i, n in enumerate(nodes) if n.op_type == "LayerNormalization"]
+        if len(ln) >= 5:
+            ranges = [(ln[0], ln[2]), (ln[-3], ln[-1])]
+            names += [nodes[i].name for a, b in ranges for i in range(a, b) if nodes[i].op_type in ("MatMul", "Gemm")]
+    if "attn_matmul" in level:
+        names += [n.name for n in nodes if n.op_type == "MatMul" and not (set(n.input) & consts)]
+    return sorted(set(names))
+
+
+def quantize_int8(model: onnx.ModelProto, calib: np.ndarray, scheme: Scheme, batch: int = 1,
+                  ignored: list[str] | None = None) -> onnx.ModelProto:
+    """Q/DQ INT8 model calibrated on normalised NCHW frames `calib` (fed `batch` at a time)."""
+    import nncf
+    from nncf.common.quantization.structs import QuantizationScheme
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        QuantizationParameters,
+    )
+
+    items = [calib[i : i + batch] for i in range(0, len(calib) - batch + 1, batch)]
+    dataset = nncf.Dataset(items, lambda x: {"image": np.ascontiguousarray(x, np.float32)})
+    advanced = AdvancedQuantizationParameters(
+        # SmoothQuant moves per-channel activation outliers (the LayerNorm outputs of ViTs have a few huge
+        # channels) into the following MatMul's weights, which per-channel weight scales absorb. Only MatMul
+        # inputs are smoothed; the Conv patch embedding sees pixels without outliers.
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=scheme.smooth_quant_alpha, convolution=-1),
+        # Weights: symmetric signed int8, one scale per output channel (TensorRT's requirement; also more
+        # accurate than per-tensor for ViT projections whose rows differ in scale by >10x).
+        weights_quantization_params=QuantizationParameters(
+            mode=QuantizationScheme.SYMMETRIC, per_channel=True),
+    )
+    with _quiet():
+        return nncf.quantize(
+            model, dataset, subset_size=len(items),
+            # TRANSFORMER: NNCF's transformer patterns (fused LayerNorm, GELU, attention) decide where
+            # quantizers go; e.g. it leaves softmax outputs and the residual adds unquantized.
+            model_type=nncf.ModelType.TRANSFORMER,
+            # PERFORMANCE = symmetric int8 activations and weights (NNCF's ONNX backend emits int8 zero
+            # points for them; forcing signedness conflicts with its HW config, so the TensorRT linter checks
+            # it instead); MIXED = asymmetric activations.
+            preset=nncf.QuantizationPreset.PERFORMANCE if scheme.symmetric else nncf.QuantizationPreset.MIXED,
+            # Fast bias correction shifts each quantized layer's bias by the mean output error on the
+            # calibration set; cheap (one pass) and it removes the systematic offset INT8 adds to features.
+            fast_bias_correction=scheme.fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(names=list(ignored or []), validate=False),
+            advanced_parameters=advanced,
+        )
+
+
+def canonicalize_axes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite negative per-channel `axis` attributes of Q/DQ nodes on constants to non-negative ones."""
+    ranks = {i.name: len(i.dims) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] in ranks:
+            for attr in node.attribute:
+                if attr.name == "axis" and attr.i < 0:
+                    attr.i += ranks[node.input[0]]
+    return model
+
+
+@contextlib.contextmanager
+def _quiet():
+    """NNCF prints progress bars and INFO lines; the export CLI prints its own stage lines."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+@dataclass
+class Attempt:
+    """One ladder level: what stayed in float and how close the result came to fp32."""
+
+    level: str
+    ignored: list[str]
+    metrics: dict
+
+
+def quantize_gated(model: onnx.ModelProto, calib: np.ndarray, heldout: np.ndarray,
+                   ref: tuple[np.ndarray, np.ndarray], scheme: Scheme, threshold: float, batch: int = 1,
+                   ladder: tuple[str, ...] = LADDER) -> tuple[onnx.ModelProto | None, list[Attempt]]:
+    """Quantize, score against `ref` (fp32 features of `heldout`), and climb the ignored-scope ladder until
+    the gate passes. Returns (model or None when every level missed, attempts)."""
+    from edge_vsd.export import gate, parity
+
+    attempts: list[Attempt] = []
+    for level in ladder:
+        ignored = sensitive_nodes(model, level)
+        q = quantize_int8(model, calib, scheme, batch, ignored)
+        metrics = parity.compare(ref, parity.run_session(parity.ort_session(q.SerializeToString()), heldout))
+        attempts.append(Attempt(level, ignored, metrics))
+        if gate.passes(metrics, threshold):
+            return q, attempts
+    return None, attempts

@@ -1,0 +1,214 @@
+"""Checks a Q/DQ ONNX graph against TensorRT's explicit-quantization rules; every finding names its node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+MIN_OPSET = 17  # LayerNormalization; TensorRT 10 parses opsets 9-20 (Q/DQ per-channel needs >= 13)
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+# Zero-point element types TensorRT's explicit quantization accepts: INT8 (and FP8 E4M3 / INT4 weights).
+ALLOWED_QTYPES = {TensorProto.INT8: "int8", TensorProto.FLOAT8E4M3FN: "fp8e4m3", TensorProto.INT4: "int4"}
+# Operator-format (QOperator) and integer ops that ONNX Runtime's quantizer emits; TensorRT cannot parse them.
+QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear",
+                 "QLinearAdd", "QLinearMul", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+# Which input of each op is the weight, and the weight axis that holds output channels.
+WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule broken by one node (or the model, when `node` is empty)."""
+
+    rule: str
+    node: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"node {self.node!r}" if self.node else "model"
+        return f"{self.severity}: [{self.rule}] {where}: {self.message}"
+
+
+def _type_name(t: int) -> str:
+    return TensorProto.DataType.Name(t).lower()
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.nodes = list(model.graph.node)
+        self.init = {i.name: i for i in model.graph.initializer}
+        self.const = {n.output[0]: n for n in self.nodes if n.op_type == "Constant" and n.output}
+        self.producer = {o: n for n in self.nodes for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.nodes:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+
+    def array(self, name: str) -> np.ndarray | None:
+        if name in self.init:
+            return numpy_helper.to_array(self.init[name])
+        if name in self.const:
+            for a in self.const[name].attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+        return None
+
+    def elem_type(self, name: str) -> int | None:
+        if name in self.init:
+            return self.init[name].data_type
+        if name in self.const:
+            return next((a.t.data_type for a in self.const[name].attribute if a.name == "value"), None)
+        return None
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.init or name in self.const
+
+
+def _axis(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return node.name or f"{node.op_type}->{node.output[0] if node.output else '?'}"
+
+
+def lint_model(model: onnx.ModelProto) -> list[Finding]:
+    """Every violation of TensorRT's explicit-quantization rules in `model`."""
+    g = _Graph(model)
+    out: list[Finding] = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        out.append(Finding("opset", "", f"opset {opset} < {MIN_OPSET} (LayerNormalization needs 17)"))
+    for node in g.nodes:
+        name = _label(node)
+        if node.domain not in ("", "ai.onnx"):
+            out.append(Finding("domain", name, f"op {node.domain}.{node.op_type} is not a standard ONNX op; "
+                                               "TensorRT's parser does not know it"))
+        if node.op_type in QOPERATOR_OPS:
+            out.append(Finding("qoperator", name, f"{node.op_type} (operator-format quantization); TensorRT "
+                                                  "needs QuantizeLinear/DequantizeLinear pairs instead"))
+        if node.op_type in QDQ and node.domain in ("", "ai.onnx"):
+            out.extend(_check_qdq(g, node, name))
+    return out
+
+
+def _check_qdq(g: _Graph, node: onnx.NodeProto, name: str) -> list[Finding]:
+    out: list[Finding] = []
+    scale_name = node.input[1] if len(node.input) > 1 else ""
+    scale = g.array(scale_name)
+    if scale is None:
+        out.append(Finding("scale-constant", name, f"scale {scale_name!r} is computed at run time; TensorRT "
+                                                   "needs a constant (initializer) scale"))
+    else:
+        if not np.all(np.isfinite(scale)):
+            out.append(Finding("scale-finite", name, f"scale {scale_name!r} holds NaN or Inf"))
+        elif not np.all(scale > 0):
+            out.append(Finding("scale-positive", name, f"scale {scale_name!r} has values <= 0 "
+                                                       f"(min {float(scale.min()):.3g})"))
+    zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+    if not zp_name:
+        out.append(Finding("zero-point-type", name, "no zero point: ONNX then means uint8; TensorRT needs an "
+                                                    "explicit int8 zero point of 0"))
+    else:
+        zp_type = g.elem_type(zp_name)
+        zp = g.array(zp_name)
+        if zp_type is None or zp is None:
+            out.append(Finding("zero-point-constant", name, f"zero point {zp_name!r} is not a constant"))
+        else:
+            if zp_type not in ALLOWED_QTYPES:
+                out.append(Finding("int8-not-uint8", name, f"quantized type {_type_name(zp_type)}; TensorRT "
+                                                           "needs signed int8 (never uint8)"))
+            if np.any(zp.astype(np.float64) != 0):
+                out.append(Finding("zero-point-zero", name, f"zero point {zp_name!r} is not 0 "
+                                                            f"(max |zp| {float(np.abs(zp).max()):g}); TensorRT "
+                                                            "only supports symmetric quantization"))
+    if node.op_type == "QuantizeLinear":
+        consumers = g.consumers.get(node.output[0], [])
+        bad = [c for c in consumers if c.op_type != "DequantizeLinear"]
+        if not consumers or bad:
+            what = f"feeds {bad[0].op_type} {_label(bad[0])!r}" if bad else "has no consumer"
+            out.append(Finding("q-dq-pair", name, f"QuantizeLinear output {what}; TensorRT needs every Q "
+                                                  "followed by a DequantizeLinear"))
+    if node.op_type == "DequantizeLinear" and scale is not None:
+        out.extend(_check_granularity(g, node, name, scale))
+    return out
+
+
+def _weight_source(g: _Graph, dq: onnx.NodeProto) -> str | None:
+    """The constant a weight DQ dequantizes: directly (int8 initializer) or through Q(constant)."""
+    x = dq.input[0]
+    if g.is_constant(x):
+        return x
+    q = g.producer.get(x)
+    if q is not None and q.op_type == "QuantizeLinear" and g.is_constant(q.input[0]):
+        return q.input[0]
+    return None
+
+
+def _check_granularity(g: _Graph, dq: onnx.NodeProto, name: str, scale: np.ndarray) -> list[Finding]:
+    out: list[Finding] = []
+    weight = _weight_source(g, dq)
+    uses = [(c, k) for c in g.consumers.get(dq.output[0], []) for k, i in enumerate(c.input) if i == dq.output[0]]
+    weight_uses = [(c, k) for c, k in uses if WEIGHT_INPUT.get(c.op_type) == k]
+    if weight is None or not weight_uses:
+        if scale.size > 1:
+            out.append(Finding("activation-per-tensor", name, f"activation quantized with {scale.size} scales; "
+                                                              "TensorRT needs one scale per activation tensor"))
+        return out
+    w = g.array(weight)
+    rank = w.ndim if w is not None else None
+    for consumer, _ in weight_uses:
+        if scale.size == 1:
+            out.append(Finding("per-channel-weights", name, f"weight {weight!r} of {consumer.op_type} "
+                                                            f"{_label(consumer)!r} is quantized per tensor; "
+                                                            "use per-channel scales along the output channels"))
+            continue
+        axis = _axis(dq)
+        if rank is not None:
+            axis = axis + rank if axis < 0 else axis
+            expected = _output_channel_axis(consumer, rank)
+            if axis != expected:
+                out.append(Finding("per-channel-axis", name, f"weight {weight!r} of {consumer.op_type} is "
+                                                             f"quantized along axis {axis}; output channels are "
+                                                             f"axis {expected}"))
+            elif w is not None and scale.shape != (w.shape[axis],):
+                out.append(Finding("per-channel-axis", name, f"{scale.size} scales for {w.shape[axis]} output "
+                                                             f"channels of weight {weight!r}"))
+    return out
+
+
+def _output_channel_axis(consumer: onnx.NodeProto, rank: int) -> int:
+    if consumer.op_type == "Conv":
+        return 0
+    if consumer.op_type == "ConvTranspose":
+        return 1
+    if consumer.op_type == "Gemm":
+        trans_b = next((a.i for a in consumer.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return rank - 1  # MatMul: (..., K, N)
+
+
+def lint_file(path: str | Path) -> list[Finding]:
+    """Load `path` and lint it; InputError if it is not a readable ONNX model."""
+    from edge_vsd.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure means not an ONNX file
+        raise InputError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:120]})") from None
+    if not model.graph.node:
+        raise InputError(f"{path}: not an ONNX model (empty graph)")
+    return lint_model(model)
+
+
+def errors(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity == "error"]
