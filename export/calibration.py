@@ -56,7 +56,9 @@ class _Source:
         if path.is_dir():
             self.images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not self.images:
-                raise InputError(f"{path}: calibration folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+                raise InputError(
+                    f"{path}: calibration folder holds no images ({', '.join(sorted(IMAGE_EXTS))})"
+                )
             self.count = len(self.images)
         elif path.suffix.lower() in IMAGE_EXTS:
             self.images = [path]
@@ -115,8 +117,12 @@ def _even(n_total: int, k: int, offset: float) -> list[int]:
     return sorted({min(n_total - 1, int(stride * (j + offset))) for j in range(k)})
 
 
-def load_frames(paths: list[str | Path], size: tuple[int, int], n_calib: int = DEFAULT_CALIB_FRAMES,
-                n_heldout: int = DEFAULT_HELDOUT_FRAMES) -> FrameSet:
+def load_frames(
+    paths: list[str | Path],
+    size: tuple[int, int],
+    n_calib: int = DEFAULT_CALIB_FRAMES,
+    n_heldout: int = DEFAULT_HELDOUT_FRAMES,
+) -> FrameSet:
     """Sample `n_calib` frames evenly over all sources laid end to end (calibration: start of each stride)
     and `n_heldout` different frames (middle of each stride) for the gate."""
     if n_calib < MIN_CALIB_FRAMES:
@@ -132,11 +138,14 @@ def load_frames(paths: list[str | Path], size: tuple[int, int], n_calib: int = D
     n_heldout = min(n_heldout, max(1, total // 5))
     if total - n_heldout < n_calib:
         n_calib = total - n_heldout
-        notes.append(f"only {total} frames in the calibration sources: {n_calib} for calibration, "
-                     f"{n_heldout} held out")
+        notes.append(
+            f"only {total} frames in the calibration sources: {n_calib} for calibration, {n_heldout} held out"
+        )
     if n_calib < MIN_CALIB_FRAMES:
-        raise InputError(f"{', '.join(map(str, paths))}: only {total} usable frames; calibration needs at least "
-                         f"{MIN_CALIB_FRAMES + 1}")
+        raise InputError(
+            f"{', '.join(map(str, paths))}: only {total} usable frames; calibration needs at least "
+            f"{MIN_CALIB_FRAMES + 1}"
+        )
     calib_idx = _even(total, n_calib, 0.0)
     # Held-out frames sit midway between calibration frames, so the gate never scores a calibration frame.
     taken = set(calib_idx)
@@ -147,10 +156,14 @@ def load_frames(paths: list[str | Path], size: tuple[int, int], n_calib: int = D
     calib = [frames[i] for i in calib_idx if i in frames]
     held = [frames[i] for i in held_idx if i in frames]
     if len(calib) < MIN_CALIB_FRAMES or not held:
-        raise InputError(f"{', '.join(map(str, paths))}: only {len(calib) + len(held)} frames could be decoded")
+        raise InputError(
+            f"{', '.join(map(str, paths))}: only {len(calib) + len(held)} frames could be decoded"
+        )
     calib_arr = np.stack(calib)
     if int(calib_arr.max()) == int(calib_arr.min()):
-        raise InputError(f"{', '.join(map(str, paths))}: calibration frames are blank (a single constant value)")
+        raise InputError(
+            f"{', '.join(map(str, paths))}: calibration frames are blank (a single constant value)"
+        )
     return FrameSet(calib_arr, np.stack(held), [str(s.path) for s in sources], total, notes)
 
 
@@ -171,5 +184,6 @@ def synthetic_frames(size: tuple[int, int], n_calib: int, n_heldout: int, seed: 
 
     frames = make_frames(n_frames=n_calib + n_heldout, height=size[0], width=size[1], seed=seed)
     frames = np.stack([_model_size(f, size) for f in frames])
-    return FrameSet(frames[:n_calib], frames[n_calib:], ["synthetic"], len(frames),
-                    ["no --calib given: synthetic frames"])
+    return FrameSet(
+        frames[:n_calib], frames[n_calib:], ["synthetic"], len(frames), ["no --calib given: synthetic frames"]
+    )

@@ -13,12 +13,30 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 from edge_vsd.export import gate, parity
 
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
-             "asimd", "asimddp", "i8mm", "sve", "bf16")
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+    "bf16",
+)
 
 
 @dataclass
@@ -35,8 +53,15 @@ class Candidate:
     notes: dict = field(default_factory=dict)
 
     def record(self) -> dict:
-        return {"name": self.name, "backend": self.backend, "latency_ms": self.latency_ms,
-                "fidelity": self.fidelity, "passed_gate": self.passed, "error": self.error, **self.notes}
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "latency_ms": self.latency_ms,
+            "fidelity": self.fidelity,
+            "passed_gate": self.passed,
+            "error": self.error,
+            **self.notes,
+        }
 
 
 def cpu_isa() -> dict:
@@ -64,8 +89,9 @@ def ort_dynamic_int8(fp32: onnx.ModelProto) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
         onnx.save(fp32, str(src))
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         per_channel=True)
+        quantize_dynamic(
+            src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True
+        )
         return onnx.load(str(dst))
 
 
@@ -93,8 +119,9 @@ def _openvino_runner(model: onnx.ModelProto):
     return run
 
 
-def evaluate(cand: Candidate, heldout: np.ndarray, ref: tuple[np.ndarray, np.ndarray], threshold: float,
-             runs: int) -> None:
+def evaluate(
+    cand: Candidate, heldout: np.ndarray, ref: tuple[np.ndarray, np.ndarray], threshold: float, runs: int
+) -> None:
     """Fill latency (one static-batch input) and fidelity vs the fp32 reference on held-out frames."""
     if cand.backend == "openvino":
         run = _openvino_runner(cand.model)

@@ -33,7 +33,11 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.initializer[i].CopyFrom(_half_tensor(init))
     for node in graph.node:
         for attr in node.attribute:
-            if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == FLOAT:
+            if (
+                node.op_type == "Constant"
+                and attr.type == onnx.AttributeProto.TENSOR
+                and attr.t.data_type == FLOAT
+            ):
                 attr.t.CopyFrom(_half_tensor(attr.t))
             if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
                 attr.i = HALF
@@ -47,8 +51,10 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         for k, name in enumerate(node.input):
             if name in rename:
                 node.input[k] = rename[name]
-    casts_in = [helper.make_node("Cast", [i.name], [rename[i.name]], name=f"cast_in_{i.name}", to=HALF)
-                for i in inputs]
+    casts_in = [
+        helper.make_node("Cast", [i.name], [rename[i.name]], name=f"cast_in_{i.name}", to=HALF)
+        for i in inputs
+    ]
     casts_out = []
     for out in outputs:
         inner = f"{out.name}_fp16"

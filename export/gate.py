@@ -15,9 +15,11 @@ def passes(metrics: dict[str, float], threshold: float) -> bool:
 
 
 def summary(metrics: dict[str, float]) -> str:
-    return (f"CLS cosine {metrics['cls_cosine']:.5f} (min {metrics['cls_cosine_min']:.5f}), "
-            f"patch cosine {metrics['patch_cosine']:.5f} (min {metrics['patch_cosine_min']:.5f}), "
-            f"max abs error {metrics['max_abs_error']:.4g} on {metrics['frames']} held-out frames")
+    return (
+        f"CLS cosine {metrics['cls_cosine']:.5f} (min {metrics['cls_cosine_min']:.5f}), "
+        f"patch cosine {metrics['patch_cosine']:.5f} (min {metrics['patch_cosine_min']:.5f}), "
+        f"max abs error {metrics['max_abs_error']:.4g} on {metrics['frames']} held-out frames"
+    )
 
 
 def check(metrics: dict[str, float], threshold: float, what: str) -> None:

@@ -30,8 +30,14 @@ class EncoderOnly(nn.Module):
         return feats.cls, feats.patches
 
 
-def export_onnx(backbone: nn.Module, path: str | Path, image_size: tuple[int, int], batch: int = 1,
-                dynamic_batch: bool = False, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(
+    backbone: nn.Module,
+    path: str | Path,
+    image_size: tuple[int, int],
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
     """Write `path`; static batch `batch`, or a symbolic `batch` axis when `dynamic_batch`."""
     if opset < 17:
         raise ValueError(f"opset {opset} < 17: LayerNormalization needs opset 17")
@@ -43,9 +49,16 @@ def export_onnx(backbone: nn.Module, path: str | Path, image_size: tuple[int, in
     path = Path(path)
     with _quiet(), torch.no_grad():
         program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic_shapes, verbose=False,
-            optimize=True, external_data=False,
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+            optimize=True,
+            external_data=False,
         )
         program.save(str(path))
     return path

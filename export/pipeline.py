@@ -14,14 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
-
-from edge_vsd.errors import InputError
 from edge_vsd.export import calibration, cpu_int8, fp16, gate, parity, quantize, tensorrt_build, trt_lint
 from edge_vsd.export.artifact import Staging
 from edge_vsd.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx
 from edge_vsd.export.simplify import simplify_onnx
+
+from edge_vsd.errors import InputError
 
 TARGETS = ("cpu", "jetson")
 ONNX_FILE = "encoder.onnx"
@@ -84,7 +83,9 @@ def export_artifact(cfg: ExportConfig) -> Path:
             held_x = calibration.to_tensor(frames.heldout)
             for note in frames.notes:
                 log.note(note)
-        with log.stage(f"ONNX export (opset {cfg.opset}, {'dynamic' if cfg.dynamic_batch else cfg.batch} batch)"):
+        with log.stage(
+            f"ONNX export (opset {cfg.opset}, {'dynamic' if cfg.dynamic_batch else cfg.batch} batch)"
+        ):
             export_onnx(backbone, work / "raw.onnx", size, cfg.batch, cfg.dynamic_batch, cfg.opset)
         with log.stage("simplify (onnxsim)"):
             simplify_stats = simplify_onnx(work / "raw.onnx", work / "fp32.onnx")
@@ -111,8 +112,9 @@ def export_artifact(cfg: ExportConfig) -> Path:
         elif cfg.fp16:
             with log.stage("fp16 conversion (fp32 inputs/outputs kept) + fidelity gate"):
                 final = fp16.convert_to_fp16(fp32_model)
-                metrics = parity.compare(fp32_out, parity.run_session(parity.ort_session(
-                    final.SerializeToString()), held_x))
+                metrics = parity.compare(
+                    fp32_out, parity.run_session(parity.ort_session(final.SerializeToString()), held_x)
+                )
                 gate.check(metrics, cfg.gate, "fp16 model")
                 record = {"vs_fp32": metrics}
         else:
@@ -120,14 +122,27 @@ def export_artifact(cfg: ExportConfig) -> Path:
         with log.stage("write artifact files"):
             onnx.save(final, str(staging.dir / ONNX_FILE))
             trt_info = _tensorrt_finish(cfg, staging.dir, size, log) if cfg.target == "jetson" else None
-            manifest = _manifest(cfg, backbone, size, backend, staging.dir, frames, calib_x, fp32_parity,
-                                 record, trt_info, simplify_stats, log.seconds)
+            manifest = _manifest(
+                cfg,
+                backbone,
+                size,
+                backend,
+                staging.dir,
+                frames,
+                calib_x,
+                fp32_parity,
+                record,
+                trt_info,
+                simplify_stats,
+                log.seconds,
+            )
             from edge_vsd.runtimes.manifest import write_manifest
 
             write_manifest(staging.dir, manifest)
         with log.stage("verify: load through edge_vsd.runtimes (hashes, backend) and compare to PyTorch"):
-            manifest["parity"]["runtime_vs_torch"] = _verify_runtime(staging.dir, manifest, frames, torch_ref,
-                                                                     cfg.gate)
+            manifest["parity"]["runtime_vs_torch"] = _verify_runtime(
+                staging.dir, manifest, frames, torch_ref, cfg.gate
+            )
             write_manifest(staging.dir, manifest)
         staging.commit()
     except BaseException:
@@ -135,11 +150,14 @@ def export_artifact(cfg: ExportConfig) -> Path:
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.note(f"artifact written: {out} ({cfg.target}, {cfg.precision}, {backend}) in {sum(log.seconds.values()):.1f} s")
+    log.note(
+        f"artifact written: {out} ({cfg.target}, {cfg.precision}, {backend}) "
+        f"in {sum(log.seconds.values()):.1f} s"
+    )
     return out
 
 
-# -- stage helpers ---------------------------------------------------------------------------------------------
+# -- stage helpers --------------------------------------------------------------------------------
 
 
 def _validate(cfg: ExportConfig) -> None:
@@ -174,8 +192,11 @@ def _frames(cfg: ExportConfig, size: tuple[int, int]) -> calibration.FrameSet:
 
 
 def _check_fp32(metrics: dict) -> None:
-    if metrics["cls_cosine_min"] < FP32_MIN_COSINE or metrics["patch_cosine_min"] < FP32_MIN_COSINE \
-            or metrics["max_abs_error"] > FP32_MAX_ABS_ERROR:
+    if (
+        metrics["cls_cosine_min"] < FP32_MIN_COSINE
+        or metrics["patch_cosine_min"] < FP32_MIN_COSINE
+        or metrics["max_abs_error"] > FP32_MAX_ABS_ERROR
+    ):
         raise InputError(f"fp32 ONNX disagrees with PyTorch: {gate.summary(metrics)}; nothing written")
 
 
@@ -196,15 +217,22 @@ def _attempts_record(attempts: list[quantize.Attempt]) -> list[dict]:
 def _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out) -> tuple[onnx.ModelProto, dict]:
     scheme = _scheme(cfg, quantize.JETSON)
     batch = 1 if cfg.dynamic_batch else cfg.batch
-    model, attempts = quantize.quantize_gated(fp32_model, calib_x, held_x, fp32_out, scheme, cfg.gate, batch,
-                                              _ladder(cfg))
+    model, attempts = quantize.quantize_gated(
+        fp32_model, calib_x, held_x, fp32_out, scheme, cfg.gate, batch, _ladder(cfg)
+    )
     if model is None:
-        raise gate.GateFailed(f"INT8 misses the fidelity gate {cfg.gate} at every ignored-scope level "
-                              f"(best: {gate.summary(_best(attempts))}); nothing written")
+        raise gate.GateFailed(
+            f"INT8 misses the fidelity gate {cfg.gate} at every ignored-scope level "
+            f"(best: {gate.summary(_best(attempts))}); nothing written"
+        )
     model = quantize.canonicalize_axes(model)
-    return model, {"scheme": dataclasses.asdict(scheme), "vs_fp32": attempts[-1].metrics,
-                   "ignored_scope": attempts[-1].level, "float_nodes": attempts[-1].ignored,
-                   "attempts": _attempts_record(attempts)}
+    return model, {
+        "scheme": dataclasses.asdict(scheme),
+        "vs_fp32": attempts[-1].metrics,
+        "ignored_scope": attempts[-1].level,
+        "float_nodes": attempts[-1].ignored,
+        "attempts": _attempts_record(attempts),
+    }
 
 
 def _best(attempts: list[quantize.Attempt]) -> dict:
@@ -215,16 +243,22 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.Mod
     scheme = _scheme(cfg, quantize.CPU)
     batch = 1 if cfg.dynamic_batch else cfg.batch
     fp32 = cpu_int8.Candidate("fp32_reference", "onnxruntime", fp32_model)
-    nncf_model, attempts = quantize.quantize_gated(fp32_model, calib_x, held_x, fp32_out, scheme, cfg.gate,
-                                                   batch, _ladder(cfg))
-    nncf_cand = cpu_int8.Candidate(scheme.name, "onnxruntime", nncf_model,
-                                   notes={"ignored_scope": attempts[-1].level,
-                                          "attempts": _attempts_record(attempts)})
+    nncf_model, attempts = quantize.quantize_gated(
+        fp32_model, calib_x, held_x, fp32_out, scheme, cfg.gate, batch, _ladder(cfg)
+    )
+    nncf_cand = cpu_int8.Candidate(
+        scheme.name,
+        "onnxruntime",
+        nncf_model,
+        notes={"ignored_scope": attempts[-1].level, "attempts": _attempts_record(attempts)},
+    )
     if nncf_model is None:
         nncf_cand.error = "missed the gate at every ignored-scope level"
         nncf_cand.fidelity = _best(attempts)
-    candidates = [nncf_cand, cpu_int8.Candidate("ort_dynamic_int8", "onnxruntime",
-                                                cpu_int8.ort_dynamic_int8(fp32_model))]
+    candidates = [
+        nncf_cand,
+        cpu_int8.Candidate("ort_dynamic_int8", "onnxruntime", cpu_int8.ort_dynamic_int8(fp32_model)),
+    ]
     if nncf_model is not None and cpu_int8.openvino_available():
         candidates.append(cpu_int8.Candidate("openvino_nncf_qdq", "openvino", nncf_model))
     for cand in [fp32, *candidates]:
@@ -234,78 +268,140 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.Mod
             cpu_int8.evaluate(cand, held_x, fp32_out, cfg.gate, cfg.latency_runs)
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is recorded, not fatal
             cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-        log.note(f"{cand.name:<28} {cand.backend:<12} "
-                 f"{'-' if cand.latency_ms is None else f'{cand.latency_ms:8.2f} ms'}  "
-                 f"{gate.summary(cand.fidelity) if cand.fidelity else cand.error}")
+        log.note(
+            f"{cand.name:<28} {cand.backend:<12} "
+            f"{'-' if cand.latency_ms is None else f'{cand.latency_ms:8.2f} ms'}  "
+            f"{gate.summary(cand.fidelity) if cand.fidelity else cand.error}"
+        )
     chosen = cpu_int8.pick(candidates)
-    record = {"isa": cpu_int8.cpu_isa(), "candidates": [c.record() for c in [fp32, *candidates]],
-              "gate": cfg.gate}
+    record = {
+        "isa": cpu_int8.cpu_isa(),
+        "candidates": [c.record() for c in [fp32, *candidates]],
+        "gate": cfg.gate,
+    }
     if chosen is None:
-        raise gate.GateFailed(f"no CPU INT8 scheme passes the fidelity gate {cfg.gate}: " + "; ".join(
-            f"{c.name}: {gate.summary(c.fidelity) if c.fidelity else c.error}" for c in candidates)
-            + "; nothing written")
+        raise gate.GateFailed(
+            f"no CPU INT8 scheme passes the fidelity gate {cfg.gate}: "
+            + "; ".join(
+                f"{c.name}: {gate.summary(c.fidelity) if c.fidelity else c.error}" for c in candidates
+            )
+            + "; nothing written"
+        )
     record["chosen"] = chosen.name
-    record["why"] = (f"fastest of {sum(c.passed for c in candidates)} candidates passing the gate on this CPU "
-                     f"({chosen.latency_ms} ms vs fp32 {fp32.latency_ms} ms)")
+    record["why"] = (
+        f"fastest of {sum(c.passed for c in candidates)} candidates passing the gate on this CPU "
+        f"({chosen.latency_ms} ms vs fp32 {fp32.latency_ms} ms)"
+    )
     return chosen.model, chosen.backend, {"cpu_int8": record, "vs_fp32": chosen.fidelity}
 
 
 def _tensorrt_finish(cfg: ExportConfig, folder: Path, size: tuple[int, int], log) -> dict:
     batch = None if cfg.dynamic_batch else cfg.batch
     (folder / BUILD_TXT).write_text(tensorrt_build.build_on_device_text(cfg.precision, size, batch))
-    info = {"trtexec": tensorrt_build.trtexec_command(cfg.precision, size, batch),
-            "trtexec_strongly_typed": tensorrt_build.trtexec_command_strongly_typed(size, batch),
-            "engine_built": False, "version": None}
+    info = {
+        "trtexec": tensorrt_build.trtexec_command(cfg.precision, size, batch),
+        "trtexec_strongly_typed": tensorrt_build.trtexec_command_strongly_typed(size, batch),
+        "engine_built": False,
+        "version": None,
+    }
     trt, reason = tensorrt_build.tensorrt_status() if cfg.build_engine else (None, "engine build disabled")
     if trt is None:
         info["skipped"] = reason
         log.note(f"no engine built here ({reason}); see {BUILD_TXT}")
         return info
     with tempfile.TemporaryDirectory() as tmp:
-        info["version"] = tensorrt_build.build_engine(folder / ONNX_FILE, folder / ENGINE_FILE, cfg.precision,
-                                                      size, batch, Path(tmp) / "timing.cache")
+        info["version"] = tensorrt_build.build_engine(
+            folder / ONNX_FILE, folder / ENGINE_FILE, cfg.precision, size, batch, Path(tmp) / "timing.cache"
+        )
     info["engine_built"] = True
     return info
 
 
-def _manifest(cfg, backbone, size, backend, folder, frames, calib_x, fp32_parity, record, trt_info,
-              simplify_stats, seconds) -> dict:
-    from edge_vsd.data import preprocess as pp
+def _manifest(
+    cfg,
+    backbone,
+    size,
+    backend,
+    folder,
+    frames,
+    calib_x,
+    fp32_parity,
+    record,
+    trt_info,
+    simplify_stats,
+    seconds,
+) -> dict:
     from edge_vsd.runtimes.manifest import file_entry
+
+    from edge_vsd.data import preprocess as pp
 
     h, w = size
     grid = (h // backbone.cfg.patch_size, w // backbone.cfg.patch_size)
     dim = backbone.cfg.embed_dim
     batch_dim = "batch" if cfg.dynamic_batch else cfg.batch
-    files = {p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
+    files = {
+        p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"
+    }
     manifest = {
         "schema_version": 1,
-        "model": {"arch": backbone.arch, "patch_size": backbone.cfg.patch_size, "embed_dim": dim,
-                  "depth": backbone.cfg.depth, "num_heads": backbone.cfg.num_heads, "image_size": [h, w],
-                  "trained_image_size": list(backbone.cfg.img_size)},
-        "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32", "color": "RGB",
-                  "scale": 1.0 / 255.0, "mean": list(pp.MEAN), "std": list(pp.STD), "resize": pp.RESIZE,
-                  "interpolation": pp.INTERPOLATION, "batch": None if cfg.dynamic_batch else cfg.batch},
-        "outputs": {"cls": {"name": OUTPUT_NAMES[0], "shape": [batch_dim, dim]},
-                    "patches": {"name": OUTPUT_NAMES[1], "shape": [batch_dim, grid[0], grid[1], dim]}},
+        "model": {
+            "arch": backbone.arch,
+            "patch_size": backbone.cfg.patch_size,
+            "embed_dim": dim,
+            "depth": backbone.cfg.depth,
+            "num_heads": backbone.cfg.num_heads,
+            "image_size": [h, w],
+            "trained_image_size": list(backbone.cfg.img_size),
+        },
+        "input": {
+            "name": INPUT_NAME,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "color": "RGB",
+            "scale": 1.0 / 255.0,
+            "mean": list(pp.MEAN),
+            "std": list(pp.STD),
+            "resize": pp.RESIZE,
+            "interpolation": pp.INTERPOLATION,
+            "batch": None if cfg.dynamic_batch else cfg.batch,
+        },
+        "outputs": {
+            "cls": {"name": OUTPUT_NAMES[0], "shape": [batch_dim, dim]},
+            "patches": {"name": OUTPUT_NAMES[1], "shape": [batch_dim, grid[0], grid[1], dim]},
+        },
         "precision": cfg.precision,
         "target": cfg.target,
         "backend": "tensorrt" if trt_info and trt_info["engine_built"] else backend,
         "files": files,
-        "calibration": None if not cfg.int8 else {
-            "frames": int(len(calib_x)), "sources": frames.sources, "sha256": calibration.tensor_sha256(calib_x),
-            "sampling": "evenly spaced over all sources laid end to end", "source_frames": frames.total_frames,
-            "heldout_frames": int(len(frames.heldout))},
-        "parity": {"fp32_vs_torch": fp32_parity, **({"vs_fp32": record["vs_fp32"]} if "vs_fp32" in record else {}),
-                   "gate": cfg.gate, "frames_source": frames.sources},
+        "calibration": None
+        if not cfg.int8
+        else {
+            "frames": int(len(calib_x)),
+            "sources": frames.sources,
+            "sha256": calibration.tensor_sha256(calib_x),
+            "sampling": "evenly spaced over all sources laid end to end",
+            "source_frames": frames.total_frames,
+            "heldout_frames": int(len(frames.heldout)),
+        },
+        "parity": {
+            "fp32_vs_torch": fp32_parity,
+            **({"vs_fp32": record["vs_fp32"]} if "vs_fp32" in record else {}),
+            "gate": cfg.gate,
+            "frames_source": frames.sources,
+        },
         "versions": _versions(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "export": {"config": _config_record(cfg), "checkpoint_sha256": _sha256(cfg.checkpoint),
-                   "simplify": simplify_stats, "seconds": {k: round(v, 2) for k, v in seconds.items()}},
+        "export": {
+            "config": _config_record(cfg),
+            "checkpoint_sha256": _sha256(cfg.checkpoint),
+            "simplify": simplify_stats,
+            "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        },
     }
     if cfg.int8 and cfg.target == "jetson":
-        manifest["quantization"] = {k: record[k] for k in ("scheme", "ignored_scope", "float_nodes", "attempts",
-                                                            "lint")}
+        manifest["quantization"] = {
+            k: record[k] for k in ("scheme", "ignored_scope", "float_nodes", "attempts", "lint")
+        }
     if "cpu_int8" in record:
         manifest["cpu_int8"] = record["cpu_int8"]
     if trt_info is not None:
@@ -333,8 +429,18 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("edge-vsd", "torch", "onnx", "onnxruntime", "onnxsim", "nncf", "numpy", "opencv-python-headless",
-                 "openvino", "tensorrt"):
+    for dist in (
+        "edge-vsd",
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "onnxsim",
+        "nncf",
+        "numpy",
+        "opencv-python-headless",
+        "openvino",
+        "tensorrt",
+    ):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -342,7 +448,9 @@ def _versions() -> dict:
     return out
 
 
-def _verify_runtime(folder: Path, manifest: dict, frames: calibration.FrameSet, torch_ref, threshold: float) -> dict:
+def _verify_runtime(
+    folder: Path, manifest: dict, frames: calibration.FrameSet, torch_ref, threshold: float
+) -> dict:
     """What the device will see: load the staged artifact with edge_vsd.runtimes (manifest validation, sha256
     check, backend, its own preprocessing of uint8 BGR frames) and compare its features to PyTorch's."""
     import edge_vsd.runtimes as rt

@@ -28,7 +28,9 @@ class Scheme:
 
 
 # Jetson/TensorRT: explicit quantization only accepts symmetric int8 (zero point 0) Q/DQ.
-JETSON = Scheme("nncf_static_qdq_symmetric", symmetric=True, smooth_quant_alpha=0.5, fast_bias_correction=True)
+JETSON = Scheme(
+    "nncf_static_qdq_symmetric", symmetric=True, smooth_quant_alpha=0.5, fast_bias_correction=True
+)
 # CPU: asymmetric uint8 activations use the full 256 levels on one-sided tensors (post-GELU) and map onto
 # ONNX Runtime's U8S8 x86 kernels.
 CPU = Scheme("nncf_static_qdq", symmetric=False, smooth_quant_alpha=0.5, fast_bias_correction=True)
@@ -40,7 +42,9 @@ def sensitive_nodes(model: onnx.ModelProto, level: str) -> list[str]:
     if level not in LADDER:
         raise ValueError(f"unknown ignored-scope level {level!r}")
     nodes = list(model.graph.node)
-    consts = {i.name for i in model.graph.initializer} | {o for n in nodes if n.op_type == "Constant" for o in n.output}
+    consts = {i.name for i in model.graph.initializer} | {
+        o for n in nodes if n.op_type == "Constant" for o in n.output
+    }
     names: list[str] = []
     if "patch_embed" in level:
         names += [n.name for n in nodes if n.op_type == "Conv"][:1]
@@ -48,14 +52,24 @@ def sensitive_nodes(model: onnx.ModelProto, level: str) -> list[str]:
         ln = [i for i, n in enumerate(nodes) if n.op_type == "LayerNormalization"]
         if len(ln) >= 5:
             ranges = [(ln[0], ln[2]), (ln[-3], ln[-1])]
-            names += [nodes[i].name for a, b in ranges for i in range(a, b) if nodes[i].op_type in ("MatMul", "Gemm")]
+            names += [
+                nodes[i].name
+                for a, b in ranges
+                for i in range(a, b)
+                if nodes[i].op_type in ("MatMul", "Gemm")
+            ]
     if "attn_matmul" in level:
         names += [n.name for n in nodes if n.op_type == "MatMul" and not (set(n.input) & consts)]
     return sorted(set(names))
 
 
-def quantize_int8(model: onnx.ModelProto, calib: np.ndarray, scheme: Scheme, batch: int = 1,
-                  ignored: list[str] | None = None) -> onnx.ModelProto:
+def quantize_int8(
+    model: onnx.ModelProto,
+    calib: np.ndarray,
+    scheme: Scheme,
+    batch: int = 1,
+    ignored: list[str] | None = None,
+) -> onnx.ModelProto:
     """Q/DQ INT8 model calibrated on normalised NCHW frames `calib` (fed `batch` at a time)."""
     import nncf
     from nncf.common.quantization.structs import QuantizationScheme
@@ -75,11 +89,14 @@ def quantize_int8(model: onnx.ModelProto, calib: np.ndarray, scheme: Scheme, bat
         # Weights: symmetric signed int8, one scale per output channel (TensorRT's requirement; also more
         # accurate than per-tensor for ViT projections whose rows differ in scale by >10x).
         weights_quantization_params=QuantizationParameters(
-            mode=QuantizationScheme.SYMMETRIC, per_channel=True),
+            mode=QuantizationScheme.SYMMETRIC, per_channel=True
+        ),
     )
     with _quiet():
         return nncf.quantize(
-            model, dataset, subset_size=len(items),
+            model,
+            dataset,
+            subset_size=len(items),
             # TRANSFORMER: NNCF's transformer patterns (fused LayerNorm, GELU, attention) decide where
             # quantizers go; e.g. it leaves softmax outputs and the residual adds unquantized.
             model_type=nncf.ModelType.TRANSFORMER,
@@ -128,9 +145,16 @@ class Attempt:
     metrics: dict
 
 
-def quantize_gated(model: onnx.ModelProto, calib: np.ndarray, heldout: np.ndarray,
-                   ref: tuple[np.ndarray, np.ndarray], scheme: Scheme, threshold: float, batch: int = 1,
-                   ladder: tuple[str, ...] = LADDER) -> tuple[onnx.ModelProto | None, list[Attempt]]:
+def quantize_gated(
+    model: onnx.ModelProto,
+    calib: np.ndarray,
+    heldout: np.ndarray,
+    ref: tuple[np.ndarray, np.ndarray],
+    scheme: Scheme,
+    threshold: float,
+    batch: int = 1,
+    ladder: tuple[str, ...] = LADDER,
+) -> tuple[onnx.ModelProto | None, list[Attempt]]:
     """Quantize, score against `ref` (fp32 features of `heldout`), and climb the ignored-scope ladder until
     the gate passes. Returns (model or None when every level missed, attempts)."""
     from edge_vsd.export import gate, parity

@@ -20,7 +20,10 @@ def tensorrt_status() -> tuple[object | None, str]:
         if builder is None:
             return None, "no usable CUDA GPU for TensorRT"
     except Exception as exc:  # noqa: BLE001 - no GPU/driver: TensorRT raises at builder creation
-        return None, f"no CUDA GPU for TensorRT ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})"
+        return (
+            None,
+            f"no CUDA GPU for TensorRT ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})",
+        )
     return trt, ""
 
 
@@ -28,24 +31,39 @@ def _shapes(image_size: tuple[int, int], batch: int | None) -> str:
     h, w = image_size
     if batch is not None:
         return ""
-    return (f" --minShapes=image:1x3x{h}x{w} --optShapes=image:1x3x{h}x{w}"
-            f" --maxShapes=image:{DYNAMIC_MAX_BATCH}x3x{h}x{w}")
+    return (
+        f" --minShapes=image:1x3x{h}x{w} --optShapes=image:1x3x{h}x{w}"
+        f" --maxShapes=image:{DYNAMIC_MAX_BATCH}x3x{h}x{w}"
+    )
 
 
-def trtexec_command(precision: str, image_size: tuple[int, int], batch: int | None,
-                    onnx_name: str = "encoder.onnx", engine_name: str = "encoder.engine") -> str:
+def trtexec_command(
+    precision: str,
+    image_size: tuple[int, int],
+    batch: int | None,
+    onnx_name: str = "encoder.onnx",
+    engine_name: str = "encoder.engine",
+) -> str:
     """trtexec for TensorRT 10 (JetPack 6): --int8 lets the Q/DQ layers run int8 and --fp16 the layers
     left in float; fp16 artifacts are already fp16 in the graph."""
     flags = {"int8": " --int8 --fp16", "fp16": " --fp16", "fp32": ""}[precision]
-    return (f"trtexec --onnx={onnx_name} --saveEngine={engine_name}{flags}{_shapes(image_size, batch)}"
-            " --timingCacheFile=timing.cache --skipInference")
+    return (
+        f"trtexec --onnx={onnx_name} --saveEngine={engine_name}{flags}{_shapes(image_size, batch)}"
+        " --timingCacheFile=timing.cache --skipInference"
+    )
 
 
-def trtexec_command_strongly_typed(image_size: tuple[int, int], batch: int | None,
-                                   onnx_name: str = "encoder.onnx", engine_name: str = "encoder.engine") -> str:
+def trtexec_command_strongly_typed(
+    image_size: tuple[int, int],
+    batch: int | None,
+    onnx_name: str = "encoder.onnx",
+    engine_name: str = "encoder.engine",
+) -> str:
     """TensorRT >= 11 builds strongly typed networks: precisions come from the graph (Q/DQ, fp16 tensors)."""
-    return (f"trtexec --onnx={onnx_name} --saveEngine={engine_name} --stronglyTyped{_shapes(image_size, batch)}"
-            " --timingCacheFile=timing.cache --skipInference")
+    return (
+        f"trtexec --onnx={onnx_name} --saveEngine={engine_name} --stronglyTyped{_shapes(image_size, batch)}"
+        " --timingCacheFile=timing.cache --skipInference"
+    )
 
 
 def build_on_device_text(precision: str, image_size: tuple[int, int], batch: int | None) -> str:
@@ -60,8 +78,14 @@ def build_on_device_text(precision: str, image_size: tuple[int, int], batch: int
     )
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, image_size: tuple[int, int],
-                 batch: int | None, timing_cache: str | Path) -> str:
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    precision: str,
+    image_size: tuple[int, int],
+    batch: int | None,
+    timing_cache: str | Path,
+) -> str:
     """Parse the ONNX, build a serialized engine into `engine_path`, update `timing_cache`; returns the
     TensorRT version. Raises RuntimeError when TensorRT or a GPU is missing or the build fails."""
     trt, reason = tensorrt_status()

@@ -14,8 +14,18 @@ QDQ = ("QuantizeLinear", "DequantizeLinear")
 # Zero-point element types TensorRT's explicit quantization accepts: INT8 (and FP8 E4M3 / INT4 weights).
 ALLOWED_QTYPES = {TensorProto.INT8: "int8", TensorProto.FLOAT8E4M3FN: "fp8e4m3", TensorProto.INT4: "int4"}
 # Operator-format (QOperator) and integer ops that ONNX Runtime's quantizer emits; TensorRT cannot parse them.
-QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear",
-                 "QLinearAdd", "QLinearMul", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+QOPERATOR_OPS = {
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+    "QLinearAdd",
+    "QLinearMul",
+    "QGemm",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+}
 # Which input of each op is the weight, and the weight axis that holds output channels.
 WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1}
 
@@ -88,11 +98,23 @@ def lint_model(model: onnx.ModelProto) -> list[Finding]:
     for node in g.nodes:
         name = _label(node)
         if node.domain not in ("", "ai.onnx"):
-            out.append(Finding("domain", name, f"op {node.domain}.{node.op_type} is not a standard ONNX op; "
-                                               "TensorRT's parser does not know it"))
+            out.append(
+                Finding(
+                    "domain",
+                    name,
+                    f"op {node.domain}.{node.op_type} is not a standard ONNX op; "
+                    "TensorRT's parser does not know it",
+                )
+            )
         if node.op_type in QOPERATOR_OPS:
-            out.append(Finding("qoperator", name, f"{node.op_type} (operator-format quantization); TensorRT "
-                                                  "needs QuantizeLinear/DequantizeLinear pairs instead"))
+            out.append(
+                Finding(
+                    "qoperator",
+                    name,
+                    f"{node.op_type} (operator-format quantization); TensorRT "
+                    "needs QuantizeLinear/DequantizeLinear pairs instead",
+                )
+            )
         if node.op_type in QDQ and node.domain in ("", "ai.onnx"):
             out.extend(_check_qdq(g, node, name))
     return out
@@ -103,18 +125,34 @@ def _check_qdq(g: _Graph, node: onnx.NodeProto, name: str) -> list[Finding]:
     scale_name = node.input[1] if len(node.input) > 1 else ""
     scale = g.array(scale_name)
     if scale is None:
-        out.append(Finding("scale-constant", name, f"scale {scale_name!r} is computed at run time; TensorRT "
-                                                   "needs a constant (initializer) scale"))
+        out.append(
+            Finding(
+                "scale-constant",
+                name,
+                f"scale {scale_name!r} is computed at run time; TensorRT "
+                "needs a constant (initializer) scale",
+            )
+        )
     else:
         if not np.all(np.isfinite(scale)):
             out.append(Finding("scale-finite", name, f"scale {scale_name!r} holds NaN or Inf"))
         elif not np.all(scale > 0):
-            out.append(Finding("scale-positive", name, f"scale {scale_name!r} has values <= 0 "
-                                                       f"(min {float(scale.min()):.3g})"))
+            out.append(
+                Finding(
+                    "scale-positive",
+                    name,
+                    f"scale {scale_name!r} has values <= 0 (min {float(scale.min()):.3g})",
+                )
+            )
     zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else ""
     if not zp_name:
-        out.append(Finding("zero-point-type", name, "no zero point: ONNX then means uint8; TensorRT needs an "
-                                                    "explicit int8 zero point of 0"))
+        out.append(
+            Finding(
+                "zero-point-type",
+                name,
+                "no zero point: ONNX then means uint8; TensorRT needs an explicit int8 zero point of 0",
+            )
+        )
     else:
         zp_type = g.elem_type(zp_name)
         zp = g.array(zp_name)
@@ -122,19 +160,35 @@ def _check_qdq(g: _Graph, node: onnx.NodeProto, name: str) -> list[Finding]:
             out.append(Finding("zero-point-constant", name, f"zero point {zp_name!r} is not a constant"))
         else:
             if zp_type not in ALLOWED_QTYPES:
-                out.append(Finding("int8-not-uint8", name, f"quantized type {_type_name(zp_type)}; TensorRT "
-                                                           "needs signed int8 (never uint8)"))
+                out.append(
+                    Finding(
+                        "int8-not-uint8",
+                        name,
+                        f"quantized type {_type_name(zp_type)}; TensorRT needs signed int8 (never uint8)",
+                    )
+                )
             if np.any(zp.astype(np.float64) != 0):
-                out.append(Finding("zero-point-zero", name, f"zero point {zp_name!r} is not 0 "
-                                                            f"(max |zp| {float(np.abs(zp).max()):g}); TensorRT "
-                                                            "only supports symmetric quantization"))
+                out.append(
+                    Finding(
+                        "zero-point-zero",
+                        name,
+                        f"zero point {zp_name!r} is not 0 "
+                        f"(max |zp| {float(np.abs(zp).max()):g}); TensorRT "
+                        "only supports symmetric quantization",
+                    )
+                )
     if node.op_type == "QuantizeLinear":
         consumers = g.consumers.get(node.output[0], [])
         bad = [c for c in consumers if c.op_type != "DequantizeLinear"]
         if not consumers or bad:
             what = f"feeds {bad[0].op_type} {_label(bad[0])!r}" if bad else "has no consumer"
-            out.append(Finding("q-dq-pair", name, f"QuantizeLinear output {what}; TensorRT needs every Q "
-                                                  "followed by a DequantizeLinear"))
+            out.append(
+                Finding(
+                    "q-dq-pair",
+                    name,
+                    f"QuantizeLinear output {what}; TensorRT needs every Q followed by a DequantizeLinear",
+                )
+            )
     if node.op_type == "DequantizeLinear" and scale is not None:
         out.extend(_check_granularity(g, node, name, scale))
     return out
@@ -154,32 +208,57 @@ def _weight_source(g: _Graph, dq: onnx.NodeProto) -> str | None:
 def _check_granularity(g: _Graph, dq: onnx.NodeProto, name: str, scale: np.ndarray) -> list[Finding]:
     out: list[Finding] = []
     weight = _weight_source(g, dq)
-    uses = [(c, k) for c in g.consumers.get(dq.output[0], []) for k, i in enumerate(c.input) if i == dq.output[0]]
+    uses = [
+        (c, k) for c in g.consumers.get(dq.output[0], []) for k, i in enumerate(c.input) if i == dq.output[0]
+    ]
     weight_uses = [(c, k) for c, k in uses if WEIGHT_INPUT.get(c.op_type) == k]
     if weight is None or not weight_uses:
         if scale.size > 1:
-            out.append(Finding("activation-per-tensor", name, f"activation quantized with {scale.size} scales; "
-                                                              "TensorRT needs one scale per activation tensor"))
+            out.append(
+                Finding(
+                    "activation-per-tensor",
+                    name,
+                    f"activation quantized with {scale.size} scales; "
+                    "TensorRT needs one scale per activation tensor",
+                )
+            )
         return out
     w = g.array(weight)
     rank = w.ndim if w is not None else None
     for consumer, _ in weight_uses:
         if scale.size == 1:
-            out.append(Finding("per-channel-weights", name, f"weight {weight!r} of {consumer.op_type} "
-                                                            f"{_label(consumer)!r} is quantized per tensor; "
-                                                            "use per-channel scales along the output channels"))
+            out.append(
+                Finding(
+                    "per-channel-weights",
+                    name,
+                    f"weight {weight!r} of {consumer.op_type} "
+                    f"{_label(consumer)!r} is quantized per tensor; "
+                    "use per-channel scales along the output channels",
+                )
+            )
             continue
         axis = _axis(dq)
         if rank is not None:
             axis = axis + rank if axis < 0 else axis
             expected = _output_channel_axis(consumer, rank)
             if axis != expected:
-                out.append(Finding("per-channel-axis", name, f"weight {weight!r} of {consumer.op_type} is "
-                                                             f"quantized along axis {axis}; output channels are "
-                                                             f"axis {expected}"))
+                out.append(
+                    Finding(
+                        "per-channel-axis",
+                        name,
+                        f"weight {weight!r} of {consumer.op_type} is "
+                        f"quantized along axis {axis}; output channels are "
+                        f"axis {expected}",
+                    )
+                )
             elif w is not None and scale.shape != (w.shape[axis],):
-                out.append(Finding("per-channel-axis", name, f"{scale.size} scales for {w.shape[axis]} output "
-                                                             f"channels of weight {weight!r}"))
+                out.append(
+                    Finding(
+                        "per-channel-axis",
+                        name,
+                        f"{scale.size} scales for {w.shape[axis]} output channels of weight {weight!r}",
+                    )
+                )
     return out
 
 
