@@ -7,17 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_vsd.runtimes.backend import BACKEND_CHOICES
 from edge_vsd.runtimes.errors import RuntimeInputError
-
-BACKENDS = (
-    "auto",
-    "onnxruntime",
-    "onnxruntime-cpu",
-    "onnxruntime-cuda",
-    "onnxruntime-tensorrt",
-    "tensorrt",
-    "openvino",
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, default=50, help="timed calls per artifact (default: %(default)s)")
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime / OpenVINO (default: theirs)")
     p.add_argument("--batch", type=int, default=1, help="frames per timed call (default: %(default)s)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="engine to run artifacts on")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="engine to run artifacts on")
     p.add_argument(
         "--frames", type=int, default=32, help="frames taken from --data for accuracy (default: %(default)s)"
     )

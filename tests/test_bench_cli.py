@@ -273,3 +273,14 @@ def test_checkpoint_reference(arts, tmp_path):
     assert acc["cls_cosine"] is not None and acc["patch_cosine"] is not None
     assert results["artifacts"][0]["status"] == "fails-gate" and rc == 0
     assert np.isfinite(acc["max_abs_error"])
+
+
+def test_broken_reference_leaves_the_others_measured(arts, tmp_path, capsys):
+    # "broken" is the first fp32 artifact, so it becomes the default reference and fails to load.
+    rc = main(["bench", str(arts["broken"]), str(arts["fp32"]), "--report", str(tmp_path / "r"), *FAST])
+    assert rc == 1
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["reference"]["name"] == "broken" and results["reference"]["error"].startswith("load:")
+    row = results["artifacts"][1]
+    assert row["status"] == "ok" and row["latency"]["iters"] == 3
+    assert row["accuracy"]["cls_cosine"] is None and row["accuracy"]["corr_acc"] is not None
