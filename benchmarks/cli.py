@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--min-cls-cosine", type=float, default=0.99, help="fidelity gate (default: %(default)s)")
     p.add_argument(
-        "--min-patch-cosine", type=float, default=0.98, help="fidelity gate (default: %(default)s)"
+        "--min-patch-cosine", type=float, default=0.99, help="fidelity gate (default: %(default)s)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for synthetic frames, homographies, probe split")
     p.add_argument(

@@ -33,7 +33,7 @@ class Settings:
     knn_k: int = 5
     seg_epochs: int = 30
     min_cls_cosine: float = 0.99
-    min_patch_cosine: float = 0.98
+    min_patch_cosine: float = 0.99
     seed: int = 0
 
 
