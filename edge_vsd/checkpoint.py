@@ -56,7 +56,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         msg = _short(exc)
-        if "weights_only" in msg or "Unsupported global" in msg:
+        if "weights only" in msg.lower() or "weights_only" in msg or "Unsupported global" in msg:
             raise InputError(
                 f"{path}: holds pickled objects other than tensors; refusing to load it"
             ) from None

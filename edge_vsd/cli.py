@@ -41,7 +41,7 @@ def _error_types() -> tuple[type[BaseException], ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-vsd",
-        description="Train a ViT on unlabeled video (video self-distillation), export it, run it on the edge.",
+        description="Train a ViT on unlabeled video (video self-distillation), export it, run it on a robot.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
         + "\n".join(f"  {n:<12} {h}" for n, (_, h) in COMMANDS.items())

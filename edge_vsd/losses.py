@@ -18,6 +18,10 @@ class VSDLoss(nn.Module):
         self.student_temp, self.center_momentum = student_temp, center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("patch_center", torch.zeros(1, out_dim))
+        # DINO starts the centers at zero, so the first steps see an un-centred, over-confident teacher and
+        # the loss first climbs while the centers catch up. Starting them at the first batch's mean skips
+        # that transient; from then on they move by EMA as in DINO.
+        self.register_buffer("centers_ready", torch.zeros((), dtype=torch.bool))
         # sums of teacher outputs over the micro-batches of one optimizer step; centers move once per step
         self._sums = {"center": torch.zeros(out_dim), "patch_center": torch.zeros(out_dim)}
         self._counts = {"center": 0, "patch_center": 0}
@@ -32,6 +36,8 @@ class VSDLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """student_cls: logits per view [frame t, frame t+delta, locals...]; teacher_cls: [t, t+delta];
         student_patches: (B, N, K) predicted logits of frame t+delta; teacher_patches: (B, N, K)."""
+        if not self.centers_ready:
+            self._init_centers(torch.cat(teacher_cls).detach().float(), teacher_patches.detach().float())
         t_probs = [F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach() for t in teacher_cls]
         s_logp = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_cls]
         terms = [
@@ -58,6 +64,12 @@ class VSDLoss(nn.Module):
         }
         return loss, stats
 
+    @torch.no_grad()
+    def _init_centers(self, cls: torch.Tensor, patches: torch.Tensor) -> None:
+        for buf, x in ((self.center, cls), (self.patch_center, patches.flatten(0, -2))):
+            buf.copy_(_all_mean(x.sum(0), x.shape[0]).unsqueeze(0))
+        self.centers_ready.fill_(True)
+
     def _accumulate(self, name: str, x: torch.Tensor) -> None:
         self._sums[name] = self._sums[name].to(x.device) + x.sum(0)
         self._counts[name] += x.shape[0]
@@ -66,13 +78,17 @@ class VSDLoss(nn.Module):
     def update_centers(self) -> None:
         """EMA of the centers with the batch means of this optimizer step (all-reduced across processes)."""
         for name in ("center", "patch_center"):
-            total = torch.cat(
-                [self._sums[name], torch.tensor([float(self._counts[name])], device=self._sums[name].device)]
-            )
-            if dist.is_available() and dist.is_initialized():
-                dist.all_reduce(total)
-            if total[-1] > 0:
+            if self._counts[name]:
                 buf = getattr(self, name)
-                buf.mul_(self.center_momentum).add_(total[:-1] / total[-1], alpha=1 - self.center_momentum)
+                mean = _all_mean(self._sums[name], self._counts[name])
+                buf.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)
             self._sums[name] = torch.zeros_like(self._sums[name])
             self._counts[name] = 0
+
+
+def _all_mean(total: torch.Tensor, count: int) -> torch.Tensor:
+    """Mean over every process of per-process sums and counts."""
+    packed = torch.cat([total, total.new_tensor([float(count)])])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(packed)
+    return packed[:-1] / packed[-1]

@@ -8,7 +8,6 @@ import copy
 import json
 import logging
 import math
-import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ def open_videos(cfg: TrainConfig, rank: int):
 
 
 def init_backbone(cfg: TrainConfig):
-    """A fresh preset ViT, or the backbone of `--init` with its position grid resampled to the training size."""
+    """A fresh preset ViT, or the `--init` backbone with its position grid resampled to the training size."""
     if not cfg.init:
         return build_vit(cfg.arch, cfg.img_size, cfg.patch_size, cfg.drop_path)
     src = load_encoder(cfg.init)
@@ -101,11 +100,8 @@ def ema_update(student: VSDNet, teacher: VSDNet, m: float) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state()[1],
-        "python": random.getstate()[1],
-    }
+    """Global torch RNG (drop path); data randomness comes from per-step generators and needs no state."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -140,8 +136,11 @@ def make_checkpoint(
     }
 
 
-def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> Path:
-    """Run VSD training; returns the checkpoint path. Resumes from OUT/checkpoint.pt when `resume`."""
+def train(
+    cfg: TrainConfig, resume: bool = False, show_progress: bool = True, stop_after: int | None = None
+) -> Path:
+    """Run VSD training; returns the checkpoint path. Resumes from OUT/checkpoint.pt when `resume`;
+    `stop_after` ends this session after that many steps (checkpoint saved, schedule of the full run kept)."""
     rank, world, device = init_distributed(cfg.device)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
@@ -168,7 +167,6 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
     heads = (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.separate_patch_head)
     student = build_vsd(init_backbone(cfg), *heads, cfg.predictor_depth).to(device)
     teacher = copy.deepcopy(student)  # same init; the teacher has no predictor and no gradients
@@ -199,6 +197,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
         pin_memory=device.type == "cuda",
     )
     batches = iter(loader)
+    stop = min(total, step + stop_after) if stop_after else total
     bar = tqdm(
         total=total,
         initial=step,
@@ -210,11 +209,11 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None
     interrupted = False
     try:
-        while step < total:
+        while step < stop:
             for i, g in enumerate(opt.param_groups):
-                g["lr"] = sched["lr"][step]
+                g["lr"] = float(sched["lr"][step])
                 if i == 0:
-                    g["weight_decay"] = sched["wd"][step]
+                    g["weight_decay"] = float(sched["wd"][step])
             stats_sum: dict[str, float] = {}
             loss_sum = 0.0
             for micro in range(cfg.accum):
@@ -263,7 +262,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
                 metrics.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum:.3f}", dense=f"{stats_sum['loss_dense']:.3f}")
-            if rank == 0 and (step % cfg.save_every == 0 or step == total):
+            if rank == 0 and (step % cfg.save_every == 0 or step == stop):
                 save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
     except KeyboardInterrupt:
         interrupted = True
@@ -314,6 +313,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--save-every", type=int, help="checkpoint every N steps (default 100)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="end this session after N steps with a checkpoint (for time-sliced jobs; --resume goes on)",
+    )
     p.add_argument("--init", metavar="CKPT", help="start from an edge-vsd, DINO or DoRA checkpoint")
     p.add_argument("--accum", type=int, help="gradient accumulation micro-batches per step (default 1)")
     p.add_argument("--workers", type=int, help="data-loading processes (default 0: in the training process)")
@@ -380,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     cfg = config_from_args(args)
     try:
-        path = train(cfg, resume=args.resume)
+        path = train(cfg, resume=args.resume, stop_after=args.stop_after)
     except KeyboardInterrupt as exc:
         print(exc, file=sys.stderr)
         return 130

@@ -25,7 +25,7 @@ class VSDNet(nn.Module):
     def forward(
         self, globals_: torch.Tensor, locals_: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """globals_ (B, 2, 3, S, S): frames t and t+delta. Returns CLS logits per view ([t, t+delta, locals...])
+        """globals_ (B, 2, 3, S, S): frames t and t+delta. Returns CLS logits per view [t, t+delta, locals...]
         and patch logits (B, N, K): the student's prediction of t+delta from t, or the teacher's t+delta."""
         b = globals_.shape[0]
         tokens, grid = self.backbone.tokens(globals_.transpose(0, 1).flatten(0, 1))

@@ -1,0 +1,103 @@
+import argparse
+import pickle
+
+import pytest
+import torch
+
+from edge_vsd import load_encoder
+from edge_vsd.errors import InputError
+from edge_vsd.model import build_vit
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return build_vit("vit_small", 64).eval()
+
+
+def _same_outputs(path, ref):
+    enc = load_encoder(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = enc(x), ref(x)
+    assert torch.equal(a.cls, b.cls) and torch.equal(a.patches, b.patches)
+    return enc
+
+
+def test_raw_dino_backbone_state_dict(vit, tmp_path):
+    torch.save(vit.state_dict(), tmp_path / "dino_deitsmall.pth")
+    enc = _same_outputs(tmp_path / "dino_deitsmall.pth", vit)
+    assert enc.cfg.embed_dim == 384 and enc.cfg.num_heads == 6 and enc.cfg.depth == 12
+    assert enc.cfg.patch_size == 16 and enc.cfg.img_size == (64, 64) and not enc.training
+
+
+def test_dino_full_training_checkpoint(vit, tmp_path):
+    """DINO's main_dino.py layout: teacher without DDP prefix, student with `module.`, heads, args."""
+    sd = vit.state_dict()
+    ckpt = {
+        "student": {f"module.backbone.{k}": v + 1 for k, v in sd.items()}
+        | {"module.head.mlp.0.weight": torch.zeros(4, 4)},
+        "teacher": {f"backbone.{k}": v for k, v in sd.items()} | {"head.last_layer.weight_g": torch.ones(3)},
+        "optimizer": {"state": {}, "param_groups": []},
+        "epoch": 100,
+        "args": argparse.Namespace(arch="vit_small", patch_size=16),
+        "dino_loss": {"center": torch.zeros(1, 8)},
+    }
+    torch.save(ckpt, tmp_path / "checkpoint.pth")
+    _same_outputs(tmp_path / "checkpoint.pth", vit)
+    student = load_encoder(tmp_path / "checkpoint.pth", which="student")
+    assert torch.equal(student.cls_token, vit.cls_token + 1)
+
+
+def test_safetensors(vit, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / "vit.safetensors")
+    _same_outputs(tmp_path / "vit.safetensors", vit)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickled_code_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"teacher": Evil()}, f)
+    with pytest.raises(InputError, match="evil.pt"):
+        load_encoder(path)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "empty"), (b"hello, not a checkpoint\n", "not a readable"), (None, "no such file")],
+)
+def test_bad_files(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load_encoder(path)
+
+
+def test_truncated_and_nan_and_not_vit(vit, tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(vit.state_dict(), good)
+    (tmp_path / "trunc.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(InputError, match="trunc.pt"):
+        load_encoder(tmp_path / "trunc.pt")
+    sd = vit.state_dict()
+    sd["blocks.3.mlp.fc1.weight"] = sd["blocks.3.mlp.fc1.weight"].clone()
+    sd["blocks.3.mlp.fc1.weight"][0, 0] = float("nan")
+    torch.save(sd, tmp_path / "nan.pt")
+    with pytest.raises(InputError, match="blocks.3.mlp.fc1.weight contains NaN"):
+        load_encoder(tmp_path / "nan.pt")
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="missing backbone weights"):
+        load_encoder(tmp_path / "other.pt")
+    sd = vit.state_dict()
+    del sd["blocks.11.attn.proj.bias"]
+    torch.save(sd, tmp_path / "missing.pt")
+    with pytest.raises(InputError, match="blocks.11.attn.proj.bias"):
+        load_encoder(tmp_path / "missing.pt")

@@ -1,0 +1,212 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_vsd import load_encoder
+from edge_vsd.checkpoint import load_checkpoint
+from edge_vsd.cli import main
+from edge_vsd.config import TrainConfig
+from edge_vsd.model import build_vit
+from edge_vsd.schedules import cosine, linear_then_constant
+from edge_vsd.train import ema_update, train
+from edge_vsd.vsd import build_vsd
+
+SMALL = dict(img_size=32, batch_size=8, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_schedules():
+    lr = cosine(1.0, 0.0, 100, warmup_steps=10)
+    assert len(lr) == 100 and lr[0] == 0.0 and lr[10] == 1.0 and np.all(np.diff(lr[10:]) <= 0)
+    assert lr[-1] == pytest.approx(0.0, abs=1e-3) and lr[5] == pytest.approx(0.5)
+    m = cosine(0.996, 1.0, 50)
+    assert m[0] == 0.996 and m[-1] == pytest.approx(1.0, abs=1e-5) and np.all(np.diff(m) >= 0)
+    t = linear_then_constant(0.04, 0.07, 10, 30)
+    assert t[0] == 0.04 and t[9] == pytest.approx(0.07) and np.all(t[10:] == 0.07)
+
+
+def test_ema_update_math():
+    torch.manual_seed(0)
+    s = build_vsd(build_vit("vit_tiny", 32), 64, 32, 16, False, 1)
+    t = build_vsd(build_vit("vit_tiny", 32), 64, 32, 16, False, None)
+    before = t.backbone.cls_token.clone()
+    ema_update(s, t, 0.9)
+    assert torch.allclose(t.backbone.cls_token, 0.9 * before + 0.1 * s.backbone.cls_token)
+    ema_update(s, t, 1.0)  # momentum 1 freezes the teacher
+    assert torch.allclose(t.backbone.cls_token, 0.9 * before + 0.1 * s.backbone.cls_token)
+
+
+def test_loss_falls_and_outputs(synthetic_video, tmp_path):
+    run = tmp_path / "run"
+    ckpt = train(
+        TrainConfig(video=[str(synthetic_video)], out=str(run), steps=30, lr=5e-3, **SMALL),
+        show_progress=False,
+    )
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    for key in ("loss", "loss_global", "loss_dense", "lr", "wd", "momentum", "teacher_entropy", "kl"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    first, last = np.mean([r["loss"] for r in rows[:5]]), np.mean([r["loss"] for r in rows[-5:]])
+    assert last < first - 0.02, (first, last)
+    assert rows[-1]["momentum"] > rows[0]["momentum"] and rows[-1]["wd"] > rows[0]["wd"]
+    assert json.loads((run / "config.json").read_text())["steps"] == 30
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 30 and set(state) >= {
+        "student",
+        "teacher",
+        "predictor",
+        "optimizer",
+        "rng",
+        "config",
+    }
+    enc = load_encoder(ckpt)
+    assert enc(torch.randn(1, 3, 32, 48)).patches.shape == (1, 2, 3, 192)
+    # refuses to overwrite an existing run without --resume
+    code = main(["train", "--video", str(synthetic_video), "--out", str(run), "--steps", "2"])
+    assert code == 2 and load_checkpoint(ckpt)["step"] == 30
+
+
+def test_resume_is_bit_exact(synthetic_video, tmp_path):
+    cfg = dict(video=[str(synthetic_video)], steps=12, save_every=100, accum=2, **SMALL)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), **cfg), show_progress=False)
+    train(TrainConfig(out=str(tmp_path / "b"), **cfg), show_progress=False, stop_after=5)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 5
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), **cfg), resume=True, show_progress=False)
+    a, b = load_checkpoint(straight)["teacher"], load_checkpoint(resumed)["teacher"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in metrics(tmp_path / "a")] == [r["loss"] for r in metrics(tmp_path / "b")]
+
+
+def test_init_from_dino_checkpoint(synthetic_video, tmp_path):
+    torch.manual_seed(1)
+    dino = build_vit("vit_tiny", 64)  # stored at another grid: resampled to the training size
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in dino.state_dict().items()}}, tmp_path / "dino.pth")
+    ckpt = train(
+        TrainConfig(
+            video=[str(synthetic_video)],
+            out=str(tmp_path / "r"),
+            steps=1,
+            lr=0.0,
+            init=str(tmp_path / "dino.pth"),
+            **SMALL,
+        ),
+        show_progress=False,
+    )
+    enc = load_encoder(ckpt)
+    assert torch.allclose(enc.blocks[5].attn.qkv.weight, dino.blocks[5].attn.qkv.weight, atol=1e-6)
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single(synthetic_video, tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(dict(video=[str(synthetic_video)], steps=3, drop_path=0.0, **SMALL)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "edge_vsd.cli",
+        "train",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
+    subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=300)
+    single = train(TrainConfig(**json.loads(cfg.read_text()), out=str(tmp_path / "one")), show_progress=False)
+    a = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    b = load_checkpoint(single)
+    for k in a["teacher"]:
+        assert torch.allclose(a["teacher"][k], b["teacher"][k], atol=1e-5), k
+    assert torch.allclose(a["loss"]["center"], b["loss"]["center"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_cleanly(synthetic_video, tmp_path):
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_vsd.cli",
+        "train",
+        "--video",
+        str(synthetic_video),
+        "--out",
+        str(run),
+        "--steps",
+        "100000",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--out-dim",
+        "256",
+    ]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "--resume" in err
+    step = load_checkpoint(run / "checkpoint.pt")["step"]
+    assert step >= 1 and len(metrics(run)) == step
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_cli_train_on_vtest(vtest, tmp_path):
+    run = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--video",
+            str(vtest),
+            "--out",
+            str(run),
+            "--arch",
+            "vit_tiny",
+            "--img-size",
+            "64",
+            "--batch-size",
+            "8",
+            "--steps",
+            "30",
+            "--delta-seconds",
+            "1",
+            "--seed",
+            "0",
+            "--lr",
+            "0.005",
+            "--out-dim",
+            "512",
+        ]
+    )
+    assert code == 0
+    rows = metrics(run)
+    assert np.mean([r["loss"] for r in rows[-5:]]) < np.mean([r["loss"] for r in rows[:5]])
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["delta_seconds"] == 1 and cfg["video"] == [str(vtest)]
+    assert (run / "frame_cache" / "index.json").exists()
