@@ -103,6 +103,7 @@ def accuracy_latency_plot(rows: list[dict[str, Any]]) -> bytes | None:
         ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("p50 latency (ms)")
     ax.set_ylabel(label)
+    ax.ticklabel_format(axis="y", useOffset=False)  # cosines near 1: show 0.99996, not an offset
     ax.grid(alpha=0.3)
     ax.margins(x=0.15, y=0.12)  # room for the labels next to the points
     ax.legend(loc="best")
