@@ -10,6 +10,7 @@ Imports numpy, OpenCV and the inference engines only (never torch, never the `ed
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from edge_vsd.runtimes.backend import BACKEND_CHOICES, create_backend
 from edge_vsd.runtimes.encoder import Encoder, Features
@@ -19,12 +20,18 @@ from edge_vsd.runtimes.manifest import read_manifest, verify_files
 __all__ = ["BACKEND_CHOICES", "Encoder", "Features", "RuntimeInputError", "load"]
 
 
-def load(artifact_dir: str | Path, backend: str | None = None, threads: int | None = None) -> Encoder:
+def load(
+    artifact_dir: str | Path, backend: str | None = None, threads: int | None = None, **backend_options: Any
+) -> Encoder:
     """Read and validate the manifest, verify every file's sha256, pick the backend, return an Encoder.
 
     backend: None/"auto" (TensorRT when the artifact has an engine and TensorRT imports, else ONNX Runtime),
     or one of BACKEND_CHOICES. threads: CPU threads for ONNX Runtime / OpenVINO (default: theirs).
+    backend_options: engine-specific, e.g. `spinning=False` (ONNX Runtime: idle worker threads sleep
+    instead of spinning, which leaves the CPU to the decode thread when streaming on few cores).
     """
     manifest = read_manifest(artifact_dir)
     verify_files(artifact_dir, manifest)
-    return Encoder(artifact_dir, manifest, create_backend(artifact_dir, manifest, backend, threads))
+    return Encoder(
+        artifact_dir, manifest, create_backend(artifact_dir, manifest, backend, threads, **backend_options)
+    )

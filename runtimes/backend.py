@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,9 +55,14 @@ def auto_backend(manifest: dict[str, Any]) -> str:
 
 
 def create_backend(
-    artifact_dir: str | Path, manifest: dict[str, Any], backend: str | None = None, threads: int | None = None
+    artifact_dir: str | Path,
+    manifest: dict[str, Any],
+    backend: str | None = None,
+    threads: int | None = None,
+    **options: Any,
 ) -> Backend:
-    """Instantiate the requested (or automatically chosen) backend for a verified artifact."""
+    """Instantiate the requested (or automatically chosen) backend for a verified artifact; `options` are
+    engine-specific keywords (e.g. `spinning=False` for ONNX Runtime)."""
     name = auto_backend(manifest) if backend in (None, "auto") else backend
     if name not in BACKENDS:
         raise RuntimeInputError(f"unknown backend {name!r} (choose from {', '.join(BACKEND_CHOICES)})")
@@ -70,4 +76,9 @@ def create_backend(
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise RuntimeInputError(f"backend {name!r} is not installed ({exc})") from None
-    return getattr(module, class_name)(Path(artifact_dir), manifest, threads=threads, **kwargs)
+    cls = getattr(module, class_name)
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(set(options) - set(accepted) | set(options) & {"device"})
+    if unknown:
+        raise RuntimeInputError(f"backend {name!r} has no option {', '.join(unknown)}")
+    return cls(Path(artifact_dir), manifest, threads=threads, **kwargs, **options)

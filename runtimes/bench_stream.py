@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from edge_vsd.runtimes import load
 from edge_vsd.runtimes.encoder import Encoder
+from edge_vsd.runtimes.stream import default_workers
 
 DEFAULT_SOURCE = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 
@@ -63,20 +64,24 @@ def encoder_only_fps(enc: Encoder, frames: list[np.ndarray], batch: int, warmup:
     return len(x) / (time.perf_counter() - start)
 
 
-def stream_fps(enc: Encoder, source: str | Path, max_frames: int | None = None) -> tuple[float, int]:
+def stream_fps(
+    enc: Encoder, source: str | Path, max_frames: int | None = None, workers: int | None = None
+) -> tuple[float, int]:
     """End-to-end frames per second of `enc.stream(source)` and the number of frames processed."""
-    stream = enc.stream(source, max_frames=max_frames)
+    stream = enc.stream(source, max_frames=max_frames, workers=workers)
     start = time.perf_counter()
     for _ in stream:
         pass
     return stream.frames_processed / (time.perf_counter() - start), stream.frames_processed
 
 
-def rss_growth(enc: Encoder, source: str | Path, total: int, warmup: int = 300) -> dict[str, float]:
+def rss_growth(
+    enc: Encoder, source: str | Path, total: int, warmup: int = 300, workers: int | None = None
+) -> dict[str, float]:
     """RSS after `warmup` frames and after `total` frames of repeated streaming (features discarded)."""
     done, after_warmup, peak = 0, None, 0.0
     while done < total:
-        stream = enc.stream(source, max_frames=total - done)
+        stream = enc.stream(source, max_frames=total - done, workers=workers)
         for _ in stream:
             done += 1
             if done == warmup:
@@ -103,17 +108,22 @@ def run_benchmark(
     threads: int | None = None,
     backend: str | None = None,
     probe_frames: int = 300,
+    workers: int | None = None,
+    spinning: bool | None = None,
 ) -> dict[str, Any]:
     """All numbers for one artifact and video."""
-    enc = load(artifact, backend=backend, threads=threads)
+    options = {} if spinning is None else {"spinning": spinning}
+    enc = load(artifact, backend=backend, threads=threads, **options)
     batch = enc.static_batch or 4  # the stream's default batch size
     sample = decode_frames(source, probe_frames)
-    stream_rate, processed = stream_fps(enc, source)
+    stream_rate, processed = stream_fps(enc, source, workers=workers)
     result: dict[str, Any] = {
         "artifact": str(artifact),
         "source": str(source),
         "backend": enc.backend_name,
         "threads": threads,
+        "spinning": spinning,
+        "workers": workers if workers is not None else default_workers(),
         "cpu_count": os.cpu_count(),
         "stream_batch": batch,
         "encoder_only_fps_batch1": encoder_only_fps(enc, sample, 1),
@@ -123,7 +133,7 @@ def run_benchmark(
     }
     result["end_to_end_over_encoder_only"] = stream_rate / result[f"encoder_only_fps_batch{batch}"]
     if frames > 0:
-        result["memory"] = rss_growth(enc, source, frames)
+        result["memory"] = rss_growth(enc, source, frames, workers=workers)
     enc.close()
     return result
 
@@ -139,8 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=5000, help="frames for the memory test (0 = skip)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--backend")
+    parser.add_argument("--workers", type=int, help="preprocessing threads (default: by core count)")
+    parser.add_argument("--no-spinning", action="store_true", help="ONNX Runtime: idle threads sleep")
     args = parser.parse_args(argv)
-    result = run_benchmark(args.artifact, args.source, args.frames, args.threads, args.backend)
+    result = run_benchmark(
+        args.artifact,
+        args.source,
+        args.frames,
+        args.threads,
+        args.backend,
+        workers=args.workers,
+        spinning=False if args.no_spinning else None,
+    )
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

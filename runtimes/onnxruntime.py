@@ -30,7 +30,12 @@ class OnnxRuntimeBackend:
     """Runs `encoder.onnx` in an ONNX Runtime InferenceSession."""
 
     def __init__(
-        self, artifact_dir: Path, manifest: dict[str, Any], threads: int | None = None, device: str = "auto"
+        self,
+        artifact_dir: Path,
+        manifest: dict[str, Any],
+        threads: int | None = None,
+        device: str = "auto",
+        spinning: bool | None = None,
     ) -> None:
         path = Path(artifact_dir) / ONNX_FILE
         options = ort.SessionOptions()
@@ -38,6 +43,8 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        if spinning is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = providers_for(device, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,12 @@ _END = object()
 _POLL_S = 0.1
 
 
+def default_workers() -> int:
+    """Preprocessing threads: none extra on 1-2 cores (the encoder needs them), up to 4 with spare cores."""
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 2 else min(4, cores // 2)
+
+
 class FeatureStream:
     """Iterate to get `(frame_index, timestamp_seconds, Features)` per processed frame (`cls` (D,), `patches`
     (h, w, D), `frame` the decoded BGR frame when `keep_frames`). Opening an unreadable source raises
@@ -45,6 +53,7 @@ class FeatureStream:
         keep_frames: bool = False,
         max_frames: int | None = None,
         fps: float | None = None,
+        workers: int | None = None,
     ) -> None:
         if int(stride) < 1:
             raise RuntimeInputError(f"stride must be >= 1, got {stride}")
@@ -53,6 +62,7 @@ class FeatureStream:
         self.keep_frames = keep_frames
         self.max_frames = max_frames
         self.batch_size = batch_size or encoder.static_batch or 4
+        self.workers = max(1, workers if workers is not None else default_workers())
         self.source: FrameSource = open_source(source, fps)
         self.fps = self.source.fps
         count = self.source.frame_count
@@ -68,6 +78,7 @@ class FeatureStream:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped_by_caller = False
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- decode thread ---------------------------------------------------------------------------------------
     def _put(self, item: object) -> None:
@@ -87,13 +98,17 @@ class FeatureStream:
                     except queue.Empty:
                         pass
 
-    def _decode(self) -> None:
+    def _prepare(self, frame: np.ndarray) -> np.ndarray:
         prep = self.encoder.preprocess
+        return prep.normalize(prep.resize(frame)[None])
+
+    def _decode(self) -> None:
         try:
             for index, timestamp, frame in self.source.frames(self.stride):
                 if self._stop.is_set():
                     break
-                x = prep.normalize(prep.resize(frame)[None])
+                # resizing costs more than decoding for large frames; with spare cores it runs in a pool
+                x = self._pool.submit(self._prepare, frame) if self._pool else self._prepare(frame)
                 self.frames_decoded += 1
                 self._put((index, timestamp, x, frame if self.keep_frames else None))
         except Exception as exc:  # a decoder failing mid-stream ends the stream; it is reported, not raised
@@ -127,6 +142,8 @@ class FeatureStream:
     def __iter__(self) -> Iterator[tuple[int, float, Features]]:
         if self._thread is not None:
             raise RuntimeError("a FeatureStream can be iterated only once")
+        if self.workers > 1:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="edge-vsd-prep")
         self._thread = threading.Thread(target=self._decode, name="edge-vsd-decode", daemon=True)
         self._thread.start()
         try:
@@ -136,7 +153,12 @@ class FeatureStream:
                     break
                 if self.max_frames is not None:
                     batch = batch[: self.max_frames - self.frames_processed]
-                feats = self.encoder.run_tensor(np.concatenate([b[2] for b in batch]))
+                try:
+                    tensors = [b[2].result() if isinstance(b[2], Future) else b[2] for b in batch]
+                except Exception as exc:  # preprocessing failed: end the stream, reported like a decode error
+                    self.error = exc
+                    break
+                feats = self.encoder.run_tensor(np.concatenate(tensors))
                 for k, (index, timestamp, _, frame) in enumerate(batch):
                     self.frames_processed += 1
                     yield index, timestamp, Features(feats.cls[k], feats.patches[k], frame)
@@ -179,6 +201,9 @@ class FeatureStream:
                 except queue.Empty:
                     pass
                 thread.join(timeout=_POLL_S)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         self.source.release()
 
     def summary(self) -> str:

@@ -148,3 +148,13 @@ def test_live_source_drops_oldest_frames_instead_of_lagging(encoder, video):
     assert stream.frames_processed + stream.frames_dropped == stream.frames_decoded == 24
     assert indices == sorted(indices) and indices[0] == 0
     assert "dropped" in stream.summary()
+
+
+def test_parallel_preprocessing_workers_give_identical_results_in_order(encoder, video):
+    serial = list(encoder.stream(video, workers=1))
+    parallel_stream = encoder.stream(video, workers=3, queue_size=4)
+    parallel = list(parallel_stream)
+    assert [i for i, _, _ in parallel] == [i for i, _, _ in serial] == list(range(24))
+    for (_, _, a), (_, _, b) in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a.patches, b.patches)
+    assert parallel_stream._pool is None  # shut down with the stream
