@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from edge_vsd.runtimes import BACKEND_CHOICES, load
+from edge_vsd.runtimes.backend import auto_backend
 from edge_vsd.runtimes.errors import RuntimeInputError
+from edge_vsd.runtimes.manifest import read_manifest
 from edge_vsd.runtimes.pca import EvenSample, PCAVideoWriter, save_png
 from edge_vsd.runtimes.writer import FeatureWriter
 from tqdm import tqdm
@@ -50,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, help="frame rate for image folders' timestamps (default 30)")
 
 
+def _stream_options(args: argparse.Namespace) -> dict[str, object]:
+    """ONNX Runtime worker threads that spin between calls steal the CPU the decode thread needs."""
+    name = auto_backend(read_manifest(args.artifact)) if args.backend == "auto" else args.backend
+    return {"spinning": False} if name.startswith("onnxruntime") else {}
+
+
 def run(args: argparse.Namespace) -> int:
     """Extract features; one-line RuntimeInputError on bad input."""
     if args.stride < 1:
@@ -59,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     writer = FeatureWriter(
         args.out, args.shard_size, meta={"source": str(args.source), "stride": args.stride}
     )
-    encoder = load(args.artifact, backend=args.backend, threads=args.threads)
+    encoder = load(args.artifact, backend=args.backend, threads=args.threads, **_stream_options(args))
     visual = bool(args.pca_png or args.pca_video)
     stream = encoder.stream(
         args.source, stride=args.stride, keep_frames=visual, max_frames=args.max_frames, fps=args.fps

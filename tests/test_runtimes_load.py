@@ -211,7 +211,7 @@ def test_openvino_missing_is_one_line_error(artifacts):
 
 
 @pytest.mark.tensorrt
-def test_tensorrt_engine_matches_onnxruntime(artifacts, tmp_path):
+def test_tensorrt_engine_matches_numpy_reference(artifacts, tmp_path):
     trt = pytest.importorskip("tensorrt", reason="needs TensorRT and an NVIDIA GPU")
     pytest.importorskip("cuda", reason="needs cuda-python")
     art = _copy(artifacts["dynamic"], tmp_path / "a")
@@ -243,3 +243,12 @@ def test_tensorrt_engine_matches_onnxruntime(artifacts, tmp_path):
     write_manifest(art, manifest)
     with pytest.raises(RuntimeInputError, match="cannot load an engine built with TensorRT 0.0.1"):
         rt.load(art)
+
+
+def test_engine_specific_options_are_checked(artifacts):
+    enc = rt.load(artifacts["dynamic"], threads=1, spinning=False)
+    frames = _frames(2, seed=7)
+    cls, _ = toy_reference(artifacts["dynamic"], enc.preprocess(frames))
+    np.testing.assert_allclose(enc(frames).cls, cls, atol=1e-5)
+    with pytest.raises(RuntimeInputError, match="has no option warp"):
+        rt.load(artifacts["dynamic"], warp=9)
