@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,72 @@ def make_checkpoint(
     }
 
 
+@dataclass
+class Nets:
+    student: VSDNet
+    model: nn.Module  # the student, DDP-wrapped under torchrun
+    teacher: VSDNet
+    loss_fn: VSDLoss
+    opt: torch.optim.Optimizer
+
+
+def build_nets(
+    cfg: TrainConfig, device: torch.device
+) -> tuple[VSDNet, VSDNet, VSDLoss, torch.optim.Optimizer]:
+    """Student (with predictor), its EMA teacher (same init, no predictor, no gradients), loss, AdamW."""
+    heads = (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.separate_patch_head)
+    student = build_vsd(init_backbone(cfg), *heads, cfg.predictor_depth).to(device)
+    teacher = copy.deepcopy(student)
+    teacher.predictor = None
+    teacher.requires_grad_(False)
+    loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device)
+    return student, teacher, loss_fn, torch.optim.AdamW(param_groups(student))
+
+
+def train_step(
+    nets: Nets,
+    batches,
+    cfg: TrainConfig,
+    sched: dict[str, np.ndarray],
+    step: int,
+    freeze_steps: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """One optimizer step over `cfg.accum` micro-batches; EMA and centers move once, at the end."""
+    for i, g in enumerate(nets.opt.param_groups):
+        g["lr"] = float(sched["lr"][step])
+        if i == 0:
+            g["weight_decay"] = float(sched["wd"][step])
+    totals: dict[str, float] = {}
+    for micro in range(cfg.accum):
+        batch = next(batches)
+        globals_ = batch["globals"].to(device, non_blocking=True)
+        locals_ = batch["locals"].to(device, non_blocking=True) if "locals" in batch else None
+        last = micro == cfg.accum - 1
+        sync = contextlib.nullcontext() if last or nets.model is nets.student else nets.model.no_sync()
+        with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.no_grad():
+                t_cls, t_patches = nets.teacher(globals_)
+            s_cls, s_patches = nets.model(globals_, locals_)
+            loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, float(sched["teacher_temp"][step]))
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
+            (loss / cfg.accum).backward()
+        for k, v in {"loss": loss.item(), **stats}.items():
+            totals[k] = totals.get(k, 0.0) + v / cfg.accum
+    if cfg.clip_grad:
+        nn.utils.clip_grad_norm_(nets.student.parameters(), cfg.clip_grad)
+    if step < freeze_steps:
+        for n, p in nets.student.named_parameters():
+            if "last_layer" in n:
+                p.grad = None
+    nets.opt.step()
+    nets.opt.zero_grad(set_to_none=True)
+    ema_update(nets.student, nets.teacher, float(sched["momentum"][step]))
+    nets.loss_fn.update_centers()
+    return totals
+
+
 def train(
     cfg: TrainConfig, resume: bool = False, show_progress: bool = True, stop_after: int | None = None
 ) -> Path:
@@ -167,13 +234,7 @@ def train(
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    heads = (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.separate_patch_head)
-    student = build_vsd(init_backbone(cfg), *heads, cfg.predictor_depth).to(device)
-    teacher = copy.deepcopy(student)  # same init; the teacher has no predictor and no gradients
-    teacher.predictor = None
-    teacher.requires_grad_(False)
-    loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device)
-    opt = torch.optim.AdamW(param_groups(student))
+    student, teacher, loss_fn, opt = build_nets(cfg, device)
     step = 0
     if state is not None:
         student.load_state_dict(
@@ -188,6 +249,7 @@ def train(
         cfg.save(out / "config.json")
         _trim_metrics(out / "metrics.jsonl", step)
     model = DistributedDataParallel(student) if world > 1 else student
+    nets = Nets(student, model, teacher, loss_fn, opt)
 
     loader = DataLoader(
         data,
@@ -210,58 +272,14 @@ def train(
     interrupted = False
     try:
         while step < stop:
-            for i, g in enumerate(opt.param_groups):
-                g["lr"] = float(sched["lr"][step])
-                if i == 0:
-                    g["weight_decay"] = float(sched["wd"][step])
-            stats_sum: dict[str, float] = {}
-            loss_sum = 0.0
-            for micro in range(cfg.accum):
-                batch = next(batches)
-                globals_ = batch["globals"].to(device, non_blocking=True)
-                locals_ = batch["locals"].to(device, non_blocking=True) if "locals" in batch else None
-                sync = micro == cfg.accum - 1 or world == 1
-                with (
-                    model.no_sync() if not sync else contextlib.nullcontext(),
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
-                ):
-                    with torch.no_grad():
-                        t_cls, t_patches = teacher(globals_)
-                    s_cls, s_patches = model(globals_, locals_)
-                    loss, stats = loss_fn(
-                        s_cls, t_cls, s_patches, t_patches, float(sched["teacher_temp"][step])
-                    )
-                    if not math.isfinite(loss.item()):
-                        raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
-                    (loss / cfg.accum).backward()
-                loss_sum += loss.item() / cfg.accum
-                for k, v in stats.items():
-                    stats_sum[k] = stats_sum.get(k, 0.0) + v / cfg.accum
-            if cfg.clip_grad:
-                nn.utils.clip_grad_norm_(student.parameters(), cfg.clip_grad)
-            if step < freeze_steps:
-                for n, p in student.named_parameters():
-                    if "last_layer" in n:
-                        p.grad = None
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema_update(student, teacher, float(sched["momentum"][step]))
-            loss_fn.update_centers()
-            step += 1
+            stats = train_step(nets, batches, cfg, sched, step, freeze_steps, device)
             if metrics is not None:
-                row = {
-                    "step": step,
-                    "loss": loss_sum,
-                    **stats_sum,
-                    "lr": float(sched["lr"][step - 1]),
-                    "wd": float(sched["wd"][step - 1]),
-                    "momentum": float(sched["momentum"][step - 1]),
-                    "teacher_temp": float(sched["teacher_temp"][step - 1]),
-                }
+                row = {"step": step + 1, **stats, **{k: float(v[step]) for k, v in sched.items()}}
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
+            step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum:.3f}", dense=f"{stats_sum['loss_dense']:.3f}")
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", dense=f"{stats['loss_dense']:.3f}")
             if rank == 0 and (step % cfg.save_every == 0 or step == stop):
                 save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
     except KeyboardInterrupt:
