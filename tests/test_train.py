@@ -210,3 +210,22 @@ def test_cli_train_on_vtest(vtest, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["delta_seconds"] == 1 and cfg["video"] == [str(vtest)]
     assert (run / "frame_cache" / "index.json").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to PyTorch)")
+def test_train_on_cuda_bf16(synthetic_video, tmp_path):
+    cfg = TrainConfig(
+        video=[str(synthetic_video)],
+        out=str(tmp_path / "gpu"),
+        steps=20,
+        lr=5e-3,
+        device="cuda",
+        bf16=True,
+        **SMALL,
+    )
+    ckpt = train(cfg, show_progress=False)
+    rows = metrics(tmp_path / "gpu")
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    enc = load_encoder(ckpt)  # saved from the GPU, loads on the CPU
+    assert enc(torch.randn(1, 3, 32, 32)).cls.shape == (1, 192)
