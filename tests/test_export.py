@@ -11,12 +11,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, numpy_helper
-
 from edge_vsd.export import ExportConfig, export_artifact
 from edge_vsd.export.calibration import load_frames, tensor_sha256, to_tensor
 from edge_vsd.export.quantize import LADDER, sensitive_nodes
 from edge_vsd.export.trt_lint import lint_file
+from onnx import TensorProto, numpy_helper
+
 from edge_vsd.model import build_vit
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,9 @@ def save_edge_vsd(path: Path, size=(SIZE, SIZE), seed: int = 0) -> Path:
     torch.manual_seed(seed)
     sd = {f"backbone.{k}": v for k, v in build_vit("vit_tiny", size).state_dict().items()}
     head = {"head.mlp.0.weight": torch.randn(32, 192), "head.last_layer.weight": torch.randn(64, 32)}
-    torch.save({"teacher": {**sd, **head}, "student": {**sd, **head}, "edge_vsd": {"img_size": list(size)}}, path)
+    torch.save(
+        {"teacher": {**sd, **head}, "student": {**sd, **head}, "edge_vsd": {"img_size": list(size)}}, path
+    )
     return path
 
 
@@ -64,8 +66,18 @@ def trained_ckpt(tmp_path_factory, synthetic_video) -> Path:
     from edge_vsd.train import train
 
     out = tmp_path_factory.mktemp("train") / "run"
-    cfg = TrainConfig(video=[str(synthetic_video)], out=str(out), steps=5, lr=5e-3, img_size=SIZE, batch_size=8,
-                      out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
+    cfg = TrainConfig(
+        video=[str(synthetic_video)],
+        out=str(out),
+        steps=5,
+        lr=5e-3,
+        img_size=SIZE,
+        batch_size=8,
+        out_dim=256,
+        head_hidden_dim=128,
+        head_bottleneck_dim=64,
+        delta=5,
+    )
     return Path(train(cfg, show_progress=False))
 
 
@@ -100,7 +112,12 @@ def test_fp32_parity_manifest_and_runtime(ckpt, tmp_path):
     assert set(manifest["files"]) == {"encoder.onnx"}
     assert manifest["precision"] == "fp32" and manifest["target"] == "cpu" and manifest["calibration"] is None
     assert manifest["model"]["image_size"] == [SIZE, SIZE] and manifest["input"]["batch"] == 1
-    assert manifest["input"]["resize"] == "stretch" and manifest["outputs"]["patches"]["shape"] == [1, 4, 4, 192]
+    assert manifest["input"]["resize"] == "stretch" and manifest["outputs"]["patches"]["shape"] == [
+        1,
+        4,
+        4,
+        192,
+    ]
     p = manifest["parity"]["fp32_vs_torch"]
     assert p["cls_cosine_min"] > 0.99999 and p["patch_cosine_min"] > 0.99999 and p["max_abs_error"] < 1e-3
     assert manifest["parity"]["runtime_vs_torch"]["patch_cosine"] > 0.99999
@@ -132,8 +149,11 @@ def test_fp32_parity_manifest_and_runtime(ckpt, tmp_path):
 
 
 def test_dynamic_batch_and_non_square(ckpt, tmp_path):
-    art = export_artifact(ExportConfig(checkpoint=str(ckpt), out=str(tmp_path / "dyn"), dynamic_batch=True,
-                                       img_size=(96, 128), **FAST))
+    art = export_artifact(
+        ExportConfig(
+            checkpoint=str(ckpt), out=str(tmp_path / "dyn"), dynamic_batch=True, img_size=(96, 128), **FAST
+        )
+    )
     manifest = assert_manifest_files_match(art)
     assert manifest["input"]["batch"] is None and manifest["model"]["image_size"] == [96, 128]
     assert manifest["outputs"]["patches"]["shape"] == ["batch", 6, 8, 192]
@@ -150,16 +170,21 @@ def test_dynamic_batch_and_non_square(ckpt, tmp_path):
 
 
 def test_fp16_static_batch_2(ckpt, tmp_path):
-    art = export_artifact(ExportConfig(checkpoint=str(ckpt), out=str(tmp_path / "fp16"), fp16=True, batch=2,
-                                       **FAST))
+    art = export_artifact(
+        ExportConfig(checkpoint=str(ckpt), out=str(tmp_path / "fp16"), fp16=True, batch=2, **FAST)
+    )
     manifest = assert_manifest_files_match(art)
     assert manifest["precision"] == "fp16" and manifest["input"]["batch"] == 2
     assert manifest["parity"]["vs_fp32"]["cls_cosine"] >= 0.99
     model = onnx.load(str(art / "encoder.onnx"))
-    assert {i.data_type for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT,
-                                                                            TensorProto.FLOAT16)} == {
-        TensorProto.FLOAT16}
-    assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in [*model.graph.input, *model.graph.output])
+    assert {
+        i.data_type
+        for i in model.graph.initializer
+        if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
+    } == {TensorProto.FLOAT16}
+    assert all(
+        v.type.tensor_type.elem_type == TensorProto.FLOAT for v in [*model.graph.input, *model.graph.output]
+    )
     assert manifest["input"]["dtype"] == "float32"
 
 
@@ -174,8 +199,16 @@ def qdq_nodes(model: onnx.ModelProto):
 @pytest.mark.parametrize("which", ["trained", "dino"])
 def test_jetson_int8_passes_gate_on_vtest(which, trained_ckpt, dino_ckpt, vtest, tmp_path):
     path = trained_ckpt if which == "trained" else dino_ckpt
-    art = export_artifact(ExportConfig(checkpoint=str(path), target="jetson", int8=True, calib=[str(vtest)],
-                                       out=str(tmp_path / "jetson"), **FAST))
+    art = export_artifact(
+        ExportConfig(
+            checkpoint=str(path),
+            target="jetson",
+            int8=True,
+            calib=[str(vtest)],
+            out=str(tmp_path / "jetson"),
+            **FAST,
+        )
+    )
     manifest = assert_manifest_files_match(art)
     assert manifest["precision"] == "int8" and manifest["target"] == "jetson"
     for key in ("cls_cosine", "patch_cosine"):
@@ -212,8 +245,17 @@ def test_jetson_int8_passes_gate_on_vtest(which, trained_ckpt, dino_ckpt, vtest,
 def test_cpu_int8_candidates_on_vtest(which, trained_ckpt, dino_ckpt, vtest, tmp_path):
     path = trained_ckpt if which == "trained" else dino_ckpt
     size = (SIZE, SIZE) if which == "trained" else (64, 96)  # DINO: non-square, pos_embed interpolated
-    art = export_artifact(ExportConfig(checkpoint=str(path), target="cpu", int8=True, calib=[str(vtest)],
-                                       img_size=size, out=str(tmp_path / "cpu"), **FAST))
+    art = export_artifact(
+        ExportConfig(
+            checkpoint=str(path),
+            target="cpu",
+            int8=True,
+            calib=[str(vtest)],
+            img_size=size,
+            out=str(tmp_path / "cpu"),
+            **FAST,
+        )
+    )
     manifest = assert_manifest_files_match(art)
     assert manifest["model"]["image_size"] == list(size)
     rec = manifest["cpu_int8"]
@@ -234,17 +276,21 @@ def test_gate_failure_climbs_ladder_and_writes_nothing(ckpt, tmp_path):
 
     out = tmp_path / "sub" / "never"
     with pytest.raises(GateFailed) as info:
-        export_artifact(ExportConfig(checkpoint=str(ckpt), target="jetson", int8=True, gate=0.999999,
-                                     out=str(out), **FAST))
+        export_artifact(
+            ExportConfig(
+                checkpoint=str(ckpt), target="jetson", int8=True, gate=0.999999, out=str(out), **FAST
+            )
+        )
     msg = str(info.value)
     assert "every ignored-scope level" in msg and "CLS cosine 0.9" in msg and "\n" not in msg
     assert list(tmp_path.iterdir()) == []  # not even the parent folder it created
 
 
 def test_sensitive_nodes_follow_graph_structure(ckpt, tmp_path):
-    from edge_vsd import load_encoder
     from edge_vsd.export.onnx_export import export_onnx
     from edge_vsd.export.simplify import simplify_onnx
+
+    from edge_vsd import load_encoder
 
     export_onnx(load_encoder(ckpt), tmp_path / "raw.onnx", (SIZE, SIZE))
     simplify_onnx(tmp_path / "raw.onnx", tmp_path / "s.onnx")
