@@ -82,35 +82,49 @@ def cpu_isa() -> dict:
 
 
 def ort_dynamic_int8(fp32: onnx.ModelProto) -> onnx.ModelProto:
-    """ONNX Runtime dynamic quantization: int8 weights, activation ranges computed per call. Only MatMuls:
-    ConvInteger (the patch embedding) has no fast fused kernel and is one layer of 50."""
+    """ONNX Runtime dynamic quantization: int8 weights (per channel), activation ranges computed per call.
+    Only MatMuls: ConvInteger (the patch embedding) has no fast fused kernel and is one layer of ~50."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
-        onnx.save(fp32, str(src))
-        quantize_dynamic(
-            src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True
-        )
-        return onnx.load(str(dst))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it logs a pre-processing suggestion on the root logger
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
+            onnx.save(fp32, str(src))
+            quantize_dynamic(
+                src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True
+            )
+            return onnx.load(str(dst))
+    finally:
+        root.setLevel(level)
 
 
-def latency_ms(run: Callable[[], object], runs: int, warmup: int = 2) -> float:
-    """Median wall time of `run` in milliseconds."""
-    for _ in range(warmup):
-        run()
-    times = []
+def time_interleaved(
+    runners: dict[str, Callable[[], object]], runs: int, warmup: int = 3
+) -> dict[str, float]:
+    """Median wall time (ms) of each runner, measured round-robin so that load from other processes on a
+    shared machine hits every candidate alike."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(runs):
-        t = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t) * 1e3)
-    return round(statistics.median(times), 3)
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return {name: round(statistics.median(ts), 3) for name, ts in times.items()}
 
 
 def _openvino_runner(model: onnx.ModelProto):
     import openvino as ov
 
-    compiled = ov.Core().compile_model(ov.Core().read_model(model.SerializeToString(), b""), "CPU")
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU")
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         res = compiled(x)
@@ -119,25 +133,25 @@ def _openvino_runner(model: onnx.ModelProto):
     return run
 
 
-def evaluate(
-    cand: Candidate, heldout: np.ndarray, ref: tuple[np.ndarray, np.ndarray], threshold: float, runs: int
-) -> None:
-    """Fill latency (one static-batch input) and fidelity vs the fp32 reference on held-out frames."""
+def prepare(cand: Candidate, heldout: np.ndarray, ref: tuple[np.ndarray, np.ndarray], threshold: float):
+    """Score `cand` against the fp32 reference on held-out frames; return a no-argument runner on one
+    static-batch input for timing."""
     if cand.backend == "openvino":
         run = _openvino_runner(cand.model)
         outs = [run(heldout[i : i + 1]) for i in range(len(heldout))]
         out = (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]))
-        one = heldout[:1]
-        cand.latency_ms = latency_ms(lambda: run(one), runs)
+        one = np.ascontiguousarray(heldout[:1])
+        runner = lambda: run(one)  # noqa: E731
     else:
         session = parity.ort_session(cand.model.SerializeToString())
         out = parity.run_session(session, heldout)
         inp = session.get_inputs()[0]
         batch = inp.shape[0] if isinstance(inp.shape[0], int) else 1
         one = np.ascontiguousarray(np.repeat(heldout[:1], batch, axis=0))
-        cand.latency_ms = latency_ms(lambda: session.run(None, {inp.name: one}), runs)
+        runner = lambda: session.run(None, {inp.name: one})  # noqa: E731
     cand.fidelity = parity.compare(ref, out)
     cand.passed = gate.passes(cand.fidelity, threshold)
+    return runner
 
 
 def openvino_available() -> bool:

@@ -261,16 +261,19 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.Mod
     ]
     if nncf_model is not None and cpu_int8.openvino_available():
         candidates.append(cpu_int8.Candidate("openvino_nncf_qdq", "openvino", nncf_model))
+    runners = {}
     for cand in [fp32, *candidates]:
         if cand.model is None:
             continue
         try:
-            cpu_int8.evaluate(cand, held_x, fp32_out, cfg.gate, cfg.latency_runs)
+            runners[cand.name] = cpu_int8.prepare(cand, held_x, fp32_out, cfg.gate)
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is recorded, not fatal
             cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    latencies = cpu_int8.time_interleaved(runners, cfg.latency_runs)
+    for cand in [fp32, *candidates]:
+        cand.latency_ms = latencies.get(cand.name)
         log.note(
-            f"{cand.name:<28} {cand.backend:<12} "
-            f"{'-' if cand.latency_ms is None else f'{cand.latency_ms:8.2f} ms'}  "
+            f"{cand.name:<18} {'-' if cand.latency_ms is None else f'{cand.latency_ms:7.2f} ms'}  "
             f"{gate.summary(cand.fidelity) if cand.fidelity else cand.error}"
         )
     chosen = cpu_int8.pick(candidates)

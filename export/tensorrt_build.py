@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge_vsd.runtimes.encoder import DEFAULT_MAX_BATCH
+
 WORKSPACE_BYTES = 1 << 30
-DYNAMIC_MAX_BATCH = 8  # optimisation profile upper bound for --dynamic-batch artifacts
+# Optimisation-profile upper bound for --dynamic-batch artifacts: the chunk size edge_vsd.runtimes feeds.
+DYNAMIC_MAX_BATCH = DEFAULT_MAX_BATCH
 
 
 def tensorrt_status() -> tuple[object | None, str]:

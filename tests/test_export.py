@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from edge_vsd.model import build_vit
 pytestmark = pytest.mark.slow
 
 SIZE = 64  # vit_tiny at 64 px: 4x4 patches, fast enough for CI yet the full 12-block graph
-FAST = dict(calib_frames=24, heldout_frames=12, latency_runs=3, quiet=True)
+FAST = dict(calib_frames=16, heldout_frames=8, latency_runs=3, quiet=True)
 
 
 def save_edge_vsd(path: Path, size=(SIZE, SIZE), seed: int = 0) -> Path:
@@ -81,6 +82,13 @@ def trained_ckpt(tmp_path_factory, synthetic_video) -> Path:
     return Path(train(cfg, show_progress=False))
 
 
+@pytest.fixture(scope="module")
+def fp32_art(ckpt, tmp_path_factory) -> Path:
+    return export_artifact(
+        ExportConfig(checkpoint=str(ckpt), out=str(tmp_path_factory.mktemp("a") / "fp32"), **FAST)
+    )
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -106,8 +114,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).mean())
 
 
-def test_fp32_parity_manifest_and_runtime(ckpt, tmp_path):
-    art = export_artifact(ExportConfig(checkpoint=str(ckpt), out=str(tmp_path / "fp32"), **FAST))
+def test_fp32_parity_manifest_and_runtime(ckpt, fp32_art):
+    art = fp32_art
     manifest = assert_manifest_files_match(art)
     assert set(manifest["files"]) == {"encoder.onnx"}
     assert manifest["precision"] == "fp32" and manifest["target"] == "cpu" and manifest["calibration"] is None
@@ -137,15 +145,6 @@ def test_fp32_parity_manifest_and_runtime(ckpt, tmp_path):
     cls, patches = ort_outputs(art / "encoder.onnx", x.numpy())
     np.testing.assert_allclose(cls, ref.cls.numpy(), atol=1e-4)
     np.testing.assert_allclose(patches, ref.patches.numpy(), atol=1e-4)
-    # refuses to overwrite without --force; replaces with it
-    from edge_vsd.errors import InputError
-
-    with pytest.raises(InputError, match="already exists"):
-        export_artifact(ExportConfig(checkpoint=str(ckpt), out=str(art), **FAST))
-    before = manifest["created_at"], sha256(art / "manifest.json")
-    export_artifact(ExportConfig(checkpoint=str(ckpt), out=str(art), force=True, **FAST))
-    assert sha256(art / "manifest.json") != before[1]
-    assert [p.name for p in tmp_path.iterdir()] == ["fp32"]  # no staging or old folders left behind
 
 
 def test_dynamic_batch_and_non_square(ckpt, tmp_path):
@@ -169,23 +168,28 @@ def test_dynamic_batch_and_non_square(ckpt, tmp_path):
         np.testing.assert_allclose(patches, ref.patches.numpy(), atol=1e-4)
 
 
-def test_fp16_static_batch_2(ckpt, tmp_path):
-    art = export_artifact(
-        ExportConfig(checkpoint=str(ckpt), out=str(tmp_path / "fp16"), fp16=True, batch=2, **FAST)
-    )
+def test_force_replaces_artifact_with_fp16_batch_2(ckpt, fp32_art, tmp_path):
+    from edge_vsd.errors import InputError
+
+    art = tmp_path / "art"
+    shutil.copytree(fp32_art, art)
+    with pytest.raises(InputError, match="already exists"):
+        export_artifact(ExportConfig(checkpoint=str(ckpt), out=str(art), fp16=True, **FAST))
+    assert sha256(art / "manifest.json") == sha256(fp32_art / "manifest.json")
+    export_artifact(ExportConfig(checkpoint=str(ckpt), out=str(art), fp16=True, batch=2, force=True, **FAST))
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no staging or old folders left behind
     manifest = assert_manifest_files_match(art)
     assert manifest["precision"] == "fp16" and manifest["input"]["batch"] == 2
     assert manifest["parity"]["vs_fp32"]["cls_cosine"] >= 0.99
     model = onnx.load(str(art / "encoder.onnx"))
-    assert {
-        i.data_type
-        for i in model.graph.initializer
-        if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
-    } == {TensorProto.FLOAT16}
+    floats = {i.data_type for i in model.graph.initializer} & {TensorProto.FLOAT, TensorProto.FLOAT16}
+    assert floats == {TensorProto.FLOAT16}
     assert all(
         v.type.tensor_type.elem_type == TensorProto.FLOAT for v in [*model.graph.input, *model.graph.output]
     )
     assert manifest["input"]["dtype"] == "float32"
+    cls, patches = ort_outputs(art / "encoder.onnx", np.zeros((2, 3, SIZE, SIZE), np.float32))
+    assert cls.dtype == np.float32 and patches.shape == (2, 4, 4, 192)
 
 
 def qdq_nodes(model: onnx.ModelProto):
@@ -233,8 +237,8 @@ def test_jetson_int8_passes_gate_on_vtest(which, trained_ckpt, dino_ckpt, vtest,
     assert trt["engine_built"] == (art / "encoder.engine").exists()
     # the calibration hash identifies the frames: recompute them independently
     calib = manifest["calibration"]
-    assert calib["frames"] == 24 and calib["sources"] == [str(vtest)] and calib["source_frames"] == 795
-    frames = load_frames([vtest], (SIZE, SIZE), 24, 12)
+    assert calib["frames"] == 16 and calib["sources"] == [str(vtest)] and calib["source_frames"] == 795
+    frames = load_frames([vtest], (SIZE, SIZE), 16, 8)
     assert tensor_sha256(to_tensor(frames.calib)) == calib["sha256"]
     attempts = manifest["quantization"]["attempts"]
     assert attempts[-1]["ignored_scope"] == manifest["quantization"]["ignored_scope"]
@@ -278,7 +282,12 @@ def test_gate_failure_climbs_ladder_and_writes_nothing(ckpt, tmp_path):
     with pytest.raises(GateFailed) as info:
         export_artifact(
             ExportConfig(
-                checkpoint=str(ckpt), target="jetson", int8=True, gate=0.999999, out=str(out), **FAST
+                checkpoint=str(ckpt),
+                target="jetson",
+                int8=True,
+                gate=0.999999,
+                out=str(out),
+                **{**FAST, "calib_frames": 8, "heldout_frames": 4},
             )
         )
     msg = str(info.value)
@@ -286,15 +295,8 @@ def test_gate_failure_climbs_ladder_and_writes_nothing(ckpt, tmp_path):
     assert list(tmp_path.iterdir()) == []  # not even the parent folder it created
 
 
-def test_sensitive_nodes_follow_graph_structure(ckpt, tmp_path):
-    from edge_vsd.export.onnx_export import export_onnx
-    from edge_vsd.export.simplify import simplify_onnx
-
-    from edge_vsd import load_encoder
-
-    export_onnx(load_encoder(ckpt), tmp_path / "raw.onnx", (SIZE, SIZE))
-    simplify_onnx(tmp_path / "raw.onnx", tmp_path / "s.onnx")
-    model = onnx.load(str(tmp_path / "s.onnx"))
+def test_sensitive_nodes_follow_graph_structure(fp32_art):
+    model = onnx.load(str(fp32_art / "encoder.onnx"))
     ops = {n.name: n.op_type for n in model.graph.node}
     levels = [sensitive_nodes(model, level) for level in LADDER]
     assert levels[0] == []
@@ -303,3 +305,29 @@ def test_sensitive_nodes_follow_graph_structure(ckpt, tmp_path):
     assert len(levels[2]) - len(levels[1]) == 2 * 6
     assert len(levels[3]) - len(levels[2]) == 2 * (12 - 2)
     assert all(set(a) <= set(b) for a, b in zip(levels, levels[1:]))
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_build(ckpt, tmp_path):
+    """Where TensorRT and a GPU exist, the jetson export builds encoder.engine and verifies it through the
+    runtime's TensorRT backend against PyTorch."""
+    from edge_vsd.export.tensorrt_build import tensorrt_status
+
+    trt, reason = tensorrt_status()
+    if trt is None:
+        pytest.skip(reason)
+    art = export_artifact(
+        ExportConfig(
+            checkpoint=str(ckpt),
+            target="jetson",
+            int8=True,
+            dynamic_batch=True,
+            out=str(tmp_path / "trt"),
+            **FAST,
+        )
+    )
+    manifest = assert_manifest_files_match(art)
+    assert manifest["tensorrt"]["engine_built"] and manifest["backend"] == "tensorrt"
+    assert manifest["tensorrt"]["version"] == trt.__version__
+    runtime = manifest["parity"]["runtime_vs_torch"]
+    assert runtime["tensorrt"]["cls_cosine"] >= 0.99 and runtime["tensorrt"]["patch_cosine"] >= 0.99
