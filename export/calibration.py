@@ -113,8 +113,42 @@ def _model_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _even(n_total: int, k: int, offset: float) -> list[int]:
     """k indices spread evenly over [0, n_total), each at `offset` (0..1) within its stride."""
+    if k <= 0:
+        return []
     stride = n_total / k
     return sorted({min(n_total - 1, int(stride * (j + offset))) for j in range(k)})
+
+
+def _shares(capacity: list[int], n: int) -> list[int]:
+    """Split n frames as equally as possible over sources, none taking more than it holds (water-filling):
+    every video or folder is represented, whatever its length."""
+    share = [0] * len(capacity)
+    left = n
+    while left > 0:
+        open_ = [i for i, c in enumerate(capacity) if share[i] < c]
+        if not open_:
+            break
+        each = max(1, left // len(open_))
+        for i in open_:
+            take = min(each, capacity[i] - share[i], left)
+            share[i] += take
+            left -= take
+            if left == 0:
+                break
+    return share
+
+
+def _pick(count: int, n_calib: int, n_heldout: int) -> tuple[list[int], list[int]]:
+    """Calibration indices at the start of each of n_calib strides; held-out indices from the midpoints
+    between them, so the gate never scores a frame calibration saw."""
+    calib = _even(count, n_calib, 0.0)
+    taken = set(calib)
+    mids = [i for i in _even(count, n_calib, 0.5) if i not in taken] or [
+        i for i in range(count) if i not in taken
+    ]
+    k = min(n_heldout, len(mids))
+    held = sorted({mids[int(j * len(mids) / k)] for j in range(k)}) if k else []
+    return calib, held
 
 
 def load_frames(
@@ -123,8 +157,8 @@ def load_frames(
     n_calib: int = DEFAULT_CALIB_FRAMES,
     n_heldout: int = DEFAULT_HELDOUT_FRAMES,
 ) -> FrameSet:
-    """Sample `n_calib` frames evenly over all sources laid end to end (calibration: start of each stride)
-    and `n_heldout` different frames (middle of each stride) for the gate."""
+    """`n_calib` calibration and `n_heldout` held-out frames, shared equally between the sources and spread
+    evenly through each one."""
     if n_calib < MIN_CALIB_FRAMES:
         raise InputError(f"--calib-frames {n_calib}: need at least {MIN_CALIB_FRAMES}")
     sources = []
@@ -133,6 +167,7 @@ def load_frames(
         if not path.exists():
             raise InputError(f"{path}: calibration source not found")
         sources.append(_Source(path))
+    names = ", ".join(str(s.path) for s in sources)
     total = sum(s.count for s in sources)
     notes = []
     n_heldout = min(n_heldout, max(1, total // 5))
@@ -143,39 +178,22 @@ def load_frames(
         )
     if n_calib < MIN_CALIB_FRAMES:
         raise InputError(
-            f"{', '.join(map(str, paths))}: only {total} usable frames; calibration needs at least "
-            f"{MIN_CALIB_FRAMES + 1}"
+            f"{names}: only {total} usable frames; calibration needs at least {MIN_CALIB_FRAMES + 1}"
         )
-    calib_idx = _even(total, n_calib, 0.0)
-    # Held-out frames sit midway between calibration frames, so the gate never scores a calibration frame.
-    taken = set(calib_idx)
-    mids = [i for i in _even(total, n_calib, 0.5) if i not in taken]
-    mids = mids or [i for i in range(total) if i not in taken]
-    held_idx = sorted({mids[int(j * len(mids) / n_heldout)] for j in range(min(n_heldout, len(mids)))})
-    frames = _gather(sources, sorted(set(calib_idx) | set(held_idx)), size)
-    calib = [frames[i] for i in calib_idx if i in frames]
-    held = [frames[i] for i in held_idx if i in frames]
+    calib_share = _shares([s.count for s in sources], n_calib)
+    held_share = _shares([s.count - c for s, c in zip(sources, calib_share, strict=True)], n_heldout)
+    calib, held = [], []
+    for src, nc, nh in zip(sources, calib_share, held_share, strict=True):
+        c_idx, h_idx = _pick(src.count, nc, nh)
+        frames = src.read(sorted(set(c_idx) | set(h_idx)), size) if c_idx or h_idx else {}
+        calib += [frames[i] for i in c_idx if i in frames]
+        held += [frames[i] for i in h_idx if i in frames]
     if len(calib) < MIN_CALIB_FRAMES or not held:
-        raise InputError(
-            f"{', '.join(map(str, paths))}: only {len(calib) + len(held)} frames could be decoded"
-        )
+        raise InputError(f"{names}: only {len(calib) + len(held)} frames could be decoded")
     calib_arr = np.stack(calib)
     if int(calib_arr.max()) == int(calib_arr.min()):
-        raise InputError(
-            f"{', '.join(map(str, paths))}: calibration frames are blank (a single constant value)"
-        )
+        raise InputError(f"{names}: calibration frames are blank (a single constant value)")
     return FrameSet(calib_arr, np.stack(held), [str(s.path) for s in sources], total, notes)
-
-
-def _gather(sources: list[_Source], indices: list[int], size: tuple[int, int]) -> dict[int, np.ndarray]:
-    out: dict[int, np.ndarray] = {}
-    start = 0
-    for src in sources:
-        local = [i - start for i in indices if start <= i < start + src.count]
-        if local:
-            out.update({start + i: f for i, f in src.read(local, size).items()})
-        start += src.count
-    return out
 
 
 def synthetic_frames(size: tuple[int, int], n_calib: int, n_heldout: int, seed: int = 0) -> FrameSet:

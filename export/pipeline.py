@@ -382,7 +382,7 @@ def _manifest(
             "frames": int(len(calib_x)),
             "sources": frames.sources,
             "sha256": calibration.tensor_sha256(calib_x),
-            "sampling": "evenly spaced over all sources laid end to end",
+            "sampling": "equal share per source, evenly spaced within each",
             "source_frames": frames.total_frames,
             "heldout_frames": int(len(frames.heldout)),
         },
