@@ -121,10 +121,14 @@ def time_interleaved(
 
 
 def _openvino_runner(model: onnx.ModelProto):
+    """OpenVINO compiles the NNCF Q/DQ graph into its own INT8 kernels (FakeQuantize fusion)."""
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "model.onnx")
+        onnx.save(model, str(path))
+        compiled = core.compile_model(core.read_model(str(path)), "CPU")
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         res = compiled(x)

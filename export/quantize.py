@@ -10,6 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+# What was measured (vit_tiny@112, 32 vtest calibration frames, 16 held-out, mean CLS / patch cosine vs fp32).
+# A random-init ViT passes easily (0.9996 / 0.9999 with every setting), so the settings were chosen on ViTs
+# with the LayerNorm outlier channels trained ViTs have (4 channels per LayerNorm scaled x40):
+#   SmoothQuant off 0.990 / 0.987 (misses the gate) | alpha 0.95: 0.996 / 0.994 | alpha 0.5: 0.998 / 0.997
+#   fast bias correction: +0.0002..0.0006 CLS cosine, one cheap pass -> kept
+#   ladder at alpha 0.5: none 0.9982 -> +patch_embed 0.9988 -> +first/last block 0.9997 -> +attention
+#   MatMuls 0.9997 (+0.0003 on another seed); first/last block is the step that matters.
 # Ignored-scope ladder, tried in order until the fidelity gate passes. Each level keeps more of the layers a
 # ViT is most sensitive to in float: the patch embedding (sees raw pixels, errors reach every token), the
 # first and last blocks (the first sets the residual stream, the last writes the output features directly),
@@ -31,8 +38,8 @@ class Scheme:
 JETSON = Scheme(
     "nncf_static_qdq_symmetric", symmetric=True, smooth_quant_alpha=0.5, fast_bias_correction=True
 )
-# CPU: asymmetric uint8 activations use the full 256 levels on one-sided tensors (post-GELU) and map onto
-# ONNX Runtime's U8S8 x86 kernels.
+# CPU: asymmetric uint8 activations use all 256 levels on one-sided tensors (post-GELU) and map onto ONNX
+# Runtime's U8S8 x86 kernels; fidelity was within +-0.002 of symmetric in the runs above (either direction).
 CPU = Scheme("nncf_static_qdq", symmetric=False, smooth_quant_alpha=0.5, fast_bias_correction=True)
 
 
