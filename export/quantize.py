@@ -91,7 +91,8 @@ def quantize_int8(
     advanced = AdvancedQuantizationParameters(
         # SmoothQuant moves per-channel activation outliers (the LayerNorm outputs of ViTs have a few huge
         # channels) into the following MatMul's weights, which per-channel weight scales absorb. Only MatMul
-        # inputs are smoothed; the Conv patch embedding sees pixels without outliers.
+        # inputs are smoothed; the Conv patch embedding sees pixels without outliers. alpha 0.5 (the
+        # SmoothQuant paper's default) beat NNCF's transformer default 0.95 in the measurements above.
         smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=scheme.smooth_quant_alpha, convolution=-1),
         # Weights: symmetric signed int8, one scale per output channel (TensorRT's requirement; also more
         # accurate than per-tensor for ViT projections whose rows differ in scale by >10x).
