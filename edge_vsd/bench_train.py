@@ -22,7 +22,7 @@ from edge_vsd.data.cache import build_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.data.synthetic import write_video
-from edge_vsd.train import Nets, build_nets, schedules, train_step
+from edge_vsd.train import Nets, build_nets, fast_cpu_math, schedules, train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -57,6 +57,7 @@ def time_steps(nets: Nets, batches, cfg: TrainConfig, device: torch.device, step
 
 
 def run_benchmark(cfg: TrainConfig, steps: int, video: str | None = None) -> dict[str, float]:
+    fast_cpu_math()
     device = torch.device(cfg.device)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +109,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=112)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (default 5)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes for the cache run")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="data-loading processes for the cache run (default 0; on 2 cores workers fight the step)",
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--video", help="video for the cache run (default: a synthetic one)")

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import pytest
 
+try:  # before any torch op, so the intra-op threads inherit it (see edge_vsd.train.fast_cpu_math)
+    import torch
+
+    torch.set_flush_denormal(True)
+except ImportError:
+    pass
+
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 NEEDS_OPENCV_DOC = "needs Debian's opencv-doc sample data (apt-get install -y opencv-doc)"
 

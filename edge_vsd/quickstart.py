@@ -1,0 +1,148 @@
+"""`edge-vsd quickstart`: video -> train -> export (cpu fp32, cpu INT8, jetson INT8) -> bench -> PCA picture.
+
+With no --video it generates a synthetic parallax video (no download). Every stage runs through the same
+CLI a user would type, so what quickstart shows is what the commands do."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from edge_vsd.data.synthetic import write_video
+from edge_vsd.errors import InputError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", action="append", metavar="PATH", help="your video(s) (default: synthetic)")
+    p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
+    p.add_argument("--steps", type=int, default=300, help="training steps (default 300, ~4 min on 2 cores)")
+    p.add_argument("--batch-size", type=int, default=16, help="frame pairs per step (default 16)")
+    p.add_argument("--img-size", type=int, default=112, help="training and export size (default 112)")
+    p.add_argument("--force", action="store_true", help="replace an earlier quickstart in --out")
+
+
+def _stage(n: int, total: int, title: str, argv: list[str]) -> None:
+    from edge_vsd.cli import main
+
+    print(f"\n[{n}/{total}] {title}\n    $ edge-vsd {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    code = main(argv)
+    if code not in (0, None):
+        raise InputError(f"stage '{title}' failed (exit {code}); see the messages above")
+    print(f"    done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    run_dir = out / "run"
+    if (run_dir / "checkpoint.pt").exists() and not args.force:
+        raise InputError(f"{out}: holds an earlier quickstart; pass --force to replace it or choose --out")
+    if args.force and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if args.video:
+        train_videos, heldout = args.video, args.video[-1]
+    else:
+        print("no --video: writing a synthetic parallax video (textured layers, moving objects)")
+        train_videos = [
+            str(write_video(out / "synthetic_train.avi", n_frames=300, height=180, width=240, seed=0))
+        ]
+        heldout = str(write_video(out / "synthetic_heldout.avi", n_frames=90, height=180, width=240, seed=1))
+    ckpt, art = run_dir / "checkpoint.pt", out / "artifacts"
+    train_argv = [
+        "train",
+        "--out",
+        str(run_dir),
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--img-size",
+        str(args.img_size),
+        "--delta",
+        "15",
+        "--lr",
+        "0.005",
+        "--out-dim",
+        "1024",
+    ]
+    for v in train_videos:
+        train_argv += ["--video", v]
+    total = 6
+    _stage(1, total, "train vit_tiny with video self-distillation", train_argv)
+    calib = ["--calib", heldout, "--calib-frames", "64", "--quiet"]
+    _stage(
+        2,
+        total,
+        "export cpu fp32",
+        [
+            "export",
+            str(ckpt),
+            "--target",
+            "cpu",
+            "--out",
+            str(art / "cpu-fp32"),
+            "--calib",
+            heldout,
+            "--quiet",
+        ],
+    )
+    _stage(
+        3,
+        total,
+        "export cpu INT8",
+        ["export", str(ckpt), "--target", "cpu", "--int8", "--out", str(art / "cpu-int8"), *calib],
+    )
+    _stage(
+        4,
+        total,
+        "export jetson INT8 (TensorRT Q/DQ)",
+        ["export", str(ckpt), "--target", "jetson", "--int8", "--out", str(art / "jetson-int8"), *calib],
+    )
+    report = out / "report"
+    _stage(
+        5,
+        total,
+        "benchmark every artifact against the PyTorch model",
+        [
+            "bench",
+            str(art / "cpu-fp32"),
+            str(art / "cpu-int8"),
+            str(art / "jetson-int8"),
+            "--reference",
+            str(ckpt),
+            "--data",
+            heldout,
+            "--report",
+            str(report),
+            "--iters",
+            "30",
+        ],
+    )
+    _stage(
+        6,
+        total,
+        "PCA picture of the patch features",
+        [
+            "extract",
+            heldout,
+            "--artifact",
+            str(art / "cpu-int8"),
+            "--out",
+            str(out / "features.npz"),
+            "--pca-png",
+            str(out / "pca.png"),
+            "--max-frames",
+            "60",
+        ],
+    )
+    print(f"\nquickstart finished in {time.perf_counter() - start:.0f} s")
+    print(f"  report:     {report / 'report.md'}  (and report.html, results.json, PNG plots)")
+    print(f"  artifacts:  {art}/cpu-fp32, cpu-int8, jetson-int8 (BUILD_ON_DEVICE.txt for the board)")
+    print(f"  PCA:        {out / 'pca.png'}")
+    print(f"  checkpoint: {ckpt}")
+    return 0
