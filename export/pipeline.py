@@ -225,7 +225,6 @@ def _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out) -> tuple[onnx.Model
             f"INT8 misses the fidelity gate {cfg.gate} at every ignored-scope level "
             f"(best: {gate.summary(_best(attempts))}); nothing written"
         )
-    model = quantize.canonicalize_axes(model)
     return model, {
         "scheme": dataclasses.asdict(scheme),
         "vs_fp32": attempts[-1].metrics,

@@ -101,7 +101,7 @@ def quantize_int8(
         ),
     )
     with _quiet():
-        return nncf.quantize(
+        quantized = nncf.quantize(
             model,
             dataset,
             subset_size=len(items),
@@ -118,6 +118,37 @@ def quantize_int8(
             ignored_scope=nncf.IgnoredScope(names=list(ignored or []), validate=False),
             advanced_parameters=advanced,
         )
+    return canonicalize_axes(to_signed_symmetric(quantized)) if scheme.symmetric else quantized
+
+
+def to_signed_symmetric(model: onnx.ModelProto) -> onnx.ModelProto:
+    """NNCF gives one-sided activations (ReLU outputs, non-negative inputs) uint8 quantizers even in its
+    symmetric preset, and forcing signedness conflicts with its HW config. TensorRT needs int8 with zero
+    point 0, so rewrite each uint8 quantizer to the int8 one covering the same range: scale * max(zp,
+    255 - zp) / 127 (one bit less resolution there; the gate then scores what TensorRT will run)."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    done: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        scale_name, zp_name = node.input[1], node.input[2]
+        zp_init = inits.get(zp_name)
+        if (
+            zp_name in done
+            or zp_init is None
+            or zp_init.data_type != TensorProto.UINT8
+            or scale_name not in inits
+        ):
+            continue
+        zp = numpy_helper.to_array(zp_init).astype(np.float32)
+        scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32)
+        new_scale = (scale * np.maximum(zp, 255.0 - zp) / 127.0).astype(np.float32)
+        inits[scale_name].CopyFrom(numpy_helper.from_array(new_scale, scale_name))
+        inits[zp_name].CopyFrom(numpy_helper.from_array(np.zeros(zp.shape, np.int8), zp_name))
+        done.add(zp_name)
+    return model
 
 
 def canonicalize_axes(model: onnx.ModelProto) -> onnx.ModelProto:

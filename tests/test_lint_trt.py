@@ -139,3 +139,40 @@ def test_cli(tmp_path, capsys):
     assert main(["lint-trt", str(tmp_path / "junk.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(str(tmp_path) in line for line in err)
+
+
+def _mlp(rng: np.random.Generator) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])
+    w1, w2 = (
+        numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), n) for n in ("w1", "w2")
+    )
+    nodes = [
+        helper.make_node("MatMul", ["image", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="act"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+    ]
+    return helper.make_model(
+        helper.make_graph(nodes, "mlp", [x], [y], [w1, w2]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_real_nncf_output(symmetric):
+    """NNCF's symmetric scheme (what jetson exports use; one-sided activations rewritten from uint8 to int8)
+    is clean and still accurate; its asymmetric CPU scheme breaks TensorRT's rules."""
+    import onnxruntime as ort
+    from edge_vsd.export.quantize import CPU, JETSON, quantize_int8
+
+    rng = np.random.default_rng(0)
+    fp32 = _mlp(rng)
+    calib = np.abs(rng.standard_normal((8, 16))).astype(np.float32)  # one-sided input: NNCF picks uint8
+    q = quantize_int8(fp32, calib, JETSON if symmetric else CPU)
+    found = {f.rule for f in lint_model(q)}
+    if symmetric:
+        assert found == set()
+        x = np.abs(rng.standard_normal((1, 16))).astype(np.float32)
+        ref, out = (ort.InferenceSession(m.SerializeToString()).run(None, {"image": x})[0] for m in (fp32, q))
+        assert float((ref * out).sum() / np.linalg.norm(ref) / np.linalg.norm(out)) > 0.99
+    else:
+        assert found & {"zero-point-zero", "int8-not-uint8"}, found
