@@ -148,6 +148,14 @@ def to_signed_symmetric(model: onnx.ModelProto) -> onnx.ModelProto:
         inits[scale_name].CopyFrom(numpy_helper.from_array(new_scale, scale_name))
         inits[zp_name].CopyFrom(numpy_helper.from_array(np.zeros(zp.shape, np.int8), zp_name))
         done.add(zp_name)
+    signed_outputs = {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in done
+    }
+    for vi in model.graph.value_info:
+        if vi.name in signed_outputs:
+            vi.type.tensor_type.elem_type = TensorProto.INT8
     return model
 
 
