@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # command -> (module with add_arguments(parser) and run(args) -> int, one-line help)
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[cmd_index]
     if name not in COMMANDS:
         top.error(f"unknown command {name!r} (choose from {', '.join(COMMANDS)})")
+    # our own messages (skipped videos, stage notes) at INFO; third-party libraries only from WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("edge_vsd").setLevel(logging.INFO)
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     sub = argparse.ArgumentParser(prog=f"edge-vsd {name}", description=help_text)

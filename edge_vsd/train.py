@@ -412,7 +412,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     cfg = config_from_args(args)
     try:
         path = train(cfg, resume=args.resume, stop_after=args.stop_after)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from edge_vsd.data.cache import build_cache, open_cache
 
@@ -25,7 +24,6 @@ def cache_short_side(img_size: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     out = build_cache(args.videos, args.out, cache_short_side(args.img_size))
     for v in open_cache(out):
         print(
