@@ -100,7 +100,7 @@ def export_artifact(cfg: ExportConfig) -> Path:
         backend = "onnxruntime"
         if cfg.int8 and cfg.target == "jetson":
             with log.stage("NNCF INT8 (symmetric Q/DQ for TensorRT) + fidelity gate"):
-                final, record = _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out)
+                final, record = _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log)
             with log.stage("TensorRT lint"):
                 findings = trt_lint.lint_model(final)
                 record["lint"] = [str(f) for f in findings]
@@ -116,12 +116,16 @@ def export_artifact(cfg: ExportConfig) -> Path:
                     fp32_out, parity.run_session(parity.ort_session(final.SerializeToString()), held_x)
                 )
                 gate.check(metrics, cfg.gate, "fp16 model")
+                log.note(gate.summary(metrics))
                 record = {"vs_fp32": metrics}
         else:
             final, record = fp32_model, {}
-        with log.stage("write artifact files"):
-            onnx.save(final, str(staging.dir / ONNX_FILE))
-            trt_info = _tensorrt_finish(cfg, staging.dir, size, log) if cfg.target == "jetson" else None
+        onnx.save(final, str(staging.dir / ONNX_FILE))
+        trt_info = None
+        if cfg.target == "jetson":
+            with log.stage(f"TensorRT: {BUILD_TXT}, engine where TensorRT and a GPU are present"):
+                trt_info = _tensorrt_finish(cfg, staging.dir, size, log)
+        with log.stage("manifest (sha256 of every file, parity, calibration, config, versions)"):
             manifest = _manifest(
                 cfg,
                 backbone,
@@ -141,7 +145,7 @@ def export_artifact(cfg: ExportConfig) -> Path:
             write_manifest(staging.dir, manifest)
         with log.stage("verify: load through edge_vsd.runtimes (hashes, backend) and compare to PyTorch"):
             manifest["parity"]["runtime_vs_torch"] = _verify_runtime(
-                staging.dir, manifest, frames, torch_ref, cfg.gate
+                staging.dir, manifest, frames, torch_ref, cfg.gate, log
             )
             write_manifest(staging.dir, manifest)
         staging.commit()
@@ -214,12 +218,14 @@ def _attempts_record(attempts: list[quantize.Attempt]) -> list[dict]:
     return [{"ignored_scope": a.level, "float_nodes": len(a.ignored), **a.metrics} for a in attempts]
 
 
-def _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out) -> tuple[onnx.ModelProto, dict]:
+def _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.ModelProto, dict]:
     scheme = _scheme(cfg, quantize.JETSON)
     batch = 1 if cfg.dynamic_batch else cfg.batch
     model, attempts = quantize.quantize_gated(
         fp32_model, calib_x, held_x, fp32_out, scheme, cfg.gate, batch, _ladder(cfg)
     )
+    for a in attempts:
+        log.note(f"ignored scope {a.level!r}: {gate.summary(a.metrics)}")
     if model is None:
         raise gate.GateFailed(
             f"INT8 misses the fidelity gate {cfg.gate} at every ignored-scope level "
@@ -451,7 +457,7 @@ def _versions() -> dict:
 
 
 def _verify_runtime(
-    folder: Path, manifest: dict, frames: calibration.FrameSet, torch_ref, threshold: float
+    folder: Path, manifest: dict, frames: calibration.FrameSet, torch_ref, threshold: float, log
 ) -> dict:
     """What the device will see: load the staged artifact with edge_vsd.runtimes (manifest validation, sha256
     check, backend, its own preprocessing of uint8 BGR frames) and compare its features to PyTorch's."""
@@ -466,6 +472,7 @@ def _verify_runtime(
         metrics = parity.compare(torch_ref, (feats.cls, feats.patches))
         gate.check(metrics, threshold, f"artifact run through edge_vsd.runtimes ({name})")
         out[name] = metrics
+        log.note(f"{name}: {gate.summary(metrics)}")
     return out[backend] if len(out) == 1 else out
 
 
