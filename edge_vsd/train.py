@@ -395,19 +395,19 @@ OPTION_FIELDS = [
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < config file (--config, or the run's own config.json on --resume) < flags given."""
     overrides = {k: getattr(args, k) for k in OPTION_FIELDS}
     overrides["video"] = args.video
-    if args.steps is not None:
-        overrides["epochs"] = TrainConfig.epochs
-    if args.delta_seconds is not None:
-        overrides["delta"] = TrainConfig.delta
-    cfg = resolve_config(args.config, overrides)
-    if args.resume and args.config is None:
-        saved = Path(cfg.out) / "config.json"
-        if saved.exists():  # resume with the run's own settings unless flags say otherwise
-            cfg = resolve_config(
-                str(saved), {k: v for k, v in overrides.items() if v is not None and k != "epochs"}
-            )
+    base = args.config
+    if base is None and args.resume:
+        saved = Path(args.out or TrainConfig.out) / "config.json"
+        base = str(saved) if saved.exists() else None
+    cfg = resolve_config(base, overrides)
+    # a length or delta flag replaces the file's choice of the other form
+    if args.epochs is not None:
+        cfg.steps = None
+    if args.delta is not None:
+        cfg.delta_seconds = None
     return cfg
 
 

@@ -229,3 +229,23 @@ def test_train_on_cuda_bf16(synthetic_video, tmp_path):
     assert all(np.isfinite(r["loss"]) for r in rows)
     enc = load_encoder(ckpt)  # saved from the GPU, loads on the CPU
     assert enc(torch.randn(1, 3, 32, 32)).cls.shape == (1, 192)
+
+
+def test_config_file_and_flags(tmp_path):
+    import argparse
+
+    from edge_vsd.train import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"steps": 50, "delta_seconds": 2.0, "img_size": 96, "lr": 1e-3}))
+    cfg = config_from_args(parser.parse_args(["--config", str(cfg_file), "--img-size", "64", "--delta", "7"]))
+    assert (cfg.img_size, cfg.steps, cfg.delta, cfg.delta_seconds, cfg.lr) == (64, 50, 7, None, 1e-3)
+    cfg = config_from_args(parser.parse_args(["--config", str(cfg_file), "--epochs", "3"]))
+    assert (cfg.steps, cfg.epochs, cfg.delta_seconds) == (None, 3, 2.0)
+    cfg_file.write_text(json.dumps({"nonsense": 1}))
+    from edge_vsd.errors import InputError
+
+    with pytest.raises(InputError, match="unknown config keys nonsense"):
+        config_from_args(parser.parse_args(["--config", str(cfg_file)]))
