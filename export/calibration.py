@@ -75,19 +75,24 @@ class _Source:
         return cap
 
     def _count_video(self) -> int:
-        # Count by decoding: container frame counts lie for broken or variable-rate files.
+        # The container's count when it has one (a decode pass over a long video is slow); `read` corrects it
+        # when the file ends early, as broken or variable-rate files do.
         cap = self._open()
-        n = 0
-        while cap.grab():
-            n += 1
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if n <= 0:
+            while cap.grab():
+                n += 1
         cap.release()
         if n == 0:
             raise InputError(f"{self.path}: no decodable frames (calibration data)")
         return n
 
     def read(self, indices: list[int], size: tuple[int, int]) -> dict[int, np.ndarray]:
-        """Frames at `indices` (sorted), resized to the model size; unreadable images are skipped."""
+        """Frames at `indices` (sorted), resized to the model size; unreadable images are skipped. A video
+        that ends before its stated length gets `count` lowered to the frames that decoded."""
         out: dict[int, np.ndarray] = {}
+        if not indices:
+            return out
         if self.images is not None:
             for i in indices:
                 img = cv2.imread(str(self.images[i]), cv2.IMREAD_COLOR)
@@ -98,6 +103,7 @@ class _Source:
         cap = self._open()
         for i in range(max(indices) + 1):
             if not cap.grab():
+                self.count = i
                 break
             if i in wanted:
                 ok, frame = cap.retrieve()
@@ -186,7 +192,13 @@ def load_frames(
     calib, held = [], []
     for src, nc, nh in zip(sources, calib_share, held_share, strict=True):
         c_idx, h_idx = _pick(src.count, nc, nh)
-        frames = src.read(sorted(set(c_idx) | set(h_idx)), size) if c_idx or h_idx else {}
+        frames = src.read(sorted(set(c_idx) | set(h_idx)), size)
+        if max(c_idx + h_idx, default=-1) >= src.count:  # shorter than its header said: resample within it
+            if src.count == 0:
+                raise InputError(f"{src.path}: no decodable frames (calibration data)")
+            nc = min(nc, src.count)
+            c_idx, h_idx = _pick(src.count, nc, min(nh, src.count - nc))
+            frames = src.read(sorted(set(c_idx) | set(h_idx)), size)
         calib += [frames[i] for i in c_idx if i in frames]
         held += [frames[i] for i in h_idx if i in frames]
     if len(calib) < MIN_CALIB_FRAMES or not held:
@@ -194,6 +206,7 @@ def load_frames(
     calib_arr = np.stack(calib)
     if int(calib_arr.max()) == int(calib_arr.min()):
         raise InputError(f"{names}: calibration frames are blank (a single constant value)")
+    total = sum(s.count for s in sources)
     return FrameSet(calib_arr, np.stack(held), [str(s.path) for s in sources], total, notes)
 
 

@@ -57,3 +57,14 @@ def test_too_few_frames(tmp_path, n):
         cv2.imwrite(str(tmp_path / f"{i}.jpg"), np.full((20, 20, 3), 40 * i + 10, np.uint8))
     with pytest.raises(InputError, match="usable frames"):
         load_frames([tmp_path], (16, 16), n_calib=8, n_heldout=2)
+
+
+@pytest.mark.realdata
+def test_video_shorter_than_its_header():
+    """opencv-doc's tree.avi claims 444 frames but 68 decode: sampling stays within what decodes."""
+    from conftest import opencv_sample
+
+    fs = load_frames([opencv_sample("tree.avi")], (32, 32), n_calib=16, n_heldout=4)
+    assert fs.total_frames == 68
+    assert len(fs.calib) == 16 and len(fs.heldout) == 4
+    assert len({f.tobytes() for f in fs.calib}) == 16  # distinct frames, not one repeated
