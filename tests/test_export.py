@@ -331,3 +331,17 @@ def test_tensorrt_engine_build(ckpt, tmp_path):
     assert manifest["tensorrt"]["version"] == trt.__version__
     runtime = manifest["parity"]["runtime_vs_torch"]
     assert runtime["tensorrt"]["cls_cosine"] >= 0.99 and runtime["tensorrt"]["patch_cosine"] >= 0.99
+
+
+@pytest.mark.realdata
+def test_cpu_int8_measures_openvino_when_installed(ckpt, vtest, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO not installed (pip install edge-vsd[openvino])")
+    art = export_artifact(
+        ExportConfig(checkpoint=str(ckpt), int8=True, calib=[str(vtest)], out=str(tmp_path / "ov"), **FAST)
+    )
+    manifest = assert_manifest_files_match(art)
+    names = {c["name"]: c for c in manifest["cpu_int8"]["candidates"]}
+    ov = names["openvino_nncf_qdq"]
+    assert ov["backend"] == "openvino" and ov["latency_ms"] > 0 and ov["fidelity"]["cls_cosine"] >= 0.99
+    chosen = names[manifest["cpu_int8"]["chosen"]]
+    assert manifest["backend"] == chosen["backend"]
