@@ -317,10 +317,14 @@ def _tensorrt_finish(cfg: ExportConfig, folder: Path, size: tuple[int, int], log
         info["skipped"] = reason
         log.note(f"no engine built here ({reason}); see {BUILD_TXT}")
         return info
-    with tempfile.TemporaryDirectory() as tmp:
+    try:
         info["version"] = tensorrt_build.build_engine(
-            folder / ONNX_FILE, folder / ENGINE_FILE, cfg.precision, size, batch, Path(tmp) / "timing.cache"
+            folder / ONNX_FILE, folder / ENGINE_FILE, cfg.precision, size, batch
         )
+    except RuntimeError as exc:
+        raise InputError(
+            f"TensorRT engine build failed ({exc}); --no-engine writes the artifact without one"
+        ) from None
     info["engine_built"] = True
     return info
 

@@ -3,6 +3,7 @@ building on the board, where engines must be built (plans are tied to the Tensor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edge_vsd.runtimes.encoder import DEFAULT_MAX_BATCH
@@ -10,6 +11,12 @@ from edge_vsd.runtimes.encoder import DEFAULT_MAX_BATCH
 WORKSPACE_BYTES = 1 << 30
 # Optimisation-profile upper bound for --dynamic-batch artifacts: the chunk size edge_vsd.runtimes feeds.
 DYNAMIC_MAX_BATCH = DEFAULT_MAX_BATCH
+
+
+def default_timing_cache(version: str) -> Path:
+    """Per-user timing cache, one per TensorRT version: repeated exports skip re-timing known tactics."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "edge-vsd" / f"tensorrt-{version}-timing.cache"
 
 
 def tensorrt_status() -> tuple[object | None, str]:
@@ -113,7 +120,7 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
         if precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
-    cache_path = Path(timing_cache)
+    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(trt.__version__)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     h, w = image_size
@@ -125,5 +132,6 @@ def build_engine(
     if plan is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     Path(engine_path).write_bytes(bytes(plan))
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     return trt.__version__
