@@ -227,8 +227,9 @@ def _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.
     for a in attempts:
         log.note(f"ignored scope {a.level!r}: {gate.summary(a.metrics)}")
     if model is None:
+        where = "at every ignored-scope level" if len(attempts) > 1 else "(ignored-scope ladder off)"
         raise gate.GateFailed(
-            f"INT8 misses the fidelity gate {cfg.gate} at every ignored-scope level "
+            f"INT8 misses the fidelity gate {cfg.gate} {where} "
             f"(best: {gate.summary(_best(attempts))}); nothing written"
         )
     return model, {

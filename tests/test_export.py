@@ -275,9 +275,61 @@ def test_cpu_int8_candidates_on_vtest(which, trained_ckpt, dino_ckpt, vtest, tmp
     assert "tensorrt" not in manifest and not (art / "BUILD_ON_DEVICE.txt").exists()
 
 
-def test_gate_failure_climbs_ladder_and_writes_nothing(ckpt, tmp_path):
+def save_outlier_vit(path: Path, scale: float = 50.0) -> Path:
+    """A ViT with the activation outliers trained ViTs develop: 4 LayerNorm channels per norm scaled up, so
+    a few channels of every LayerNorm output dwarf the rest (what SmoothQuant and the ladder are for)."""
+    torch.manual_seed(0)
+    model = build_vit("vit_tiny", SIZE).eval()
+    g = torch.Generator().manual_seed(10)
+    with torch.no_grad():
+        for blk in model.blocks:
+            idx = torch.randperm(192, generator=g)[:4]
+            blk.norm1.weight[idx] *= scale
+            blk.norm2.weight[idx] *= scale
+            blk.mlp.fc2.weight.mul_(3)
+            blk.attn.proj.weight.mul_(3)
+    sd = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"teacher": sd, "edge_vsd": {"img_size": [SIZE, SIZE]}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def outlier_setup(tmp_path_factory):
+    """The outlier ViT calibrated on three different opencv-doc videos: plain INT8 misses 0.99."""
+    from conftest import opencv_sample
+
+    videos = [str(opencv_sample(n)) for n in ("vtest.avi", "Megamind.avi", "tree.avi")]
+    return save_outlier_vit(tmp_path_factory.mktemp("outlier") / "outlier.pt"), videos
+
+
+@pytest.mark.realdata
+def test_ladder_rescues_an_outlier_vit(outlier_setup, tmp_path):
+    ckpt, videos = outlier_setup
+    art = export_artifact(
+        ExportConfig(
+            checkpoint=str(ckpt), target="jetson", int8=True, calib=videos, out=str(tmp_path / "j"), **FAST
+        )
+    )
+    q = json.loads((art / "manifest.json").read_text())["quantization"]
+    first, last = q["attempts"][0], q["attempts"][-1]
+    assert first["ignored_scope"] == "none" and min(first["cls_cosine"], first["patch_cosine"]) < 0.99
+    assert len(q["attempts"]) > 1 and last["ignored_scope"] == q["ignored_scope"]
+    assert min(last["cls_cosine"], last["patch_cosine"]) >= 0.99 and q["float_nodes"]
+    assert q["lint"] == []
+    # the nodes kept in float carry no quantizer on their weights
+    model = onnx.load(str(art / "encoder.onnx"))
+    float_nodes = [n for n in model.graph.node if n.name in set(q["float_nodes"])]
+    assert float_nodes and all(n.op_type in ("Conv", "MatMul") for n in float_nodes)
+    produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    weighted = [n for n in float_nodes if n.op_type == "Conv" or n.input[1] not in produced_by]
+    assert all(produced_by.get(n.input[1]) != "DequantizeLinear" for n in weighted)
+
+
+@pytest.mark.realdata
+def test_gate_failure_writes_nothing(outlier_setup, tmp_path):
     from edge_vsd.export.gate import GateFailed
 
+    ckpt, videos = outlier_setup
     out = tmp_path / "sub" / "never"
     with pytest.raises(GateFailed) as info:
         export_artifact(
@@ -285,13 +337,14 @@ def test_gate_failure_climbs_ladder_and_writes_nothing(ckpt, tmp_path):
                 checkpoint=str(ckpt),
                 target="jetson",
                 int8=True,
-                gate=0.999999,
+                calib=videos,
+                ladder=False,
                 out=str(out),
-                **{**FAST, "calib_frames": 8, "heldout_frames": 4},
+                **FAST,
             )
         )
     msg = str(info.value)
-    assert "every ignored-scope level" in msg and "CLS cosine 0.9" in msg and "\n" not in msg
+    assert "misses the fidelity gate 0.99" in msg and "CLS cosine 0.9" in msg and "\n" not in msg
     assert list(tmp_path.iterdir()) == []  # not even the parent folder it created
 
 
