@@ -28,21 +28,18 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     and `cls`/`patches` stay float32 out (keep_io_types), so callers and preprocessing do not change."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
+    # Inputs that ONNX requires in float32 whatever the data type (Resize's roi and scales).
+    keep_fp32 = {n.input[k] for n in graph.node if n.op_type == "Resize" for k in (1, 2) if len(n.input) > k}
     for i, init in enumerate(graph.initializer):
-        if init.data_type == FLOAT:
+        if init.data_type == FLOAT and init.name not in keep_fp32:
             graph.initializer[i].CopyFrom(_half_tensor(init))
     for node in graph.node:
         for attr in node.attribute:
-            if (
-                node.op_type == "Constant"
-                and attr.type == onnx.AttributeProto.TENSOR
-                and attr.t.data_type == FLOAT
-            ):
+            # Constant / ConstantOfShape values
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == FLOAT:
                 attr.t.CopyFrom(_half_tensor(attr.t))
             if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
                 attr.i = HALF
-        if node.op_type in ("ConstantOfShape", "EyeLike", "RandomNormal", "RandomUniform"):
-            raise ValueError(f"fp16 conversion does not handle {node.op_type} node {node.name!r}")
     _retype(graph.value_info)
     inputs = [i for i in graph.input if i.type.tensor_type.elem_type == FLOAT]
     outputs = [o for o in graph.output if o.type.tensor_type.elem_type == FLOAT]
