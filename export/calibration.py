@@ -217,5 +217,9 @@ def synthetic_frames(size: tuple[int, int], n_calib: int, n_heldout: int, seed: 
     frames = make_frames(n_frames=n_calib + n_heldout, height=size[0], width=size[1], seed=seed)
     frames = np.stack([_model_size(f, size) for f in frames])
     return FrameSet(
-        frames[:n_calib], frames[n_calib:], ["synthetic"], len(frames), ["no --calib given: synthetic frames"]
+        frames[:n_calib],
+        frames[n_calib:],
+        ["synthetic"],
+        len(frames),
+        ["no --calib given: synthetic frames (pass --calib with your own footage for INT8)"],
     )

@@ -28,12 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--calib-frames",
+        metavar="N",
         type=int,
         default=DEFAULT_CALIB_FRAMES,
         help=f"calibration frames sampled evenly across --calib (default {DEFAULT_CALIB_FRAMES})",
     )
     parser.add_argument(
         "--heldout-frames",
+        metavar="N",
         type=int,
         default=DEFAULT_HELDOUT_FRAMES,
         help=f"frames for parity and the fidelity gate (default {DEFAULT_HELDOUT_FRAMES})",
