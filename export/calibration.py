@@ -21,6 +21,7 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
 DEFAULT_CALIB_FRAMES = 128
 DEFAULT_HELDOUT_FRAMES = 32
 MIN_CALIB_FRAMES = 4
+RAW_HELDOUT_FRAMES = 8
 
 
 @dataclass
@@ -32,6 +33,8 @@ class FrameSet:
     sources: list[str]
     total_frames: int
     notes: list[str] = field(default_factory=list)
+    # A few held-out frames as decoded (source resolution): the runtime check resizes them itself.
+    raw_heldout: list[np.ndarray] = field(default_factory=list)
 
 
 def to_tensor(frames_bgr: np.ndarray) -> np.ndarray:
@@ -87,18 +90,28 @@ class _Source:
             raise InputError(f"{self.path}: no decodable frames (calibration data)")
         return n
 
-    def read(self, indices: list[int], size: tuple[int, int]) -> dict[int, np.ndarray]:
-        """Frames at `indices` (sorted), resized to the model size; unreadable images are skipped. A video
-        that ends before its stated length gets `count` lowered to the frames that decoded."""
+    def read(
+        self, indices: list[int], size: tuple[int, int], keep_raw: set[int] = frozenset()
+    ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """Frames at `indices` (sorted) resized to the model size, and those in `keep_raw` as decoded;
+        unreadable images are skipped. A video that ends before its stated length gets `count` lowered to
+        the frames that decoded."""
         out: dict[int, np.ndarray] = {}
+        raw: dict[int, np.ndarray] = {}
+
+        def keep(i: int, frame: np.ndarray) -> None:
+            out[i] = _model_size(frame, size)
+            if i in keep_raw:
+                raw[i] = frame
+
         if not indices:
-            return out
+            return out, raw
         if self.images is not None:
             for i in indices:
                 img = cv2.imread(str(self.images[i]), cv2.IMREAD_COLOR)
                 if img is not None:
-                    out[i] = _model_size(img, size)
-            return out
+                    keep(i, img)
+            return out, raw
         wanted = set(indices)
         cap = self._open()
         for i in range(max(indices) + 1):
@@ -108,9 +121,9 @@ class _Source:
             if i in wanted:
                 ok, frame = cap.retrieve()
                 if ok and frame is not None:
-                    out[i] = _model_size(frame, size)
+                    keep(i, frame)
         cap.release()
-        return out
+        return out, raw
 
 
 def _model_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -187,39 +200,48 @@ def load_frames(
         raise InputError(
             f"{names}: only {total} usable frames; calibration needs at least {MIN_CALIB_FRAMES + 1}"
         )
-    calib_share = _shares([s.count for s in sources], n_calib)
-    held_share = _shares([s.count - c for s, c in zip(sources, calib_share, strict=True)], n_heldout)
-    calib, held = [], []
+    # Each source's share of all frames, then of the held-out ones: every source is calibrated on and scored.
+    share = _shares([s.count for s in sources], n_calib + n_heldout)
+    held_share = _shares(share, n_heldout)
+    calib_share = [a - b for a, b in zip(share, held_share, strict=True)]
+    calib, held, raw = [], [], []
+    raw_per_source = -(-RAW_HELDOUT_FRAMES // len(sources))
     for src, nc, nh in zip(sources, calib_share, held_share, strict=True):
         c_idx, h_idx = _pick(src.count, nc, nh)
-        frames = src.read(sorted(set(c_idx) | set(h_idx)), size)
+        frames, raws = src.read(sorted(set(c_idx) | set(h_idx)), size, set(h_idx[:raw_per_source]))
         if max(c_idx + h_idx, default=-1) >= src.count:  # shorter than its header said: resample within it
             if src.count == 0:
                 raise InputError(f"{src.path}: no decodable frames (calibration data)")
             nc = min(nc, src.count)
             c_idx, h_idx = _pick(src.count, nc, min(nh, src.count - nc))
-            frames = src.read(sorted(set(c_idx) | set(h_idx)), size)
+            frames, raws = src.read(sorted(set(c_idx) | set(h_idx)), size, set(h_idx[:raw_per_source]))
         calib += [frames[i] for i in c_idx if i in frames]
         held += [frames[i] for i in h_idx if i in frames]
+        raw += [raws[i] for i in h_idx if i in raws]
     if len(calib) < MIN_CALIB_FRAMES or not held:
         raise InputError(f"{names}: only {len(calib) + len(held)} frames could be decoded")
     calib_arr = np.stack(calib)
     if int(calib_arr.max()) == int(calib_arr.min()):
         raise InputError(f"{names}: calibration frames are blank (a single constant value)")
     total = sum(s.count for s in sources)
-    return FrameSet(calib_arr, np.stack(held), [str(s.path) for s in sources], total, notes)
+    sources_used = [str(s.path) for s in sources]
+    return FrameSet(calib_arr, np.stack(held), sources_used, total, notes, raw[:RAW_HELDOUT_FRAMES])
 
 
 def synthetic_frames(size: tuple[int, int], n_calib: int, n_heldout: int, seed: int = 0) -> FrameSet:
     """Frames from the built-in synthetic video when no --calib is given (parity checks, smoke exports)."""
     from edge_vsd.data.synthetic import make_frames
 
-    frames = make_frames(n_frames=n_calib + n_heldout, height=size[0], width=size[1], seed=seed)
-    frames = np.stack([_model_size(f, size) for f in frames])
+    # Rendered at 1.5x the model size, so the runtime check exercises its own resize.
+    raw = make_frames(
+        n_frames=n_calib + n_heldout, height=size[0] * 3 // 2, width=size[1] * 3 // 2, seed=seed
+    )
+    frames = np.stack([_model_size(f, size) for f in raw])
     return FrameSet(
         frames[:n_calib],
         frames[n_calib:],
         ["synthetic"],
         len(frames),
         ["no --calib given: synthetic frames (pass --calib with your own footage for INT8)"],
+        list(raw[n_calib : n_calib + RAW_HELDOUT_FRAMES]),
     )

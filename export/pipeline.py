@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from edge_vsd.export import calibration, cpu_int8, fp16, gate, parity, quantize, tensorrt_build, trt_lint
 from edge_vsd.export.artifact import Staging
@@ -145,7 +146,7 @@ def export_artifact(cfg: ExportConfig) -> Path:
             write_manifest(staging.dir, manifest)
         with log.stage("verify: load through edge_vsd.runtimes (hashes, backend) and compare to PyTorch"):
             manifest["parity"]["runtime_vs_torch"] = _verify_runtime(
-                staging.dir, manifest, frames, torch_ref, cfg.gate, log
+                staging.dir, manifest, frames, torch_ref, backbone, cfg.gate, log
             )
             write_manifest(staging.dir, manifest)
         staging.commit()
@@ -462,19 +463,29 @@ def _versions() -> dict:
 
 
 def _verify_runtime(
-    folder: Path, manifest: dict, frames: calibration.FrameSet, torch_ref, threshold: float, log
+    folder: Path, manifest: dict, frames: calibration.FrameSet, torch_ref, backbone, threshold: float, log
 ) -> dict:
     """What the device will see: load the staged artifact with edge_vsd.runtimes (manifest validation, sha256
-    check, backend, its own preprocessing of uint8 BGR frames) and compare its features to PyTorch's."""
+    check, backend, its own preprocessing of uint8 BGR frames, including resizing the full-resolution ones)
+    and compare its features to PyTorch's on the reference preprocessing."""
     import edge_vsd.runtimes as rt
 
+    from edge_vsd.data.preprocess import preprocess
+
+    inputs = list(frames.heldout) + frames.raw_heldout
+    if frames.raw_heldout:
+        size = tuple(manifest["model"]["image_size"])
+        raw_x = np.concatenate([preprocess(f, size).numpy() for f in frames.raw_heldout])
+        raw_ref = parity.torch_reference(backbone, raw_x)
+        torch_ref = tuple(np.concatenate([a, b]) for a, b in zip(torch_ref, raw_ref, strict=True))
     backend = "openvino" if manifest["backend"] == "openvino" else "onnxruntime-cpu"
     backends = [backend] + (["tensorrt"] if manifest.get("tensorrt", {}).get("engine_built") else [])
     out = {}
     for name in backends:
         with rt.load(folder, backend=name) as enc:
-            feats = enc(frames.heldout)
+            feats = enc(inputs)
         metrics = parity.compare(torch_ref, (feats.cls, feats.patches))
+        metrics["full_resolution_frames"] = len(frames.raw_heldout)
         gate.check(metrics, threshold, f"artifact run through edge_vsd.runtimes ({name})")
         out[name] = metrics
         log.note(f"{name}: {gate.summary(metrics)}")

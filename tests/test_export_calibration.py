@@ -28,6 +28,7 @@ def test_video_plus_image_folder(tmp_path, synthetic_video):
     fs = load_frames([synthetic_video, folder], (32, 48), n_calib=16, n_heldout=6)
     assert fs.calib.shape == (16, 32, 48, 3) and fs.heldout.shape == (6, 32, 48, 3)
     assert fs.total_frames == 90 + 6 and fs.sources == [str(synthetic_video), str(folder)]
+    assert {f.shape for f in fs.raw_heldout} == {(144, 192, 3), (50, 70, 3)}  # as decoded, per source
     # every folder image that is not held out is a calibration frame: the folder got its share
     imgs = [
         cv2.resize(cv2.imread(str(p)), (48, 32), interpolation=cv2.INTER_AREA)
