@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
 import shutil
 import sys
 import tempfile
@@ -18,7 +16,8 @@ import numpy as np
 import onnx
 from edge_vsd.export import calibration, cpu_int8, fp16, gate, parity, quantize, tensorrt_build, trt_lint
 from edge_vsd.export.artifact import Staging
-from edge_vsd.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx
+from edge_vsd.export.manifest import build_manifest
+from edge_vsd.export.onnx_export import DEFAULT_OPSET, export_onnx
 from edge_vsd.export.simplify import simplify_onnx
 
 from edge_vsd.errors import InputError
@@ -127,19 +126,19 @@ def export_artifact(cfg: ExportConfig) -> Path:
             with log.stage(f"TensorRT: {BUILD_TXT}, engine where TensorRT and a GPU are present"):
                 trt_info = _tensorrt_finish(cfg, staging.dir, size, log)
         with log.stage("manifest (sha256 of every file, parity, calibration, config, versions)"):
-            manifest = _manifest(
+            manifest = build_manifest(
                 cfg,
                 backbone,
                 size,
-                backend,
                 staging.dir,
-                frames,
-                calib_x,
-                fp32_parity,
-                record,
-                trt_info,
-                simplify_stats,
-                log.seconds,
+                backend=backend,
+                frames=frames,
+                calib_x=calib_x,
+                fp32_parity=fp32_parity,
+                record=record,
+                trt_info=trt_info,
+                simplify_stats=simplify_stats,
+                seconds=log.seconds,
             )
             from edge_vsd.runtimes.manifest import write_manifest
 
@@ -329,137 +328,6 @@ def _tensorrt_finish(cfg: ExportConfig, folder: Path, size: tuple[int, int], log
         ) from None
     info["engine_built"] = True
     return info
-
-
-def _manifest(
-    cfg,
-    backbone,
-    size,
-    backend,
-    folder,
-    frames,
-    calib_x,
-    fp32_parity,
-    record,
-    trt_info,
-    simplify_stats,
-    seconds,
-) -> dict:
-    from edge_vsd.runtimes.manifest import file_entry
-
-    from edge_vsd.data import preprocess as pp
-
-    h, w = size
-    grid = (h // backbone.cfg.patch_size, w // backbone.cfg.patch_size)
-    dim = backbone.cfg.embed_dim
-    batch_dim = "batch" if cfg.dynamic_batch else cfg.batch
-    files = {
-        p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"
-    }
-    manifest = {
-        "schema_version": 1,
-        "model": {
-            "arch": backbone.arch,
-            "patch_size": backbone.cfg.patch_size,
-            "embed_dim": dim,
-            "depth": backbone.cfg.depth,
-            "num_heads": backbone.cfg.num_heads,
-            "image_size": [h, w],
-            "trained_image_size": list(backbone.cfg.img_size),
-        },
-        "input": {
-            "name": INPUT_NAME,
-            "layout": "NCHW",
-            "dtype": "float32",
-            "color": "RGB",
-            "scale": 1.0 / 255.0,
-            "mean": list(pp.MEAN),
-            "std": list(pp.STD),
-            "resize": pp.RESIZE,
-            "interpolation": pp.INTERPOLATION,
-            "batch": None if cfg.dynamic_batch else cfg.batch,
-        },
-        "outputs": {
-            "cls": {"name": OUTPUT_NAMES[0], "shape": [batch_dim, dim]},
-            "patches": {"name": OUTPUT_NAMES[1], "shape": [batch_dim, grid[0], grid[1], dim]},
-        },
-        "precision": cfg.precision,
-        "target": cfg.target,
-        "backend": "tensorrt" if trt_info and trt_info["engine_built"] else backend,
-        "files": files,
-        "calibration": None
-        if not cfg.int8
-        else {
-            "frames": int(len(calib_x)),
-            "sources": frames.sources,
-            "sha256": calibration.tensor_sha256(calib_x),
-            "sampling": "equal share per source, evenly spaced within each",
-            "source_frames": frames.total_frames,
-            "heldout_frames": int(len(frames.heldout)),
-        },
-        "parity": {
-            "fp32_vs_torch": fp32_parity,
-            **({"vs_fp32": record["vs_fp32"]} if "vs_fp32" in record else {}),
-            "gate": cfg.gate,
-            "frames_source": frames.sources,
-        },
-        "versions": _versions(),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "export": {
-            "config": _config_record(cfg),
-            "checkpoint_sha256": _sha256(cfg.checkpoint),
-            "simplify": simplify_stats,
-            "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        },
-    }
-    if cfg.int8 and cfg.target == "jetson":
-        manifest["quantization"] = {
-            k: record[k] for k in ("scheme", "ignored_scope", "float_nodes", "attempts", "lint")
-        }
-    if "cpu_int8" in record:
-        manifest["cpu_int8"] = record["cpu_int8"]
-    if trt_info is not None:
-        manifest["tensorrt"] = trt_info
-    return manifest
-
-
-def _config_record(cfg: ExportConfig) -> dict:
-    rec = dataclasses.asdict(cfg)
-    rec["img_size"] = list(rec["img_size"]) if rec["img_size"] else None
-    rec["out"] = str(cfg.resolved_out())
-    rec["precision"] = cfg.precision
-    return rec
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0]}
-    for dist in (
-        "edge-vsd",
-        "torch",
-        "onnx",
-        "onnxruntime",
-        "onnxsim",
-        "nncf",
-        "numpy",
-        "opencv-python-headless",
-        "openvino",
-        "tensorrt",
-    ):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
 
 
 def _verify_runtime(
