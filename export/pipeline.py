@@ -175,6 +175,8 @@ def _validate(cfg: ExportConfig) -> None:
         raise InputError(f"--gate {cfg.gate}: must be in (0, 1]")
     if cfg.opset < 17:
         raise InputError(f"opset {cfg.opset}: needs >= 17 (LayerNormalization)")
+    if cfg.int8 and not cfg.dynamic_batch and cfg.batch > cfg.calib_frames:
+        raise InputError(f"--batch {cfg.batch} is larger than --calib-frames {cfg.calib_frames}")
     if cfg.int8 and cfg.calib_frames < calibration.MIN_CALIB_FRAMES:
         raise InputError(f"--calib-frames {cfg.calib_frames}: need at least {calibration.MIN_CALIB_FRAMES}")
 
