@@ -125,8 +125,9 @@ def load_encoder(path: str | Path, which: str = "teacher") -> VisionTransformer:
     for k, v in sd.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise InputError(f"{path}: weight {k} contains NaN or Inf")
-    model = VisionTransformer(cfg)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    with torch.device("meta"):  # no random init of weights that are overwritten next
+        model = VisionTransformer(cfg)
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     if missing:
         raise InputError(
             f"{path}: missing backbone weights: {', '.join(missing[:5])}"

@@ -129,7 +129,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.embed_dim))
-        rates = [x.item() for x in torch.linspace(0, drop_path_rate, cfg.depth)]
+        rates = [drop_path_rate * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # stochastic depth
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, r) for r in rates)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
