@@ -45,13 +45,14 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if args.video:
-        train_videos, heldout = args.video, args.video[-1]
+        train_videos, calib, heldout = args.video, args.video[-1], args.video[-1]
     else:
         print("no --video: writing a synthetic parallax video (textured layers, moving objects)")
         train_videos = [
             str(write_video(out / "synthetic_train.avi", n_frames=300, height=180, width=240, seed=0))
         ]
-        heldout = str(write_video(out / "synthetic_heldout.avi", n_frames=90, height=180, width=240, seed=1))
+        calib = str(write_video(out / "synthetic_calib.avi", n_frames=90, height=180, width=240, seed=1))
+        heldout = str(write_video(out / "synthetic_heldout.avi", n_frames=90, height=180, width=240, seed=2))
     ckpt, art = run_dir / "checkpoint.pt", out / "artifacts"
     train_argv = [
         "train",
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         train_argv += ["--video", v]
     total = 6
     _stage(1, total, "train vit_tiny with video self-distillation", train_argv)
-    calib = ["--calib", heldout, "--calib-frames", "64", "--quiet"]
+    calib_flags = ["--calib", calib, "--calib-frames", "64", "--quiet"]
     _stage(
         2,
         total,
@@ -95,13 +96,22 @@ def run(args: argparse.Namespace) -> int:
         3,
         total,
         "export cpu INT8",
-        ["export", str(ckpt), "--target", "cpu", "--int8", "--out", str(art / "cpu-int8"), *calib],
+        ["export", str(ckpt), "--target", "cpu", "--int8", "--out", str(art / "cpu-int8"), *calib_flags],
     )
     _stage(
         4,
         total,
         "export jetson INT8 (TensorRT Q/DQ)",
-        ["export", str(ckpt), "--target", "jetson", "--int8", "--out", str(art / "jetson-int8"), *calib],
+        [
+            "export",
+            str(ckpt),
+            "--target",
+            "jetson",
+            "--int8",
+            "--out",
+            str(art / "jetson-int8"),
+            *calib_flags,
+        ],
     )
     report = out / "report"
     _stage(
