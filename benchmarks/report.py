@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edge_vsd.benchmarks import plots
+from edge_vsd.runtimes.atomic import write_bytes_atomic
 
 COLUMNS = [
     "artifact",
@@ -217,17 +216,6 @@ pre {{ background: #f4f6f6; padding: 8px; font-size: 12px; }}
 """
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write results.json, report.md, report.html and the PNG plots into out_dir; return their paths."""
     out = Path(out_dir)
@@ -248,6 +236,6 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path
     }
     written = {}
     for name, data in files.items():
-        _write_atomic(out / name, data)
+        write_bytes_atomic(out / name, data)
         written[name] = out / name
     return written

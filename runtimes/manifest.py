@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 SCHEMA_VERSION = 1
@@ -183,13 +182,4 @@ def write_manifest(artifact_dir: str | Path, manifest: dict[str, Any]) -> Path:
     artifact_dir = Path(artifact_dir)
     path = artifact_dir / MANIFEST_NAME
     validate_manifest(manifest, path)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=artifact_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))

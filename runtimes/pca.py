@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 MAX_FIT_ROWS = 50_000
@@ -53,17 +53,6 @@ def side_by_side(frame: np.ndarray, patches: np.ndarray, pca: PatchPCA, height: 
     return np.hstack([view, pca_map])
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_png(
     path: str | Path, frames: list[np.ndarray], patches: list[np.ndarray], height: int = 240
 ) -> Path:
@@ -79,7 +68,7 @@ def save_png(
     if not ok:
         raise RuntimeInputError(f"{path}: OpenCV could not encode the PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_bytes(path, buf.tobytes())
+    write_bytes_atomic(path, buf.tobytes())
     return path
 
 

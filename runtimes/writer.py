@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edge_vsd.runtimes.atomic import write_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 INDEX_NAME = "index.json"
@@ -29,14 +30,7 @@ def shard_dir(out: Path) -> Path:
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 class FeatureWriter:
