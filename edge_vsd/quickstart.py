@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             "--out",
             str(art / "cpu-fp32"),
             "--calib",
-            heldout,
+            calib,
             "--quiet",
         ],
     )
