@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edge_vsd.export.cli_lint",
         "check a Q/DQ ONNX file against TensorRT's explicit-quantization rules",
     ),
+    "register-engine": (
+        "edge_vsd.runtimes.register_engine",
+        "add an engine built on the board to its artifact",
+    ),
     "extract": ("edge_vsd.runtimes.cli", "stream a video/camera/folder through an artifact, save features"),
     "bench": ("edge_vsd.benchmarks.cli", "latency + fidelity of artifacts, Markdown/HTML/JSON report"),
 }

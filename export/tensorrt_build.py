@@ -80,8 +80,8 @@ def build_on_device_text(precision: str, image_size: tuple[int, int], batch: int
     """Contents of BUILD_ON_DEVICE.txt."""
     return (
         "# Build the TensorRT engine on the target board (engines are not portable across GPUs or\n"
-        "# TensorRT versions). Run inside this artifact folder, then copy the engine next to encoder.onnx\n"
-        "# and rerun `edge-vsd bench` to check it. TensorRT 10.x (JetPack 6):\n"
+        "# TensorRT versions). Run inside this artifact folder, then `edge-vsd register-engine .` to add\n"
+        "# encoder.engine to manifest.json, and `edge-vsd bench .` to check it. TensorRT 10.x (JetPack 6):\n"
         f"{trtexec_command(precision, image_size, batch)}\n"
         "# TensorRT 11 and later (strongly typed networks; no --int8/--fp16 flags):\n"
         f"{trtexec_command_strongly_typed(image_size, batch)}\n"
