@@ -45,7 +45,7 @@ def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> f
 
 def time_steps(nets: Nets, batches, cfg: TrainConfig, device: torch.device, steps: int) -> float:
     """Seconds per optimizer step, after two warm-up steps."""
-    sched = schedules(cfg, steps + 2, steps + 2)
+    sched = schedules(cfg, steps + 2)
     for s in range(2):
         train_step(nets, batches, cfg, sched, s, 0, device)
     _sync(device)
@@ -75,7 +75,7 @@ def run_benchmark(cfg: TrainConfig, steps: int, video: str | None = None) -> dic
         fixed = next(iter(DataLoader(data, batch_sampler=sampler)))
         fixed = {k: v.to(device) for k, v in fixed.items()}
         with FlopCounterMode(display=False) as counter:
-            train_step(nets, itertools.repeat(fixed), cfg, schedules(cfg, 1, 1), 0, 0, device)
+            train_step(nets, itertools.repeat(fixed), cfg, schedules(cfg, 1), 0, 0, device)
         step_flops = counter.get_total_flops()
         t_preloaded = time_steps(nets, itertools.repeat(fixed), cfg, device, steps)
         loader = DataLoader(

@@ -21,7 +21,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from edge_vsd import __version__
-from edge_vsd.checkpoint import FORMAT, load_checkpoint, load_encoder, save_atomic
+from edge_vsd.checkpoint import (
+    FORMAT,
+    backbone_state_dict,
+    infer_config,
+    load_checkpoint,
+    load_encoder,
+    save_atomic,
+)
 from edge_vsd.config import TrainConfig, resolve_config
 from edge_vsd.data.cache import build_cache, cache_matches, is_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
@@ -77,7 +84,8 @@ def param_groups(model: nn.Module) -> list[dict[str, Any]]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def schedules(cfg: TrainConfig, total: int, steps_per_epoch: int) -> dict[str, np.ndarray]:
+def schedules(cfg: TrainConfig, total: int) -> dict[str, np.ndarray]:
+    """Per-step lr (warm-up + cosine, scaled by batch/256), weight decay, EMA momentum, teacher temp."""
     lr = cfg.lr * cfg.batch_size / 256
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else total // 10
     temp_warmup = cfg.warmup_teacher_temp_steps
@@ -123,7 +131,7 @@ def make_checkpoint(
         "edge_vsd": {
             "version": __version__,
             "arch": student.backbone.arch,
-            "patch_size": cfg.patch_size,
+            "patch_size": student.backbone.patch_size,
             "img_size": [cfg.img_size, cfg.img_size],
         },
         "config": cfg.to_dict(),
@@ -154,11 +162,11 @@ class Nets:
 
 
 def build_nets(
-    cfg: TrainConfig, device: torch.device
+    cfg: TrainConfig, device: torch.device, backbone: VisionTransformer | None = None
 ) -> tuple[VSDNet, VSDNet, VSDLoss, torch.optim.Optimizer]:
     """Student (with predictor), its EMA teacher (same init, no predictor, no gradients), loss, AdamW."""
     heads = (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.separate_patch_head)
-    student = build_vsd(init_backbone(cfg), *heads, cfg.predictor_depth).to(device)
+    student = build_vsd(backbone or init_backbone(cfg), *heads, cfg.predictor_depth).to(device)
     teacher = copy.deepcopy(student)
     teacher.predictor = None
     teacher.requires_grad_(False)
@@ -229,7 +237,6 @@ def train(
             raise InputError(f"{ckpt_path}: not an edge-vsd training checkpoint")
         if cfg.init:
             log.info("--resume: ignoring --init, the checkpoint already holds the weights")
-            cfg.init = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     videos = open_videos(cfg, rank)
@@ -238,11 +245,16 @@ def train(
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     freeze_steps = cfg.freeze_last_layer_steps
     freeze_steps = freeze_steps if freeze_steps is not None else min(steps_per_epoch, total // 10)
-    sched = schedules(cfg, total, steps_per_epoch)
+    sched = schedules(cfg, total)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    student, teacher, loss_fn, opt = build_nets(cfg, device)
+    # on resume the architecture comes from the checkpoint (an --init backbone may differ from --arch)
+    backbone = None
+    if state is not None:
+        vit_cfg = infer_config(backbone_state_dict(state, "student"), (cfg.img_size, cfg.img_size))
+        backbone = VisionTransformer(vit_cfg, cfg.drop_path)
+    student, teacher, loss_fn, opt = build_nets(cfg, device, backbone)
     step = 0
     if state is not None:
         student.load_state_dict(

@@ -249,3 +249,19 @@ def test_config_file_and_flags(tmp_path):
 
     with pytest.raises(InputError, match="unknown config keys nonsense"):
         config_from_args(parser.parse_args(["--config", str(cfg_file)]))
+
+
+def test_resume_after_init_with_another_arch(synthetic_video, tmp_path):
+    """--init from a vit_small while --arch says vit_tiny: the run is a vit_small, and resuming keeps it."""
+    torch.manual_seed(2)
+    torch.save(build_vit("vit_small", 32).state_dict(), tmp_path / "small.pth")
+    cfg = dict(
+        video=[str(synthetic_video)],
+        out=str(tmp_path / "r"),
+        steps=3,
+        init=str(tmp_path / "small.pth"),
+        **SMALL,
+    )
+    train(TrainConfig(**cfg), show_progress=False, stop_after=2)
+    ckpt = train(TrainConfig(**cfg), resume=True, show_progress=False)
+    assert load_checkpoint(ckpt)["step"] == 3 and load_encoder(ckpt).cfg.embed_dim == 384
