@@ -53,16 +53,13 @@ def short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
     return max(short, round(h * s)), max(short, round(w * s))
 
 
-def iter_frames(path: Path) -> Iterator[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                return
-            yield frame
-    finally:
-        cap.release()
+def iter_frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    """BGR frames of an open capture until it ends or fails to decode."""
+    while True:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            return
+        yield frame
 
 
 def decode(path: str | Path, short_side: int, progress=None) -> DecodedVideo | None:
@@ -73,19 +70,21 @@ def decode(path: str | Path, short_side: int, progress=None) -> DecodedVideo | N
         log.warning("skipping %s: %s", path, "empty file" if path.is_file() else "not a file")
         return None
     cap = cv2.VideoCapture(str(path))
-    opened, fps, claimed = cap.isOpened(), cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    cap.release()
-    if not opened:
-        log.warning("skipping %s: OpenCV cannot open it as a video", path)
-        return None
-    frames = []
-    for frame in iter_frames(path):
-        h, w = short_side_size(*frame.shape[:2], short_side)
-        frames.append(
-            cv2.cvtColor(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-        )
-        if progress is not None:
-            progress.update(1)
+    try:
+        if not cap.isOpened():
+            log.warning("skipping %s: OpenCV cannot open it as a video", path)
+            return None
+        fps, claimed = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        frames = []
+        for frame in iter_frames(cap):
+            h, w = short_side_size(*frame.shape[:2], short_side)
+            frames.append(
+                cv2.cvtColor(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            )
+            if progress is not None:
+                progress.update(1)
+    finally:
+        cap.release()
     if len(frames) < 2:
         log.warning("skipping %s: %d decodable frames", path, len(frames))
         return None
