@@ -163,13 +163,24 @@ def test_ctrl_c_saves_and_exits_cleanly(synthetic_video, tmp_path):
         "--out-dim",
         "256",
     ]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "metrics.jsonl").exists():
-        time.sleep(0.5)
-    time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    # a shell that starts jobs in the background sets SIGINT to "ignore", and children inherit that;
+    # restore the default so the child's Python turns Ctrl-C into KeyboardInterrupt as a terminal would
+    proc = subprocess.Popen(
+        cmd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        rows, deadline = run / "metrics.jsonl", time.time() + 120
+        while time.time() < deadline and not (rows.exists() and rows.stat().st_size > 0):
+            time.sleep(0.5)  # wait for the first logged step: the loop is running
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err and "--resume" in err
     step = load_checkpoint(run / "checkpoint.pt")["step"]
     assert step >= 1 and len(metrics(run)) == step
