@@ -14,29 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from edge_vsd.export import gate, parity
-
-ISA_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "asimd",
-    "asimddp",
-    "i8mm",
-    "sve",
-    "bf16",
-)
+from edge_vsd.runtimes.cpuinfo import ISA_FLAGS, read_cpuinfo
 
 
 @dataclass
@@ -66,19 +44,12 @@ class Candidate:
 
 def cpu_isa() -> dict:
     """CPU model and the SIMD flags that decide INT8 speed, from /proc/cpuinfo (Linux)."""
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            if key in ("flags", "features"):
-                flags |= set(value.split())
-            elif key in ("model name", "cpu model") and value.strip():
-                model = value.strip()
-    except OSError:
-        pass
-    return {"model": model, "machine": platform.machine(), "flags": [f for f in ISA_FLAGS if f in flags]}
+    cpu = read_cpuinfo()
+    return {
+        "model": cpu["model"] or platform.processor() or platform.machine(),
+        "machine": platform.machine(),
+        "flags": [f for f, present in cpu["isa"].items() if present and f in ISA_FLAGS],
+    }
 
 
 def ort_dynamic_int8(fp32: onnx.ModelProto) -> onnx.ModelProto:
