@@ -11,7 +11,7 @@ from edge_vsd.runtimes.errors import RuntimeInputError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def _same_size(frames: list[np.ndarray], source: str) -> np.ndarray:
+def _same_size(frames: list[np.ndarray]) -> np.ndarray:
     # Frames of one folder may differ in size; bring them to the first one's so they stack into a batch.
     h, w = frames[0].shape[:2]
     out = [
@@ -56,7 +56,7 @@ def read_image_dir(path: Path, n: int) -> np.ndarray:
     frames = [f for f in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files) if f is not None]
     if not frames:
         raise RuntimeInputError(f"{path}: none of the {len(files)} images could be decoded")
-    return _same_size(frames, str(path))
+    return _same_size(frames)
 
 
 def load_frames(data: str | Path | None, n: int = 32, seed: int = 0) -> tuple[np.ndarray, dict]:

@@ -240,8 +240,4 @@ class Predictor(nn.Module):
         return self.out(self.norm(x))
 
 
-def param_count(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
 __all__ = ["Features", "ViTConfig", "VisionTransformer", "build_vit", "DINOHead", "Predictor", "PRESETS"]
