@@ -56,12 +56,8 @@ class VSDLoss(nn.Module):
             self._accumulate("center", torch.cat(teacher_cls).detach().float())
             self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))
         loss = 0.5 * (loss_global + loss_dense)
-        stats = {
-            "loss_global": loss_global.item(),
-            "loss_dense": loss_dense.item(),
-            "teacher_entropy": entropy.item(),
-            "kl": loss_global.item() - entropy.item(),
-        }
+        g, h = loss_global.item(), entropy.item()
+        stats = {"loss_global": g, "loss_dense": loss_dense.item(), "teacher_entropy": h, "kl": g - h}
         return loss, stats
 
     @torch.no_grad()

@@ -200,10 +200,11 @@ def train_step(
                 t_cls, t_patches = nets.teacher(globals_)
             s_cls, s_patches = nets.model(globals_, locals_)
             loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, float(sched["teacher_temp"][step]))
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss is {value} at step {step}; lower --lr")
             (loss / cfg.accum).backward()
-        for k, v in {"loss": loss.item(), **stats}.items():
+        for k, v in {"loss": value, **stats}.items():
             totals[k] = totals.get(k, 0.0) + v / cfg.accum
     if cfg.clip_grad:
         nn.utils.clip_grad_norm_(nets.student.parameters(), cfg.clip_grad)
