@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from edge_vsd.atomic import remove_stale_temps, write_atomic
 from edge_vsd.errors import InputError
 from edge_vsd.model import VisionTransformer, ViTConfig
 
@@ -20,19 +19,12 @@ FORMAT = "edge-vsd-checkpoint"
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
+    """torch.save to a temp file in the same folder, fsync, then rename over `path`: the previous
+    checkpoint stays in place, whole, until the new one is complete on disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    remove_stale_temps(path)  # left by a writer killed mid-save
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 # command -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,8 +44,34 @@ def _error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (`PROG: error: ...`) with exit status 2, like ours."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text: object) -> str:
+    """Any message on one line: newlines and runs of spaces folded into single spaces."""
+    return " ".join(str(text).split())
+
+
+def report_error(name: str, exc: BaseException, expected: bool) -> int:
+    """Print the one-line error for `exc` raised by command `name`; return the exit status (2 or 1)."""
+    if expected:
+        print(f"edge-vsd {name}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    detail = one_line(exc) or "(no message)"
+    print(
+        f"edge-vsd {name}: error: unexpected {type(exc).__name__}: {detail} "
+        f"(rerun with --debug for the traceback)",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="edge-vsd",
         description="Train a ViT on unlabeled video (video self-distillation), export it, run it on a robot.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,8 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("edge_vsd").setLevel(logging.INFO)
     module_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"edge-vsd {name}", description=help_text)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if debug:
+            raise
+        extra = "train,export" if name in ("train", "export", "quickstart", "bench-train") else "all"
+        print(
+            f"edge-vsd {name}: error: needs the Python package {exc.name!r}, which is not installed "
+            f"(pip install 'edge-vsd[{extra}]')",
+            file=sys.stderr,
+        )
+        return 2
+    sub = OneLineParser(prog=f"edge-vsd {name}", description=help_text)
     module.add_arguments(sub)
     args = sub.parse_args(argv[cmd_index + 1 :])
     args.debug = debug
@@ -91,11 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except _error_types() as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI's one error path: one line, never a traceback
         if debug:
             raise
-        print(f"edge-vsd {name}: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(name, exc, isinstance(exc, _error_types()))
 
 
 if __name__ == "__main__":
