@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the same folder, renamed over the target when complete."""
+"""Atomic file writes: a temp file in the same folder, fsynced, renamed over the target when complete."""
 
 from __future__ import annotations
 
@@ -16,11 +16,28 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable (skipped where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ RESIZE_RULES = ("stretch",)
 INTERPOLATIONS = ("area", "linear")
 COLORS = ("RGB", "BGR")
 INPUT_DTYPES = ("float32", "float16")
+# sha256 of the manifest's own canonical JSON without this key: any byte changed in manifest.json is caught
+DIGEST_KEY = "manifest_sha256"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,36 @@ def _require(cond: bool, where: Path, message: str) -> None:
         raise RuntimeInputError(f"{where}: {message}")
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def plain_file_name(name: Any) -> bool:
+    """A file directly inside the artifact folder: no folders, no `..`, not absolute, no odd characters."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(c in name for c in "/\\\0")
+        and not os.path.isabs(name)
+        and Path(name).name == name
+    )
+
+
+def canonical_bytes(manifest: dict[str, Any]) -> bytes:
+    """The one byte form a manifest is written in (2-space JSON, ASCII, trailing newline)."""
+    return (json.dumps(manifest, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical bytes without its own digest."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    return hashlib.sha256(canonical_bytes(body)).hexdigest()
+
+
 def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[str, Any]:
     """Check the fields runtimes rely on; raise RuntimeInputError naming the first problem."""
     where = Path(where)
@@ -66,14 +101,12 @@ def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[
     model, inp, outputs, files = (manifest[k] for k in ("model", "input", "outputs", "files"))
     size = model.get("image_size")
     _require(
-        isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size),
+        isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size),
         where,
         f"model.image_size must be [H, W] positive ints, got {size!r}",
     )
     patch = model.get("patch_size")
-    _require(
-        isinstance(patch, int) and patch > 0, where, f"model.patch_size must be a positive int, got {patch!r}"
-    )
+    _require(_is_int(patch) and patch > 0, where, f"model.patch_size must be a positive int, got {patch!r}")
     _require(isinstance(inp.get("name"), str), where, "input.name must be a string")
     _require(
         inp.get("layout") == "NCHW", where, f"input.layout {inp.get('layout')!r} is not supported (NCHW)"
@@ -91,18 +124,18 @@ def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[
         f"input.interpolation {inp.get('interpolation')!r} not in {INTERPOLATIONS}",
     )
     scale = inp.get("scale")
-    _require(isinstance(scale, (int, float)) and scale > 0, where, f"input.scale must be > 0, got {scale!r}")
+    _require(_is_number(scale) and scale > 0, where, f"input.scale must be > 0, got {scale!r}")
     for key in ("mean", "std"):
         val = inp.get(key)
         _require(
-            isinstance(val, list) and len(val) == 3 and all(isinstance(v, (int, float)) for v in val),
+            isinstance(val, list) and len(val) == 3 and all(_is_number(v) for v in val),
             where,
             f"input.{key} must be 3 numbers, got {val!r}",
         )
     _require(all(v > 0 for v in inp["std"]), where, "input.std must be positive")
     batch = inp.get("batch")
     _require(
-        batch is None or (isinstance(batch, int) and batch > 0),
+        batch is None or (_is_int(batch) and batch > 0),
         where,
         f"input.batch must be null or > 0, got {batch!r}",
     )
@@ -116,16 +149,53 @@ def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[
     _require(bool(files), where, "lists no files")
     for name, entry in files.items():
         _require(
-            isinstance(entry, dict) and isinstance(entry.get("sha256"), str),
-            where,
-            f"files[{name!r}] has no sha256",
-        )
-        _require(
-            Path(name).name == name,
+            plain_file_name(name),
             where,
             f"files[{name!r}] must be a plain file name in the artifact folder",
         )
+        _require(
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and _HEX64.fullmatch(entry["sha256"]) is not None,
+            where,
+            f"files[{name!r}] has no sha256 (64 hex digits)",
+        )
+        size_ = entry.get("bytes")
+        _require(
+            size_ is None or (_is_int(size_) and size_ >= 0),
+            where,
+            f"files[{name!r}].bytes must be a size in bytes, got {size_!r}",
+        )
     return manifest
+
+
+def check_digest(raw: bytes, manifest: dict[str, Any], where: Path) -> None:
+    """The manifest is exactly as written: digest matches content, bytes match the canonical form."""
+    digest = manifest.get(DIGEST_KEY)
+    _require(
+        isinstance(digest, str) and _HEX64.fullmatch(digest) is not None,
+        where,
+        f"has no {DIGEST_KEY} (edited by hand, or written by an older edge-vsd; re-export it)",
+    )
+    _require(
+        manifest_digest(manifest) == digest,
+        where,
+        f"{DIGEST_KEY} does not match the manifest's content (tampered or corrupt)",
+    )
+    _require(
+        canonical_bytes(manifest) == raw,
+        where,
+        "bytes differ from the canonical form its digest covers (tampered or corrupt)",
+    )
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """`path` (symlinks followed) lies inside `root`."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
 
 
 def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
@@ -136,11 +206,17 @@ def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
     path = artifact_dir / MANIFEST_NAME
     if not path.is_file():
         raise RuntimeInputError(f"{path}: missing (not an artifact folder?)")
+    if not _inside(artifact_dir, path):
+        raise RuntimeInputError(f"{path}: a symlink leading out of the artifact folder; refusing it")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RuntimeInputError(f"{path}: unreadable manifest ({exc})") from None
-    return validate_manifest(manifest, path)
+        raw = path.read_bytes()
+        manifest = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise RuntimeInputError(f"{path}: unreadable manifest (truncated or not JSON: {reason})") from None
+    validate_manifest(manifest, path)
+    check_digest(raw, manifest, path)
+    return manifest
 
 
 def verify_files(artifact_dir: str | Path, manifest: dict[str, Any]) -> None:
@@ -148,6 +224,10 @@ def verify_files(artifact_dir: str | Path, manifest: dict[str, Any]) -> None:
     artifact_dir = Path(artifact_dir)
     for name, entry in manifest["files"].items():
         path = artifact_dir / name
+        if not plain_file_name(name):
+            raise RuntimeInputError(f"{path}: not a plain file name in the artifact folder; refusing it")
+        if (path.is_symlink() or path.exists()) and not _inside(artifact_dir, path):
+            raise RuntimeInputError(f"{path}: a symlink leading out of the artifact folder; refusing it")
         if not path.is_file():
             raise RuntimeInputError(f"{path}: listed in the manifest but missing")
         size = entry.get("bytes")
@@ -178,8 +258,10 @@ def input_spec(manifest: dict[str, Any]) -> InputSpec:
 
 
 def write_manifest(artifact_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """Validate and write `manifest.json` atomically (temp file + rename); return its path."""
+    """Validate and write `manifest.json` atomically (temp file + rename) with its digest; return the path."""
     artifact_dir = Path(artifact_dir)
     path = artifact_dir / MANIFEST_NAME
     validate_manifest(manifest, path)
-    return write_bytes_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    body[DIGEST_KEY] = manifest_digest(body)
+    return write_bytes_atomic(path, canonical_bytes(body))
