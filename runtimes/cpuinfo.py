@@ -100,3 +100,21 @@ def read_cpuinfo(path: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     except OSError:
         text = ""
     return parse_cpuinfo(text)
+
+
+def cpu_fingerprint(cpu: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What tuning results depend on: model, architecture, ISA flags and logical CPUs, with a short `id`
+    that changes when any of them does (a tuned artifact copied to another CPU is then re-tuned)."""
+    import hashlib
+
+    cpu = read_cpuinfo() if cpu is None else cpu
+    flags = sorted(f for f, present in cpu["isa"].items() if present and f in ISA_FLAGS)
+    key = "|".join([str(cpu["model"]), str(cpu["arch"]), ",".join(flags), str(cpu["logical_cpus"])])
+    return {
+        "id": hashlib.sha256(key.encode()).hexdigest()[:16],
+        "model": cpu["model"],
+        "arch": cpu["arch"],
+        "logical_cpus": cpu["logical_cpus"],
+        "int8_path": int8_path(cpu["isa"]),
+        "flags": flags,
+    }

@@ -27,7 +27,7 @@ def providers_for(device: str, available: list[str]) -> list[str]:
 
 
 class OnnxRuntimeBackend:
-    """Runs `encoder.onnx` in an ONNX Runtime InferenceSession."""
+    """Runs `encoder.onnx` (or another of the artifact's ONNX candidates) in an InferenceSession."""
 
     def __init__(
         self,
@@ -36,8 +36,9 @@ class OnnxRuntimeBackend:
         threads: int | None = None,
         device: str = "auto",
         spinning: bool | None = None,
+        onnx_file: str = ONNX_FILE,
     ) -> None:
-        path = Path(artifact_dir) / ONNX_FILE
+        path = Path(artifact_dir) / onnx_file
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

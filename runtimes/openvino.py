@@ -12,14 +12,19 @@ from edge_vsd.runtimes.errors import RuntimeInputError
 
 
 class OpenVINOBackend:
-    """Runs `encoder.onnx` through OpenVINO's CPU plugin."""
+    """Runs `encoder.onnx` (or another of the artifact's ONNX candidates) through OpenVINO's CPU plugin."""
 
     name = "openvino-cpu"
 
     def __init__(
-        self, artifact_dir: Path, manifest: dict[str, Any], threads: int | None = None, device: str = "CPU"
+        self,
+        artifact_dir: Path,
+        manifest: dict[str, Any],
+        threads: int | None = None,
+        device: str = "CPU",
+        onnx_file: str = ONNX_FILE,
     ) -> None:
-        path = Path(artifact_dir) / ONNX_FILE
+        path = Path(artifact_dir) / onnx_file
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if manifest.get("precision") != "fp16":  # else OpenVINO may pick bf16 on CPUs that have it
             config["INFERENCE_PRECISION_HINT"] = "f32"
