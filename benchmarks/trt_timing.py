@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 from edge_vsd.benchmarks.stats import summarize
+from edge_vsd.runtimes.errors import RuntimeInputError
 
 
-def cudart():
-    """cuda-python's runtime module (new `cuda.bindings` layout first, then the older `cuda.cudart`)."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        from cuda import cudart as runtime
-    return runtime
+def cudart() -> Any:
+    """cuda-python's runtime module; RuntimeInputError (one line, what to install) when it is missing or
+    its major does not match the CUDA driver's."""
+    from edge_vsd.runtimes.trt_support import import_cudart
+
+    return import_cudart()
 
 
 def check(result: Any) -> Any:
@@ -65,11 +65,31 @@ class EventTimer:
         self.rt.cudaStreamDestroy(self.stream)
 
 
+def check_input_shape(engine: Any, context: Any, name: str, shape: tuple[int, ...]) -> None:
+    """Set `shape` on input `name`, refusing (one line) a shape the engine cannot run: a static engine of
+    another shape, or a dynamic batch outside the optimisation profile. Without this a batch-1 engine would
+    be timed at batch 1 and reported at the asked batch's throughput."""
+    fixed = tuple(engine.get_tensor_shape(name))
+    if -1 not in fixed:
+        if fixed != shape:
+            raise RuntimeInputError(f"--batch {shape[0]}: the engine's input {name!r} is static {fixed}")
+        return
+    lo, _opt, hi = (tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
+    if not all(a <= b <= c for a, b, c in zip(lo, shape, hi)):
+        raise RuntimeInputError(
+            f"--batch {shape[0]}: input shape {shape} is outside the engine's profile {lo}..{hi}"
+        )
+    if not context.set_input_shape(name, shape):
+        raise RuntimeInputError(f"TensorRT refused input shape {shape} for {name!r}")
+
+
 def gpu_times(
     engine_path: str | Path, input_shape: tuple[int, ...], warmup: int = 10, iters: int = 100
 ) -> dict[str, Any]:
     """{'compute': summary, 'with_copies': summary} in ms for one engine at `input_shape` (N, 3, H, W)."""
-    import tensorrt as trt
+    from edge_vsd.runtimes.trt_support import import_tensorrt
+
+    trt = import_tensorrt()  # refuses TensorRT < 10 in one line
 
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
         Path(engine_path).read_bytes()
@@ -80,13 +100,15 @@ def gpu_times(
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     for name in inputs:
-        context.set_input_shape(name, tuple(input_shape))
+        check_input_shape(engine, context, name, tuple(input_shape))
     timer = EventTimer()
     host: dict[str, np.ndarray] = {}
     device: dict[str, int] = {}
     try:
         for name in names:
             shape = tuple(context.get_tensor_shape(name))
+            if min(shape) < 0:
+                raise RuntimeInputError(f"output {name!r} shape {shape} unresolved for input {input_shape}")
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             host[name] = np.random.default_rng(0).standard_normal(shape).astype(dtype)
             device[name] = check(timer.rt.cudaMalloc(host[name].nbytes))

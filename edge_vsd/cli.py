@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edge_vsd.runtimes.register_engine",
         "add an engine built on the board to its artifact",
     ),
+    "doctor": (
+        "edge_vsd.runtimes.doctor",
+        "self-check a board: TensorRT/CUDA versions, GPU, power mode, trtexec, engine",
+    ),
     "extract": ("edge_vsd.runtimes.cli", "stream a video/camera/folder through an artifact, save features"),
     "bench": ("edge_vsd.benchmarks.cli", "latency + fidelity of artifacts, Markdown/HTML/JSON report"),
 }

@@ -320,9 +320,18 @@ def _tensorrt_finish(cfg: ExportConfig, folder: Path, size: tuple[int, int], log
         info["skipped"] = reason
         log.note(f"no engine built here ({reason}); see {BUILD_TXT}")
         return info
+    typed = folder / tensorrt_build.STRONGLY_TYPED_ONNX
     try:
-        info["version"] = tensorrt_build.build_engine(
-            folder / ONNX_FILE, folder / ENGINE_FILE, cfg.precision, size, batch
+        info.update(
+            tensorrt_build.build_engine(
+                folder / ONNX_FILE,
+                folder / ENGINE_FILE,
+                cfg.precision,
+                size,
+                batch,
+                timing_cache=None,
+                typed_onnx_path=typed if typed.is_file() else None,
+            )
         )
     except RuntimeError as exc:
         raise InputError(

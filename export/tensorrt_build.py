@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from edge_vsd.runtimes import trt_support
 from edge_vsd.runtimes.encoder import DEFAULT_MAX_BATCH
+from edge_vsd.runtimes.errors import RuntimeInputError
 
 WORKSPACE_BYTES = 1 << 30
-# Optimisation-profile upper bound for --dynamic-batch artifacts: the chunk size edge_vsd.runtimes feeds.
+# Dynamic-batch profile: edge_vsd.runtimes feeds dynamic engines chunks of DEFAULT_MAX_BATCH frames, so that
+# is both the largest shape and the one TensorRT tunes its tactics for (opt). Smaller batches still run.
 DYNAMIC_MAX_BATCH = DEFAULT_MAX_BATCH
+DYNAMIC_OPT_BATCH = DEFAULT_MAX_BATCH
+INPUT_NAME = "image"
+# The strongly typed (TensorRT >= 11) build reads this fp16 Q/DQ variant of encoder.onnx: types come from
+# the graph there, so float layers only run in half precision when their tensors are float16.
+STRONGLY_TYPED_ONNX = "encoder.fp16.onnx"
 
 
 def default_timing_cache(version: str) -> Path:
@@ -19,32 +28,35 @@ def default_timing_cache(version: str) -> Path:
     return root / "edge-vsd" / f"tensorrt-{version}-timing.cache"
 
 
-def tensorrt_status() -> tuple[object | None, str]:
+def tensorrt_status() -> tuple[Any | None, str]:
     """(tensorrt module, "") when an engine can be built here, else (None, reason)."""
     try:
-        import tensorrt as trt
-    except Exception as exc:  # a broken CUDA install raises more than ImportError
-        return None, f"tensorrt not importable ({type(exc).__name__})"
+        trt = trt_support.import_tensorrt()
+    except RuntimeInputError as exc:
+        return None, str(exc)
     try:
         builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
         if builder is None:
             return None, "no usable CUDA GPU for TensorRT"
     except Exception as exc:  # noqa: BLE001 - no GPU/driver: TensorRT raises at builder creation
-        return (
-            None,
-            f"no CUDA GPU for TensorRT ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})",
-        )
+        first = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        return None, f"no CUDA GPU for TensorRT ({first})"
     return trt, ""
 
 
-def _shapes(image_size: tuple[int, int], batch: int | None) -> str:
+def profile_shapes(
+    image_size: tuple[int, int],
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """(min, opt, max) input shapes of the dynamic-batch optimisation profile."""
     h, w = image_size
+    return (1, 3, h, w), (DYNAMIC_OPT_BATCH, 3, h, w), (DYNAMIC_MAX_BATCH, 3, h, w)
+
+
+def _shapes(image_size: tuple[int, int], batch: int | None) -> str:
     if batch is not None:
         return ""
-    return (
-        f" --minShapes=image:1x3x{h}x{w} --optShapes=image:1x3x{h}x{w}"
-        f" --maxShapes=image:{DYNAMIC_MAX_BATCH}x3x{h}x{w}"
-    )
+    lo, opt, hi = ("x".join(map(str, s)) for s in profile_shapes(image_size))
+    return f" --minShapes={INPUT_NAME}:{lo} --optShapes={INPUT_NAME}:{opt} --maxShapes={INPUT_NAME}:{hi}"
 
 
 def trtexec_command(
@@ -58,18 +70,19 @@ def trtexec_command(
     left in float; fp16 artifacts are already fp16 in the graph."""
     flags = {"int8": " --int8 --fp16", "fp16": " --fp16", "fp32": ""}[precision]
     return (
-        f"trtexec --onnx={onnx_name} --saveEngine={engine_name}{flags}{_shapes(image_size, batch)}"
-        " --timingCacheFile=timing.cache --skipInference"
+        f"{trt_support.JETPACK_TRTEXEC} --onnx={onnx_name} --saveEngine={engine_name}{flags}"
+        f"{_shapes(image_size, batch)} --timingCacheFile=timing.cache --skipInference"
     )
 
 
 def trtexec_command_strongly_typed(
     image_size: tuple[int, int],
     batch: int | None,
-    onnx_name: str = "encoder.onnx",
+    onnx_name: str = STRONGLY_TYPED_ONNX,
     engine_name: str = "encoder.engine",
 ) -> str:
-    """TensorRT >= 11 builds strongly typed networks: precisions come from the graph (Q/DQ, fp16 tensors)."""
+    """TensorRT >= 11 builds strongly typed networks: precisions come from the graph (Q/DQ, fp16 tensors),
+    so it reads the fp16 variant. TensorRT 11 is not available for JetPack; this is for discrete GPUs."""
     return (
         f"trtexec --onnx={onnx_name} --saveEngine={engine_name} --stronglyTyped{_shapes(image_size, batch)}"
         " --timingCacheFile=timing.cache --skipInference"
@@ -81,11 +94,19 @@ def build_on_device_text(precision: str, image_size: tuple[int, int], batch: int
     return (
         "# Build the TensorRT engine on the target board (engines are not portable across GPUs or\n"
         "# TensorRT versions). Run inside this artifact folder, then `edge-vsd register-engine .` to add\n"
-        "# encoder.engine to manifest.json, and `edge-vsd bench .` to check it. TensorRT 10.x (JetPack 6):\n"
+        "# encoder.engine to manifest.json, `edge-vsd doctor .` to check the board, and `edge-vsd bench .`.\n"
+        f"# Written for {trt_support.TARGET_JETPACK}; trtexec is not on PATH there:\n"
         f"{trtexec_command(precision, image_size, batch)}\n"
-        "# TensorRT 11 and later (strongly typed networks; no --int8/--fp16 flags):\n"
+        "# TensorRT 11 and later (discrete GPUs only: no JetPack ships TensorRT 11). Strongly typed,\n"
+        f"# no --int8/--fp16 flags; reads {STRONGLY_TYPED_ONNX}, whose float layers are already fp16:\n"
         f"{trtexec_command_strongly_typed(image_size, batch)}\n"
     )
+
+
+def strongly_typed(major: int, precision: str) -> bool:
+    """TensorRT 11 only builds strongly typed networks; on 10 fp32 is built strongly typed too (no flag lets a
+    layer drop to half), int8/fp16 use the builder flags."""
+    return major >= 11 or precision == "fp32"
 
 
 def build_engine(
@@ -94,10 +115,13 @@ def build_engine(
     precision: str,
     image_size: tuple[int, int],
     batch: int | None,
-    timing_cache: str | Path,
-) -> str:
-    """Parse the ONNX, build a serialized engine into `engine_path`, update `timing_cache`; returns the
-    TensorRT version. Raises RuntimeError when TensorRT or a GPU is missing or the build fails."""
+    timing_cache: str | Path | None = None,
+    typed_onnx_path: str | Path | None = None,
+) -> dict[str, str]:
+    """Parse the ONNX, build a serialized engine into `engine_path`, update the timing cache (default: one per
+    TensorRT version under ~/.cache); returns {version, gpu, compute_capability} for the manifest.
+    Raises RuntimeError when TensorRT or a GPU is missing or the build fails. TensorRT >= 11 parses
+    `typed_onnx_path` instead when given (the fp16 Q/DQ variant of an int8 artifact)."""
     trt, reason = tensorrt_status()
     if trt is None:
         raise RuntimeError(reason)
@@ -105,17 +129,18 @@ def build_engine(
     builder = trt.Builder(logger)
     major = int(trt.__version__.split(".")[0])
     flags = 0
-    if major >= 11 or precision == "fp32":
-        # Strongly typed: tensor types come from the graph (Q/DQ for int8, float16 tensors for fp16).
+    if strongly_typed(major, precision):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
+    if major >= 11 and typed_onnx_path is not None:
+        onnx_path = typed_onnx_path
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if major < 11 and precision in ("int8", "fp16"):
+    if not strongly_typed(major, precision):
         # TensorRT 10 with explicit Q/DQ: INT8 enables the quantized layers, FP16 lets the rest run in half.
         config.set_flag(trt.BuilderFlag.FP16)
         if precision == "int8":
@@ -123,10 +148,9 @@ def build_engine(
     cache_path = Path(timing_cache) if timing_cache else default_timing_cache(trt.__version__)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    h, w = image_size
     if batch is None:
         profile = builder.create_optimization_profile()
-        profile.set_shape("image", (1, 3, h, w), (1, 3, h, w), (DYNAMIC_MAX_BATCH, 3, h, w))
+        profile.set_shape(INPUT_NAME, *profile_shapes(image_size))
         config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -134,4 +158,9 @@ def build_engine(
     Path(engine_path).write_bytes(bytes(plan))
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return trt.__version__
+    info = {"version": str(trt.__version__)}
+    try:
+        info.update(trt_support.current_gpu(trt_support.import_cudart()))
+    except RuntimeInputError as exc:  # the engine is built; the GPU record is what the runtime checks
+        raise RuntimeError(f"engine built but the GPU could not be recorded: {exc}") from None
+    return info

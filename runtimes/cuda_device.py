@@ -1,15 +1,15 @@
-"""Minimal CUDA runtime helpers over cuda-python: a stream, growable device buffers, async copies."""
+"""Minimal CUDA runtime helpers over cuda-python: a stream, growable device and pinned host buffers, async
+copies. Importing this module checks cuda-python's major against the driver's (one-line error)."""
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
+from edge_vsd.runtimes import trt_support
 
-try:  # cuda-python >= 12.6 moved the runtime API here; older releases export `cuda.cudart`
-    from cuda.bindings import runtime as cudart
-except ImportError:  # pragma: no cover - depends on the installed cuda-python
-    from cuda import cudart
+cudart = trt_support.import_cudart()
 
 
 def check(result: Any) -> Any:
@@ -31,15 +31,19 @@ def device_count() -> int:
 
 def device_capability() -> str:
     """Compute capability of the current device, e.g. "8.7" (Jetson Orin)."""
-    props = check(cudart.cudaGetDeviceProperties(check(cudart.cudaGetDevice())))
-    return f"{props.major}.{props.minor}"
+    return device_gpu()["compute_capability"]
+
+
+def device_gpu() -> dict[str, str]:
+    """{gpu, compute_capability} of the current device, as manifests record it."""
+    return trt_support.current_gpu(cudart, int(check(cudart.cudaGetDevice())))
 
 
 class CudaStream:
     """An owned CUDA stream; `int(stream)` is the raw handle TensorRT's execute_async_v3 takes."""
 
     def __init__(self) -> None:
-        self.handle = check(cudart.cudaStreamCreate())
+        self.handle: Any = check(cudart.cudaStreamCreate())
 
     def __int__(self) -> int:
         return int(self.handle)
@@ -65,7 +69,7 @@ class DeviceBuffer:
         if nbytes <= self.capacity:
             return False
         self.free()
-        self.ptr = check(cudart.cudaMalloc(max(int(nbytes), 1)))
+        self.ptr = int(check(cudart.cudaMalloc(max(int(nbytes), 1))))
         self.capacity = max(int(nbytes), 1)
         return True
 
@@ -83,4 +87,27 @@ class DeviceBuffer:
     def free(self) -> None:
         if self.ptr:
             cudart.cudaFree(self.ptr)
+        self.ptr, self.capacity = 0, 0
+
+
+class PinnedBuffer:
+    """Page-locked host memory (cudaMallocHost) that grows on demand; `view` gives a numpy array over it."""
+
+    def __init__(self) -> None:
+        self.ptr = 0
+        self.capacity = 0
+
+    def view(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A C-contiguous array of `shape`/`dtype` over the pinned memory (valid until the next view)."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if nbytes > self.capacity:
+            self.free()
+            self.ptr = int(check(cudart.cudaMallocHost(max(nbytes, 1))))
+            self.capacity = max(nbytes, 1)
+        raw = (ctypes.c_byte * self.capacity).from_address(self.ptr)
+        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+    def free(self) -> None:
+        if self.ptr:
+            cudart.cudaFreeHost(self.ptr)
         self.ptr, self.capacity = 0, 0

@@ -2,7 +2,7 @@
 
 The runtime only trusts files whose sha256 the manifest lists, so an `encoder.engine` written by trtexec
 next to `encoder.onnx` is used once it is registered here. Where TensorRT imports, the engine is
-deserialized first and the TensorRT version and GPU are recorded."""
+deserialized first and the TensorRT version, GPU name and compute capability are recorded."""
 
 from __future__ import annotations
 
@@ -10,33 +10,28 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edge_vsd.runtimes import trt_support
 from edge_vsd.runtimes.backend import ENGINE_FILE
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import file_entry, read_manifest, write_manifest
 
 
 def _check_with_tensorrt(path: Path) -> dict[str, Any]:
-    """Deserialize the plan where TensorRT imports; {} where it does not (nothing to check with)."""
+    """Deserialize the plan where TensorRT imports and record what it was built with (TensorRT version, GPU
+    name and compute capability, which the runtime checks); {} where TensorRT is absent."""
     try:
-        import tensorrt as trt
-    except Exception:  # noqa: BLE001 - absent or a broken CUDA install
+        import tensorrt  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent or a broken CUDA install: nothing to check with
         return {}
+    trt = trt_support.import_tensorrt()  # refuses TensorRT < 10 in one line
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     if runtime.deserialize_cuda_engine(path.read_bytes()) is None:
         raise RuntimeInputError(
             f"{path}: TensorRT {trt.__version__} cannot load this engine "
             "(built by another TensorRT version or for another GPU?)"
         )
-    info: dict[str, Any] = {"version": trt.__version__}
-    try:
-        from cuda.bindings import runtime as cudart
-
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            info["gpu"] = props.name.decode(errors="replace").rstrip("\x00")
-    except Exception:  # noqa: BLE001 - the GPU name is informative only
-        pass
-    return info
+    # The plan deserialized, so this GPU is the one it was built for: record it for the runtime's check.
+    return {"version": str(trt.__version__), **trt_support.current_gpu(trt_support.import_cudart())}
 
 
 def register_engine(artifact_dir: str | Path, engine: str | Path | None = None) -> Path:
