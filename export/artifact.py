@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from edge_vsd.atomic import fsync_dir
 from edge_vsd.errors import InputError
 
 
@@ -16,6 +19,8 @@ class Staging:
 
     def __init__(self, out: str | Path, force: bool):
         self.out = Path(out)
+        if self.out.parent.is_dir():
+            remove_stale(self.out)
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"{self.out}: exists and is a file, not an artifact folder")
         if self.out.exists() and not force:
@@ -26,18 +31,29 @@ class Staging:
         self._new_dirs = [p for p in (parent, *parent.parents) if not p.exists()]
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=parent))
+            self.dir = Path(
+                tempfile.mkdtemp(prefix=f".{self.out.name}.{os.getpid()}.", suffix=".partial", dir=parent)
+            )
         except OSError as exc:
             self._remove_new_dirs()
             raise InputError(f"{self.out}: cannot write the artifact here ({exc.strerror or exc})") from None
 
     def commit(self) -> Path:
-        """Rename the staging folder to the destination (replacing an old artifact when forced)."""
+        """fsync the staged files, rename the folder to the destination (replacing an old one when forced)."""
+        for f in self.dir.iterdir():
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_dir(self.dir)
         old = None
         if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            old = self.out.with_name(f".{self.out.name}.{os.getpid()}.old")
             os.replace(self.out, old)
         os.replace(self.dir, self.out)
+        fsync_dir(self.out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.out
@@ -52,3 +68,29 @@ class Staging:
                 d.rmdir()
             except OSError:
                 break
+
+
+def remove_stale(out: Path) -> None:
+    """Clean up after exports killed mid-way (`kill -9`), leaving live ones alone: remove their staging
+    folders (`.NAME.PID.*.partial`); an old artifact set aside for `--force` (`.NAME.PID.old`) goes back
+    under NAME when the kill came before the new one took its place, else it is removed."""
+    for entry in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        m = re.fullmatch(rf"\.{re.escape(out.name)}\.(\d+)\.(.+\.partial|old)", entry.name)
+        if not m or not entry.is_dir() or _alive(int(m.group(1))):
+            continue
+        if m.group(2) == "old" and not out.exists():
+            os.replace(entry, out)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import importlib.metadata as md
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ def build_manifest(
     files = {
         p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"
     }
+    sources = source_records(frames.sources)
     manifest = {
         "schema_version": 1,
         "model": {
@@ -74,7 +76,7 @@ def build_manifest(
         if not cfg.int8
         else {
             "frames": int(len(calib_x)),
-            "sources": frames.sources,
+            "sources": sources,
             "sha256": tensor_sha256(calib_x),
             "sampling": "equal share per source, evenly spaced within each",
             "source_frames": frames.total_frames,
@@ -84,7 +86,7 @@ def build_manifest(
             "fp32_vs_torch": fp32_parity,
             **({"vs_fp32": record["vs_fp32"]} if "vs_fp32" in record else {}),
             "gate": cfg.gate,
-            "frames_source": frames.sources,
+            "frames_source": sources,
         },
         "versions": versions(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -107,12 +109,35 @@ def build_manifest(
 
 
 def config_record(cfg) -> dict:
-    """The resolved ExportConfig as JSON."""
+    """The resolved ExportConfig as JSON, paths reduced to file names: an artifact travels to other machines
+    and must not carry the export machine's folders (the files themselves are identified by sha256)."""
     rec = dataclasses.asdict(cfg)
     rec["img_size"] = list(rec["img_size"]) if rec["img_size"] else None
-    rec["out"] = str(cfg.resolved_out())
+    rec["checkpoint"] = Path(cfg.checkpoint).name
+    rec["calib"] = [Path(c).name for c in cfg.calib]
+    rec["out"] = cfg.resolved_out().name
     rec["precision"] = cfg.precision
     return rec
+
+
+def source_records(sources: list[str]) -> list[dict]:
+    """Calibration sources as {name, kind, sha256}: a file's digest, or for an image folder the digest of
+    its images' names and digests. Never the path, which would leak the export machine's folders."""
+    out = []
+    for src in sources:
+        path = Path(src)
+        if src == "synthetic" and not path.exists():
+            out.append({"name": "synthetic", "kind": "synthetic"})
+        elif path.is_dir():
+            digest = hashlib.sha256()
+            images = sorted(p for p in path.iterdir() if p.is_file())
+            for img in images:
+                digest.update(f"{img.name}\0{sha256_file(img)}\n".encode())
+            entry = {"name": path.name, "kind": "folder", "files": len(images), "sha256": digest.hexdigest()}
+            out.append(entry)
+        else:
+            out.append({"name": path.name, "kind": "file", **file_entry(path)})
+    return out
 
 
 def versions() -> dict:

@@ -16,6 +16,7 @@ from edge_vsd.export import ExportConfig, export_artifact
 from edge_vsd.export.calibration import load_frames, tensor_sha256, to_tensor
 from edge_vsd.export.quantize import LADDER, sensitive_nodes
 from edge_vsd.export.trt_lint import lint_file
+from edge_vsd.runtimes.manifest import file_entry
 from onnx import TensorProto, numpy_helper
 
 from edge_vsd.model import build_vit
@@ -234,12 +235,17 @@ def test_jetson_int8_passes_gate_on_vtest(which, trained_ckpt, dino_ckpt, vtest,
     assert lint_file(art / "encoder.onnx") == []
     assert manifest["quantization"]["lint"] == []
     trt = manifest["tensorrt"]
-    assert trt["trtexec"].startswith("trtexec --onnx=encoder.onnx") and "--int8" in trt["trtexec"]
+    # JetPack's trtexec is not on PATH
+    assert trt["trtexec"].startswith("/usr/src/tensorrt/bin/trtexec --onnx=encoder.onnx") and "--int8" in trt["trtexec"]
     assert trt["trtexec"] in (art / "BUILD_ON_DEVICE.txt").read_text()
     assert trt["engine_built"] == (art / "encoder.engine").exists()
     # the calibration hash identifies the frames: recompute them independently
     calib = manifest["calibration"]
-    assert calib["frames"] == 16 and calib["sources"] == [str(vtest)] and calib["source_frames"] == 795
+    assert (
+        calib["frames"] == 16
+        and calib["sources"] == [{"name": vtest.name, "kind": "file", **file_entry(vtest)}]
+        and calib["source_frames"] == 795
+    )
     frames = load_frames([vtest], (SIZE, SIZE), 16, 8)
     assert tensor_sha256(to_tensor(frames.calib)) == calib["sha256"]
     attempts = manifest["quantization"]["attempts"]
