@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="bench-report",
         help="report folder: results.json, report.md, report.html, PNG plots (default: %(default)s)",
     )
+    p.add_argument("--force", action="store_true", help="replace the report already in --report")
     p.add_argument(
         "--warmup", type=int, default=10, help="untimed calls before timing (default: %(default)s)"
     )
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_vsd.benchmarks.data import load_frames
 
     # Every input is checked before any work starts: a wrong path costs seconds, not a benchmark run.
+    report.check_report_dir(args.report, args.force)
     artifacts = [runner.check_artifact_dir(a) for a in args.artifacts]
     reference = runner.resolve_reference(args.reference, artifacts)
     if args.data is not None and not Path(args.data).exists():

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from edge_vsd.runtimes.errors import RuntimeInputError
+from edge_vsd.runtimes.manifest import sha256_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -74,9 +75,11 @@ def load_frames(data: str | Path | None, n: int = 32, seed: int = 0) -> tuple[np
         raise RuntimeInputError(f"{path}: no such file or folder (--data)")
     frames = read_image_dir(path, n) if path.is_dir() else read_video(path, n)
     kind = "images" if path.is_dir() else "video"
+    # the file's name and digest, not its path: reports travel, and must not carry this machine's folders
+    origin = {"source": path.name, **({} if path.is_dir() else {"sha256": sha256_file(path)})}
     return frames, {
         "kind": kind,
-        "source": str(path),
+        **origin,
         "frames": int(len(frames)),
         "size": [int(frames.shape[1]), int(frames.shape[2])],
     }

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from edge_vsd.benchmarks import plots
 from edge_vsd.runtimes.atomic import write_bytes_atomic
+from edge_vsd.runtimes.errors import RuntimeInputError
 
 COLUMNS = [
     "artifact",
@@ -214,6 +216,24 @@ pre {{ background: #f4f6f6; padding: 8px; font-size: 12px; }}
 <details><summary>System fingerprint</summary><pre>{fingerprint}</pre></details>
 </body></html>
 """
+
+
+REPORT_FILES = ("results.json", "report.md", "report.html")
+
+
+def check_report_dir(out_dir: str | Path, force: bool) -> None:
+    """Before any work: the report folder can be written, and holds no report unless `force` replaces it."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RuntimeInputError(f"{out}: exists and is not a folder (--report)")
+    taken = [n for n in REPORT_FILES if (out / n).exists()]
+    if taken and not force:
+        raise RuntimeInputError(f"{out}: already holds a report ({taken[0]}); pass --force to replace it")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RuntimeInputError(f"{out}: cannot write the report here ({probe} is not writable)")
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

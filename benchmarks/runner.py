@@ -133,7 +133,7 @@ def bench_one(
     manifest = _manifest_loose(path)
     row: dict[str, Any] = {
         "name": name,
-        "path": str(path),
+        "folder": path.name,  # the name only: reports must not carry this machine's paths
         "backend": None,
         "precision": manifest.get("precision"),
         "target": manifest.get("target"),
@@ -237,7 +237,7 @@ def run_benchmark(
     ref_feats = None
     ref_info: dict[str, Any] = {
         "kind": reference.kind,
-        "path": str(reference.path) if reference.path else None,
+        "file": reference.path.name if reference.path else None,
         "name": None,
         "error": None,
         "corr_acc": None,

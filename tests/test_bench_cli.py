@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import opencv_sample
-from edge_vsd.runtimes.manifest import file_entry, read_manifest, write_manifest
+from edge_vsd.runtimes.manifest import file_entry, read_manifest, sha256_file, write_manifest
 from test_bench_support import smooth_frames, toy
 
 from edge_vsd.cli import main
@@ -153,7 +153,8 @@ def test_real_video_as_data(arts, tmp_path, vtest):
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["settings"]["data"] == {
         "kind": "video",
-        "source": str(vtest),
+        "source": vtest.name,
+        "sha256": sha256_file(vtest),
         "frames": 6,
         "size": [576, 768],
     }
