@@ -80,8 +80,9 @@ class _Graph:
         return name in self.init or name in self.const
 
 
-def _axis(node: onnx.NodeProto) -> int:
-    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+def _axis(node: onnx.NodeProto) -> int | None:
+    """The explicit `axis` attribute, None when absent (ONNX then means 1, TensorRT's parser uses 0)."""
+    return next((a.i for a in node.attribute if a.name == "axis"), None)
 
 
 def _label(node: onnx.NodeProto) -> str:
@@ -117,6 +118,123 @@ def lint_model(model: onnx.ModelProto) -> list[Finding]:
             )
         if node.op_type in QDQ and node.domain in ("", "ai.onnx"):
             out.extend(_check_qdq(g, node, name))
+    out.extend(_check_placement(g))
+    return out
+
+
+# Ops that move or reshape data without arithmetic: a Q/DQ above them still quantizes the op below.
+PASS_THROUGH = {
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Gather",
+    "Slice",
+    "Split",
+    "Flatten",
+    "Identity",
+}
+# Elementwise ops between q@k^T and Softmax (scale, mask) and between Softmax and @V (cast, dropout).
+SCORE_OPS = {"Mul", "Div", "Add", "Sub", "Where", "Cast"}
+PROB_OPS = {"Cast", "Dropout", "Identity", "QuantizeLinear", "DequantizeLinear"}
+
+
+def _upstream(g: _Graph, tensor: str) -> onnx.NodeProto | None:
+    """The first producer of `tensor` that is not a pass-through op."""
+    node = g.producer.get(tensor)
+    while node is not None and node.op_type in PASS_THROUGH and node.input:
+        node = g.producer.get(node.input[0])
+    return node
+
+
+def _dequantized(g: _Graph, tensor: str) -> bool:
+    node = _upstream(g, tensor)
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
+def _is_weight(g: _Graph, tensor: str) -> bool:
+    """A constant, or a DequantizeLinear of a constant (possibly through pass-through ops)."""
+    if g.is_constant(tensor):
+        return True
+    node = _upstream(g, tensor)
+    if node is None:
+        return False
+    if node.op_type == "DequantizeLinear":
+        return _weight_source(g, node) is not None
+    return all(g.is_constant(i) for i in node.input if i) and node.op_type in PASS_THROUGH
+
+
+def _check_placement(g: _Graph) -> list[Finding]:
+    """TensorRT runs a layer in int8 only when all its inputs are quantized: a weighted op with only its
+    weight (or only its input) quantized runs in float, and so does an activation x activation MatMul
+    (attention) with one quantized input. Attention cores must be quantized both MatMuls or neither
+    (NVIDIA's placement: half quantized, the fused attention kernels do not apply)."""
+    out: list[Finding] = []
+    matmul_state: dict[str, bool] = {}
+    for node in g.nodes:
+        if node.op_type not in ("MatMul", "Gemm", "Conv", "ConvTranspose") or len(node.input) < 2:
+            continue
+        a, b = node.input[0], node.input[1]
+        weighted = _is_weight(g, b)
+        qa, qb = _dequantized(g, a), _dequantized(g, b)
+        if qa == qb:
+            if not weighted and node.op_type == "MatMul":
+                matmul_state[node.output[0]] = qa
+            continue
+        if weighted:
+            which = "weight" if qb else "input"
+            out.append(
+                Finding(
+                    "partial-qdq",
+                    _label(node),
+                    f"{node.op_type} with only its {which} quantized: TensorRT runs it in float; quantize "
+                    "both its input and its weight, or neither",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    "attention-qdq",
+                    _label(node),
+                    f"activation x activation MatMul with only input {0 if qa else 1} quantized: "
+                    "TensorRT runs it in float; quantize both inputs or neither",
+                )
+            )
+    out.extend(_check_attention_cores(g, matmul_state))
+    return out
+
+
+def _check_attention_cores(g: _Graph, matmul_state: dict[str, bool]) -> list[Finding]:
+    """MatMul (scores) -> Softmax -> MatMul (@V): both quantized or both float."""
+    out: list[Finding] = []
+    for sm in (n for n in g.nodes if n.op_type == "Softmax"):
+        up = g.producer.get(sm.input[0])
+        while up is not None and up.op_type in SCORE_OPS:
+            up = g.producer.get(up.input[0])
+        if up is None or up.op_type != "MatMul" or up.output[0] not in matmul_state:
+            continue
+        frontier, pv = [sm.output[0]], None
+        while frontier and pv is None:
+            t = frontier.pop()
+            for c in g.consumers.get(t, []):
+                if c.op_type == "MatMul" and c.output[0] in matmul_state:
+                    pv = c
+                elif c.op_type in PROB_OPS:
+                    frontier.extend(c.output)
+        if pv is None:
+            continue
+        scores_q, pv_q = matmul_state[up.output[0]], matmul_state[pv.output[0]]
+        if scores_q != pv_q:
+            quantized, fp = (up, pv) if scores_q else (pv, up)
+            out.append(
+                Finding(
+                    "attention-qdq",
+                    _label(quantized),
+                    f"half-quantized attention: {_label(quantized)!r} is int8 but {_label(fp)!r} after "
+                    "the same Softmax is float; quantize both attention MatMuls or leave "
+                    "MatMul-Softmax-MatMul in float",
+                )
+            )
     return out
 
 
@@ -146,13 +264,7 @@ def _check_qdq(g: _Graph, node: onnx.NodeProto, name: str) -> list[Finding]:
             )
     zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else ""
     if not zp_name:
-        out.append(
-            Finding(
-                "zero-point-type",
-                name,
-                "no zero point: ONNX then means uint8; TensorRT needs an explicit int8 zero point of 0",
-            )
-        )
+        out.extend(_check_no_zero_point(g, node, name))
     else:
         zp_type = g.elem_type(zp_name)
         zp = g.array(zp_name)
@@ -194,6 +306,30 @@ def _check_qdq(g: _Graph, node: onnx.NodeProto, name: str) -> list[Finding]:
     return out
 
 
+def _check_no_zero_point(g: _Graph, node: onnx.NodeProto, name: str) -> list[Finding]:
+    """Without a zero point a QuantizeLinear outputs uint8 (ONNX's default), which TensorRT rejects; a
+    DequantizeLinear takes its type from its input, so an int8 initializer (or a checked Q) is fine."""
+    if node.op_type == "QuantizeLinear":
+        return [
+            Finding(
+                "zero-point-type",
+                name,
+                "no zero point: ONNX then means uint8; TensorRT needs an explicit int8 zero point of 0",
+            )
+        ]
+    x_type = g.elem_type(node.input[0])
+    if x_type is not None and x_type not in ALLOWED_QTYPES:
+        return [
+            Finding(
+                "int8-not-uint8",
+                name,
+                f"dequantizes {_type_name(x_type)} {node.input[0]!r}; "
+                "TensorRT needs signed int8 (never uint8)",
+            )
+        ]
+    return []
+
+
 def _weight_source(g: _Graph, dq: onnx.NodeProto) -> str | None:
     """The constant a weight DQ dequantizes: directly (int8 initializer) or through Q(constant)."""
     x = dq.input[0]
@@ -227,17 +363,29 @@ def _check_granularity(g: _Graph, dq: onnx.NodeProto, name: str, scale: np.ndarr
     rank = w.ndim if w is not None else None
     for consumer, _ in weight_uses:
         if scale.size == 1:
+            # Valid for TensorRT, only less accurate than one scale per output channel.
             out.append(
                 Finding(
                     "per-channel-weights",
                     name,
                     f"weight {weight!r} of {consumer.op_type} "
-                    f"{_label(consumer)!r} is quantized per tensor; "
-                    "use per-channel scales along the output channels",
+                    f"{_label(consumer)!r} is quantized per tensor (valid; per-channel scales along the "
+                    "output channels are more accurate)",
+                    severity="warning",
                 )
             )
             continue
         axis = _axis(dq)
+        if axis is None:
+            out.append(
+                Finding(
+                    "per-channel-axis",
+                    name,
+                    f"per-channel scales of weight {weight!r} without an axis attribute: ONNX means axis 1, "
+                    "TensorRT's parser uses axis 0; set axis explicitly",
+                )
+            )
+            continue
         if rank is not None:
             axis = axis + rank if axis < 0 else axis
             expected = _output_channel_axis(consumer, rank)

@@ -11,12 +11,13 @@ from toy_artifact import make_toy_artifact
 
 
 def _cuda_or_skip():
-    try:
-        from edge_vsd.benchmarks.trt_timing import check, cudart
+    from edge_vsd.benchmarks.trt_timing import check, cudart
+    from edge_vsd.runtimes.errors import RuntimeInputError
 
+    try:
         rt = cudart()
-    except ImportError as exc:
-        pytest.skip(f"needs cuda-python (pip install cuda-python): {exc}")
+    except RuntimeInputError as exc:  # absent, or its major does not match the driver's
+        pytest.skip(str(exc))
     err, count = rt.cudaGetDeviceCount()
     if int(err) != 0 or count == 0:
         pytest.skip("needs a CUDA GPU (none visible)")

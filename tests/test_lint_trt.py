@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from edge_vsd.export.trt_lint import lint_file, lint_model
+from edge_vsd.export.trt_lint import errors, lint_file, lint_model
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_vsd.cli import main
@@ -102,6 +102,137 @@ def test_each_broken_rule_names_its_node(knobs, rule, node):
 def test_non_zero_zero_point_also_named_on_dequantize():
     found = [(f.rule, f.node) for f in lint_model(qdq_graph(act_zp=5))]
     assert ("zero-point-zero", "act_q") in found and ("zero-point-zero", "act_dq") in found
+
+
+def _drop_attr(model: onnx.ModelProto, node_name: str, attr: str) -> onnx.ModelProto:
+    node = next(n for n in model.graph.node if n.name == node_name)
+    keep = [a for a in node.attribute if a.name != attr]
+    del node.attribute[:]
+    node.attribute.extend(keep)
+    return model
+
+
+def test_per_channel_without_axis_is_an_error():
+    """ONNX's default axis is 1 but TensorRT's parser uses 0: a per-channel Q/DQ must say its axis."""
+    model = _drop_attr(qdq_graph(), "weight_dq", "axis")
+    assert ("per-channel-axis", "weight_dq") in rules(model)
+    assert "axis" in str(next(f for f in lint_model(model) if f.rule == "per-channel-axis"))
+
+
+def test_int8_dequantize_without_zero_point_is_valid():
+    model = qdq_graph()
+    dq = next(n for n in model.graph.node if n.name == "weight_dq")
+    del dq.input[2:]  # the int8 initializer gives the type; zero point 0 by default
+    onnx.checker.check_model(model, full_check=True)
+    assert errors(lint_model(model)) == []
+
+
+def test_per_tensor_weight_scales_are_valid():
+    found = lint_model(qdq_graph(weight_scales=1))
+    assert errors(found) == [] and [f.severity for f in found] == ["warning"]
+
+
+def _weighted(op: str, quantize_input: bool, quantize_weight: bool = True) -> onnx.ModelProto:
+    """x (-> Q -> DQ) -> op(W (int8 -> DQ, per channel) or float W) -> y, for MatMul, Gemm and Conv."""
+    rng = np.random.default_rng(1)
+    shape_w, axis, x_shape = {
+        "MatMul": ((K, N), 1, [1, K]),
+        "Gemm": ((N, K), 0, [1, K]),
+        "Conv": ((N, 3, 3, 3), 0, [1, 3, 8, 8]),
+    }[op]
+    n_out = shape_w[axis]
+    inits = [
+        numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "x_zp"),
+        numpy_helper.from_array(np.full(n_out, 0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(n_out, np.int8), "w_zp"),
+    ]
+    nodes = []
+    x = "x"
+    if quantize_input:
+        nodes += [
+            helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"], name="act_q"),
+            helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"], name="act_dq"),
+        ]
+        x = "x_dq"
+    if quantize_weight:
+        inits.append(numpy_helper.from_array(rng.integers(-127, 127, shape_w).astype(np.int8), "w_q"))
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w"], name="weight_dq", axis=axis
+            )
+        )
+    else:
+        inits.append(numpy_helper.from_array(rng.standard_normal(shape_w).astype(np.float32), "w"))
+    attrs = {"transB": 1} if op == "Gemm" else {}
+    nodes.append(helper.make_node(op, [x, "w"], ["y"], name="layer", **attrs))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Gemm", "Conv"])
+def test_only_the_weight_quantized_runs_in_float(op):
+    import onnxruntime as ort
+
+    weight_only = _weighted(op, quantize_input=False)
+    assert ("partial-qdq", "layer") in rules(weight_only)
+    assert ("partial-qdq", "layer") in rules(_weighted(op, quantize_input=True, quantize_weight=False))
+    both = _weighted(op, quantize_input=True)
+    assert errors(lint_model(both)) == []
+    x = np.ones([1, 3, 8, 8] if op == "Conv" else [1, K], np.float32)
+    ort.InferenceSession(both.SerializeToString()).run(None, {"x": x})  # a real, runnable graph
+
+
+def _attention(scores_q: tuple[bool, bool], pv_q: tuple[bool, bool]) -> onnx.ModelProto:
+    """q, k, v -> MatMul(q, k^T) -> Mul -> Softmax -> MatMul(., v); each MatMul input optionally Q/DQ."""
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "zp"),
+        numpy_helper.from_array(np.array(0.125, np.float32), "scale"),
+    ]
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1])]
+
+    def maybe_q(t: str, on: bool) -> str:
+        if not on:
+            return t
+        nodes.append(helper.make_node("QuantizeLinear", [t, "s", "zp"], [f"{t}_q"], name=f"q_{t}"))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", "s", "zp"], [f"{t}_dq"], name=f"dq_{t}"))
+        return f"{t}_dq"
+
+    a, b = maybe_q("q", scores_q[0]), maybe_q("kt", scores_q[1])
+    nodes += [
+        helper.make_node("MatMul", [a, b], ["scores"], name="qk"),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"], name="scale_mul"),
+        helper.make_node("Softmax", ["scaled"], ["probs"], name="softmax", axis=-1),
+    ]
+    c, d = maybe_q("probs", pv_q[0]), maybe_q("v", pv_q[1])
+    nodes.append(helper.make_node("MatMul", [c, d], ["out"], name="pv"))
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8]) for n in ("q", "k", "v")]
+    graph = helper.make_graph(
+        nodes, "attn", io, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8])], inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "scores_q, pv_q, expected",
+    [
+        ((False, False), (False, False), set()),  # float core: fp16 fused attention
+        ((True, True), (True, True), set()),  # fully quantized core
+        ((True, True), (False, False), {("attention-qdq", "qk")}),  # the half-quantized core the review found
+        ((False, True), (False, False), {("attention-qdq", "qk")}),  # K only (quantized before Transpose)
+        ((True, True), (True, False), {("attention-qdq", "pv")}),
+    ],
+)
+def test_attention_core_both_or_neither(scores_q, pv_q, expected):
+    found = {(f.rule, f.node) for f in errors(lint_model(_attention(scores_q, pv_q)))}
+    assert found == expected
 
 
 def test_negative_axis_is_normalised_for_matmul_weights():

@@ -35,7 +35,9 @@ def _signature(fn: ast.FunctionDef, drop_self: bool) -> inspect.Signature:
     defaults = [inspect.Parameter.empty] * (len(positional) - len(a.defaults)) + list(a.defaults)
     for i, (arg, default) in enumerate(zip(positional, defaults)):
         kind = (
-            inspect.Parameter.POSITIONAL_ONLY if i < len(a.posonlyargs) else inspect.Parameter.POSITIONAL_OR_KEYWORD
+            inspect.Parameter.POSITIONAL_ONLY
+            if i < len(a.posonlyargs)
+            else inspect.Parameter.POSITIONAL_OR_KEYWORD
         )
         params.append(inspect.Parameter(arg.arg, kind, default=default))
     if a.vararg:
@@ -43,7 +45,9 @@ def _signature(fn: ast.FunctionDef, drop_self: bool) -> inspect.Signature:
     for arg, default in zip(a.kwonlyargs, a.kw_defaults):
         params.append(
             inspect.Parameter(
-                arg.arg, inspect.Parameter.KEYWORD_ONLY, default=inspect.Parameter.empty if default is None else default
+                arg.arg,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=inspect.Parameter.empty if default is None else default,
             )
         )
     if a.kwarg:
@@ -73,7 +77,9 @@ def callee_signatures() -> dict[tuple[str, str], inspect.Signature]:
             if isinstance(node, ast.FunctionDef):
                 out[module, node.name] = _signature(node, drop_self=False)
             elif isinstance(node, ast.ClassDef):
-                init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+                init = next(
+                    (n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
+                )
                 if init is not None:
                     out[module, node.name] = _signature(init, drop_self=True)
                 elif any("dataclass" in ast.unparse(d) for d in node.decorator_list):
@@ -195,7 +201,9 @@ def test_importable_callees_agree_with_the_source_signatures():
 def _stub_members() -> dict[str, set[str]]:
     tree = ast.parse((ROOT / "stubs/tensorrt/__init__.pyi").read_text())
     return {
-        c.name: {n.name for n in c.body if isinstance(n, (ast.FunctionDef, ast.AnnAssign)) and hasattr(n, "name")}
+        c.name: {
+            n.name for n in c.body if isinstance(n, (ast.FunctionDef, ast.AnnAssign)) and hasattr(n, "name")
+        }
         | {n.target.id for n in c.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
         for c in tree.body
         if isinstance(c, ast.ClassDef)
