@@ -1,13 +1,11 @@
-"""CPU INT8: build candidate schemes, measure latency and fidelity on this machine, keep the fastest that
-passes the gate. Which wins depends on the ISA (AVX2 vs AVX-512 VNNI/AMX vs ARM dot-product)."""
+"""CPU INT8: build candidate schemes and gate their fidelity; `edge-vsd tune` (run by export as its last
+step, and again on the robot) times them. Which wins depends on the ISA (AVX2 vs AVX-512 VNNI/AMX vs ARM
+dot-product) and the engine, so the artifact carries every graph that passed."""
 
 from __future__ import annotations
 
 import platform
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +13,16 @@ import numpy as np
 import onnx
 from edge_vsd.export import gate, parity
 from edge_vsd.runtimes.cpuinfo import ISA_FLAGS, read_cpuinfo
+
+# Where each graph lives in a cpu-int8 artifact (encoder.onnx holds the default graph until tune decides).
+GRAPH_FILES = {
+    "nncf_static_qdq": "encoder.nncf_qdq.onnx",
+    "openvino_nncf_qdq": "encoder.nncf_qdq.onnx",
+    "ort_dynamic_int8": "encoder.ort_dynamic.onnx",
+}
+FP32_FILE = "encoder.fp32.onnx"
+FP32_REFERENCE_NAMES = {"onnxruntime": "fp32_reference", "openvino": "fp32_reference_openvino"}
+FP32_NAMES = {"onnxruntime": "fp32_onnxruntime", "openvino": "fp32_openvino"}
 
 
 @dataclass
@@ -74,23 +82,6 @@ def ort_dynamic_int8(fp32: onnx.ModelProto) -> onnx.ModelProto:
         root.setLevel(level)
 
 
-def time_interleaved(
-    runners: dict[str, Callable[[], object]], runs: int, warmup: int = 3
-) -> dict[str, float]:
-    """Median wall time (ms) of each runner, measured round-robin so that load from other processes on a
-    shared machine hits every candidate alike."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, run in runners.items():
-            t = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - t) * 1e3)
-    return {name: round(statistics.median(ts), 3) for name, ts in times.items()}
-
-
 def _openvino_runner(model: onnx.ModelProto):
     """OpenVINO compiles the NNCF Q/DQ graph into its own INT8 kernels (FakeQuantize fusion)."""
     import openvino as ov
@@ -108,25 +99,27 @@ def _openvino_runner(model: onnx.ModelProto):
     return run
 
 
-def prepare(cand: Candidate, heldout: np.ndarray, ref: tuple[np.ndarray, np.ndarray], threshold: float):
-    """Score `cand` against the fp32 reference on held-out frames; return a no-argument runner on one
-    static-batch input for timing."""
+def score(cand: Candidate, heldout: np.ndarray, ref: tuple[np.ndarray, np.ndarray], threshold: float) -> None:
+    """Fidelity of `cand` against the fp32 reference on held-out frames, and whether it passes the gate.
+    (Speed is measured later, through the runtime, by `edge-vsd tune`.)"""
     if cand.backend == "openvino":
         run = _openvino_runner(cand.model)
         outs = [run(heldout[i : i + 1]) for i in range(len(heldout))]
         out = (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]))
-        one = np.ascontiguousarray(heldout[:1])
-        runner = lambda: run(one)  # noqa: E731
     else:
-        session = parity.ort_session(cand.model.SerializeToString())
-        out = parity.run_session(session, heldout)
-        inp = session.get_inputs()[0]
-        batch = inp.shape[0] if isinstance(inp.shape[0], int) else 1
-        one = np.ascontiguousarray(np.repeat(heldout[:1], batch, axis=0))
-        runner = lambda: session.run(None, {inp.name: one})  # noqa: E731
+        out = parity.run_session(parity.ort_session(cand.model.SerializeToString()), heldout)
     cand.fidelity = parity.compare(ref, out)
     cand.passed = gate.passes(cand.fidelity, threshold)
-    return runner
+
+
+def fp32_candidates(file: str, names: dict[str, str], choosable: bool) -> list[dict]:
+    """The fp32 graph on ONNX Runtime and, where installed, OpenVINO (1.65x faster on some CPUs).
+    In an INT8 artifact they are references (`choosable` False): tune times them, never picks them."""
+    engines = ["onnxruntime"] + (["openvino"] if openvino_available() else [])
+    return [
+        {"name": names[e], "file": file, "engine": e, "precision": "fp32", "choosable": choosable}
+        for e in engines
+    ]
 
 
 def openvino_available() -> bool:

@@ -98,6 +98,8 @@ def export_artifact(cfg: ExportConfig) -> Path:
             log.note(gate.summary(fp32_parity))
         record: dict = {}
         backend = "onnxruntime"
+        cpu_graphs: dict[str, onnx.ModelProto] = {}  # extra candidate files of a cpu artifact
+        cpu_cands: list[dict] = []
         if cfg.int8 and cfg.target == "jetson":
             with log.stage("NNCF INT8 (symmetric Q/DQ for TensorRT) + fidelity gate"):
                 final, record = _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log)
@@ -108,7 +110,9 @@ def export_artifact(cfg: ExportConfig) -> Path:
                     raise InputError(f"INT8 graph breaks TensorRT rules: {findings[0]}; nothing written")
         elif cfg.int8:
             with log.stage("CPU INT8 candidates: build, time, gate"):
-                final, backend, record = _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log)
+                final, backend, record, cpu_graphs, cpu_cands = _cpu_int8(
+                    cfg, fp32_model, calib_x, held_x, fp32_out, log
+                )
         elif cfg.fp16:
             with log.stage("fp16 conversion (fp32 inputs/outputs kept) + fidelity gate"):
                 final = fp16.convert_to_fp16(fp32_model)
@@ -120,7 +124,11 @@ def export_artifact(cfg: ExportConfig) -> Path:
                 record = {"vs_fp32": metrics}
         else:
             final, record = fp32_model, {}
+            if cfg.target == "cpu":
+                cpu_cands = cpu_int8.fp32_candidates(ONNX_FILE, cpu_int8.FP32_NAMES, choosable=True)
         onnx.save(final, str(staging.dir / ONNX_FILE))
+        for name, model in cpu_graphs.items():
+            onnx.save(model, str(staging.dir / name))
         trt_info = None
         if cfg.target == "jetson":
             with log.stage(f"TensorRT: {BUILD_TXT}, engine where TensorRT and a GPU are present"):
@@ -143,17 +151,29 @@ def export_artifact(cfg: ExportConfig) -> Path:
             from edge_vsd.runtimes.manifest import write_manifest
 
             write_manifest(staging.dir, manifest)
-        with log.stage("verify: load through edge_vsd.runtimes (hashes, backend) and compare to PyTorch"):
-            manifest["parity"]["runtime_vs_torch"] = _verify_runtime(
-                staging.dir, manifest, frames, torch_ref, backbone, cfg.gate, log
-            )
-            write_manifest(staging.dir, manifest)
+        if cpu_cands:
+            with log.stage("verify every candidate: load through edge_vsd.runtimes, compare to PyTorch"):
+                _verify_cpu_candidates(
+                    staging.dir, manifest, cpu_cands, frames, torch_ref, backbone, cfg, log
+                )
+            with log.stage("tune: time the candidates through edge_vsd.runtimes.load on this CPU"):
+                _tune_cpu(staging.dir, cfg, log)
+        else:
+            with log.stage("verify: load through edge_vsd.runtimes (hashes, backend) and compare to PyTorch"):
+                manifest["parity"]["runtime_vs_torch"] = _verify_runtime(
+                    staging.dir, manifest, frames, torch_ref, backbone, cfg.gate, log
+                )
+                write_manifest(staging.dir, manifest)
         staging.commit()
     except BaseException:
         staging.abort()
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if cpu_cands:
+        from edge_vsd.runtimes.manifest import read_manifest
+
+        backend = read_manifest(out)["backend"]
     log.note(
         f"artifact written: {out} ({cfg.target}, {cfg.precision}, {backend}) "
         f"in {sum(log.seconds.values()):.1f} s"
@@ -165,6 +185,13 @@ def export_artifact(cfg: ExportConfig) -> Path:
 
 
 def _validate(cfg: ExportConfig) -> None:
+    for path, what in [(cfg.checkpoint, "checkpoint"), *((c, "--calib") for c in cfg.calib)]:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such file or folder ({what})")
+    if cfg.heldout_frames < 1 or cfg.calib_frames < 1:
+        raise InputError(
+            f"--calib-frames {cfg.calib_frames} / --heldout-frames {cfg.heldout_frames}: must be >= 1"
+        )
     if cfg.target not in TARGETS:
         raise InputError(f"unknown target {cfg.target!r} (choose from {', '.join(TARGETS)})")
     if cfg.int8 and cfg.fp16:
@@ -247,7 +274,9 @@ def _best(attempts: list[quantize.Attempt]) -> dict:
     return max((a.metrics for a in attempts), key=lambda m: min(m["cls_cosine"], m["patch_cosine"]))
 
 
-def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.ModelProto, str, dict]:
+def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log):
+    """Build the INT8 graphs, gate each against the fp32 ONNX output; returns the default graph
+    (encoder.onnx), its engine, the record, the other graph files and the candidate list for tuning."""
     scheme = _scheme(cfg, quantize.CPU)
     batch = 1 if cfg.dynamic_batch else cfg.batch
     fp32 = cpu_int8.Candidate("fp32_reference", "onnxruntime", fp32_model)
@@ -269,28 +298,21 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.Mod
     ]
     if nncf_model is not None and cpu_int8.openvino_available():
         candidates.append(cpu_int8.Candidate("openvino_nncf_qdq", "openvino", nncf_model))
-    runners = {}
-    for cand in [fp32, *candidates]:
+    for cand in candidates:
         if cand.model is None:
             continue
         try:
-            runners[cand.name] = cpu_int8.prepare(cand, held_x, fp32_out, cfg.gate)
+            cpu_int8.score(cand, held_x, fp32_out, cfg.gate)
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is recorded, not fatal
             cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-    latencies = cpu_int8.time_interleaved(runners, cfg.latency_runs)
-    for cand in [fp32, *candidates]:
-        cand.latency_ms = latencies.get(cand.name)
-        log.note(
-            f"{cand.name:<18} {'-' if cand.latency_ms is None else f'{cand.latency_ms:7.2f} ms'}  "
-            f"{gate.summary(cand.fidelity) if cand.fidelity else cand.error}"
-        )
-    chosen = cpu_int8.pick(candidates)
+        log.note(f"{cand.name:<18} {gate.summary(cand.fidelity) if cand.fidelity else cand.error}")
     record = {
         "isa": cpu_int8.cpu_isa(),
         "candidates": [c.record() for c in [fp32, *candidates]],
         "gate": cfg.gate,
     }
-    if chosen is None:
+    passing = [c for c in candidates if c.passed]
+    if not passing:
         raise gate.GateFailed(
             f"no CPU INT8 scheme passes the fidelity gate {cfg.gate}: "
             + "; ".join(
@@ -298,12 +320,100 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.Mod
             )
             + "; nothing written"
         )
-    record["chosen"] = chosen.name
-    record["why"] = (
-        f"fastest of {sum(c.passed for c in candidates)} candidates passing the gate on this CPU "
-        f"({chosen.latency_ms} ms vs fp32 {fp32.latency_ms} ms)"
-    )
-    return chosen.model, chosen.backend, {"cpu_int8": record, "vs_fp32": chosen.fidelity}
+    default = passing[0]  # NNCF Q/DQ when it passed, else ORT dynamic: encoder.onnx until tuning decides
+    files = {id(default.model): ONNX_FILE}
+    graphs: dict[str, onnx.ModelProto] = {}
+    for c in passing:
+        if id(c.model) not in files:
+            files[id(c.model)] = cpu_int8.GRAPH_FILES[c.name]
+            graphs[files[id(c.model)]] = c.model
+    graphs[cpu_int8.FP32_FILE] = fp32_model
+    cands = [
+        {"name": c.name, "file": files[id(c.model)], "engine": c.backend, "precision": "int8"}
+        for c in passing
+    ] + cpu_int8.fp32_candidates(cpu_int8.FP32_FILE, cpu_int8.FP32_REFERENCE_NAMES, choosable=False)
+    on_default = [c.backend for c in passing if c.model is default.model]
+    backend = "openvino" if "openvino" in on_default else "onnxruntime"
+    return default.model, backend, {"cpu_int8": record, "vs_fp32": default.fidelity}, graphs, cands
+
+
+def _runtime_inputs(frames: calibration.FrameSet, manifest: dict, torch_ref, backbone):
+    """Held-out frames as the device sees them (uint8 BGR, full-resolution ones too) and PyTorch's features
+    of the same frames on the reference preprocessing."""
+    from edge_vsd.data.preprocess import preprocess
+
+    inputs = list(frames.heldout) + frames.raw_heldout
+    if frames.raw_heldout:
+        size = tuple(manifest["model"]["image_size"])
+        raw_x = np.concatenate([preprocess(f, size).numpy() for f in frames.raw_heldout])
+        raw_ref = parity.torch_reference(backbone, raw_x)
+        torch_ref = tuple(np.concatenate([a, b]) for a, b in zip(torch_ref, raw_ref, strict=True))
+    return inputs, torch_ref
+
+
+def _verify_cpu_candidates(
+    folder: Path, manifest: dict, cands: list[dict], frames, torch_ref, backbone, cfg, log
+) -> None:
+    """Gate every candidate (graph on an engine) through edge_vsd.runtimes.load against PyTorch; drop the
+    ones that miss the gate or whose engine is absent here, and their files when nothing else uses them."""
+    import edge_vsd.runtimes as rt
+    from edge_vsd.runtimes.backend import engine_importable
+    from edge_vsd.runtimes.manifest import write_manifest
+
+    inputs, ref = _runtime_inputs(frames, manifest, torch_ref, backbone)
+    manifest["candidates"] = cands
+    write_manifest(folder, manifest)
+    kept = []
+    for c in cands:
+        if not engine_importable(c["engine"]):
+            log.note(f"{c['name']}: {c['engine']} not installed here, not carried (cannot be gated)")
+            continue
+        with rt.load(folder, candidate=c["name"]) as enc:
+            feats = enc(inputs)
+        metrics = parity.compare(ref, (feats.cls, feats.patches))
+        metrics["full_resolution_frames"] = len(frames.raw_heldout)
+        c["runtime_vs_torch"] = metrics
+        ok = gate.passes(metrics, cfg.gate)
+        log.note(f"{c['name']:<24} {c['engine']:<12} {gate.summary(metrics)}{'' if ok else '  (dropped)'}")
+        if ok:
+            kept.append(c)
+    if not any(c.get("choosable", True) for c in kept):
+        raise gate.GateFailed(
+            f"no candidate passes the fidelity gate {cfg.gate} through edge_vsd.runtimes; nothing written"
+        )
+    used = {ONNX_FILE} | {c["file"] for c in kept}
+    for name in [n for n in manifest["files"] if n.endswith(".onnx") and n not in used]:
+        (folder / name).unlink()
+        del manifest["files"][name]
+    manifest["candidates"] = kept
+    write_manifest(folder, manifest)
+
+
+def _tune_cpu(folder: Path, cfg: ExportConfig, log) -> None:
+    """`edge-vsd tune` on the staged artifact: the timing the robot will run, recorded in the manifest."""
+    from edge_vsd.runtimes.manifest import read_manifest, write_manifest
+    from edge_vsd.runtimes.timing import Protocol
+    from edge_vsd.runtimes.tune import summary_lines, tune
+
+    rec = tune(folder, protocol=Protocol(iters=cfg.latency_runs))
+    for line in summary_lines(rec):
+        log.note(line)
+    manifest = read_manifest(folder)
+    by_name = {c["name"]: c for c in manifest["candidates"]}
+    manifest["parity"]["runtime_vs_torch"] = by_name[rec["chosen"]]["runtime_vs_torch"]
+    record = manifest.get("cpu_int8")
+    if record:
+        for c in record["candidates"]:
+            result = rec["results"].get(c["name"])
+            c["latency_ms"] = result["median_ms"] if result else None
+        record["chosen"] = rec["chosen"]
+        ref = rec["results"].get("fp32_reference", {}).get("median_ms")
+        n = sum(c["name"] in rec["results"] and c.get("choosable", True) for c in manifest["candidates"])
+        record["why"] = (
+            f"fastest of {n} INT8 candidates passing the gate, timed end to end by edge-vsd tune on this CPU "
+            f"({rec['results'][rec['chosen']]['median_ms']} ms vs fp32 {ref} ms)"
+        )
+    write_manifest(folder, manifest)
 
 
 def _tensorrt_finish(cfg: ExportConfig, folder: Path, size: tuple[int, int], log) -> dict:
@@ -349,14 +459,7 @@ def _verify_runtime(
     and compare its features to PyTorch's on the reference preprocessing."""
     import edge_vsd.runtimes as rt
 
-    from edge_vsd.data.preprocess import preprocess
-
-    inputs = list(frames.heldout) + frames.raw_heldout
-    if frames.raw_heldout:
-        size = tuple(manifest["model"]["image_size"])
-        raw_x = np.concatenate([preprocess(f, size).numpy() for f in frames.raw_heldout])
-        raw_ref = parity.torch_reference(backbone, raw_x)
-        torch_ref = tuple(np.concatenate([a, b]) for a, b in zip(torch_ref, raw_ref, strict=True))
+    inputs, torch_ref = _runtime_inputs(frames, manifest, torch_ref, backbone)
     backend = "openvino" if manifest["backend"] == "openvino" else "onnxruntime-cpu"
     backends = [backend] + (["tensorrt"] if manifest.get("tensorrt", {}).get("engine_built") else [])
     out = {}
