@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edge_vsd.runtimes.doctor",
         "self-check a board: TensorRT/CUDA versions, GPU, power mode, trtexec, engine",
     ),
+    "tune": (
+        "edge_vsd.runtimes.tune",
+        "time a cpu artifact's candidate engines on this machine, record the fastest",
+    ),
     "extract": ("edge_vsd.runtimes.cli", "stream a video/camera/folder through an artifact, save features"),
     "bench": ("edge_vsd.benchmarks.cli", "latency + fidelity of artifacts, Markdown/HTML/JSON report"),
 }
