@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edge_vsd.atomic import write_atomic
+from edge_vsd.data.augment import AugmentConfig
 from edge_vsd.errors import InputError
+
+# `--method` presets: fields they set unless a flag or config file sets them explicitly
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "vsd": {},
+    # DINO on the same frames: two independently cropped views of one frame, CLS loss only, no predictor
+    "dino": {"delta": 0, "delta_seconds": None, "dense_weight": 0.0, "independent_crops": True},
+}
 
 
 @dataclass
@@ -22,6 +32,8 @@ class TrainConfig:
     epochs: int = 10
     delta: int = 30  # frames between t and t+delta
     delta_seconds: float | None = None  # overrides delta, converted with each video's fps
+    method: str = "vsd"  # "vsd" or "dino" (the baseline preset: see METHOD_PRESETS)
+    skip_cuts: bool = False  # detect scene cuts and drop pairs that span one
     seed: int = 0
     save_every: int = 100
     accum: int = 1
@@ -37,6 +49,7 @@ class TrainConfig:
     weight_decay_end: float = 0.4
     momentum_teacher: float = 0.996
     clip_grad: float = 3.0
+    clip_mode: str = "per-param"  # DINO clips each parameter's gradient norm; "global" clips their total
     freeze_last_layer_steps: int | None = None  # default: one epoch, at most 10% of training
     drop_path: float = 0.1
     bf16: bool = False
@@ -45,7 +58,9 @@ class TrainConfig:
     head_hidden_dim: int = 1024
     head_bottleneck_dim: int = 256
     separate_patch_head: bool = False
+    norm_last_layer: bool = True  # DINO: the weight-norm gain of the head's last layer stays fixed at 1
     predictor_depth: int = 2
+    dense_weight: float = 1.0  # loss = (global + w * dense) / (1 + w); 0 = CLS term only, no predictor
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04
     teacher_temp: float = 0.07
@@ -53,12 +68,118 @@ class TrainConfig:
     center_momentum: float = 0.9
     local_crops: int = 0  # DINO local crops per frame for the global term
     local_size: int = 48
+    # augmentation (DINO's recipe; see edge_vsd.data.augment.AugmentConfig)
+    independent_crops: bool = False  # DINO's own crop per global view (only without the dense term)
+    crop_scale: tuple[float, float] = (0.4, 1.0)
+    blur_prob: tuple[float, float] = (1.0, 0.1)
+    solarize_prob: float = 0.2
+    hue: float = 0.1
+    blur_sigma: str = "relative"
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(
+            crop_scale=tuple(self.crop_scale),
+            independent_crops=self.independent_crops,
+            blur_prob=tuple(self.blur_prob),
+            solarize_prob=self.solarize_prob,
+            hue=self.hue,
+            blur_sigma=self.blur_sigma,
+        )
+
+    @property
+    def dense(self) -> bool:
+        """Whether the dense next-frame term (and so the predictor) is trained."""
+        return self.dense_weight > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validate(self) -> TrainConfig:
+        """Check every setting before any long work starts; raise InputError naming the first bad one."""
+        from edge_vsd.model import PRESETS
+
+        _choice("--arch", self.arch, tuple(PRESETS))
+        _choice("--patch-size", self.patch_size, (8, 16))
+        _choice("--device", self.device, ("cpu", "cuda"))
+        if self.img_size <= 0 or self.img_size % self.patch_size:
+            raise InputError(
+                f"--img-size {self.img_size}: must be a positive multiple of the patch size {self.patch_size}"
+            )
+        for flag, value in (
+            ("--batch-size", self.batch_size),
+            ("--epochs", self.epochs),
+            ("--save-every", self.save_every),
+            ("--accum", self.accum),
+            ("--out-dim", self.out_dim),
+            ("head_hidden_dim", self.head_hidden_dim),
+            ("head_bottleneck_dim", self.head_bottleneck_dim),
+        ):
+            _at_least(flag, value, 1)
+        _at_least("--steps", self.steps, 1)
+        _at_least("--delta", self.delta, 0)  # 0 is valid: same-frame pairs (the DINO preset)
+        _at_least("predictor_depth", self.predictor_depth, 0)
+        _at_least("--workers", self.workers, 0)
+        _at_least("--local-crops", self.local_crops, 0)
+        _at_least("warmup_steps", self.warmup_steps, 0)
+        _at_least("freeze_last_layer_steps", self.freeze_last_layer_steps, 0)
+        _at_least("warmup_teacher_temp_steps", self.warmup_teacher_temp_steps, 0)
+        if self.delta_seconds is not None and not self.delta_seconds > 0:
+            raise InputError(f"--delta-seconds {self.delta_seconds}: must be > 0")
+        if self.batch_size % self.accum:
+            raise InputError(f"--batch-size {self.batch_size} must divide by --accum {self.accum}")
+        if self.local_crops and (self.local_size <= 0 or self.local_size % self.patch_size):
+            raise InputError(
+                f"local_size {self.local_size}: must be a positive multiple of patch size {self.patch_size}"
+            )
+        for name in ("lr", "min_lr", "weight_decay", "weight_decay_end", "clip_grad"):
+            value = getattr(self, name)
+            if not value >= 0:  # also catches NaN
+                raise InputError(f"{_flag(name)} {value}: must be >= 0")
+        for name in ("student_temp", "warmup_teacher_temp", "teacher_temp"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise InputError(f"{name} {value}: must be > 0")
+        for name in ("momentum_teacher", "center_momentum"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise InputError(f"{name} {value}: must be in [0, 1]")
+        if not 0 <= self.drop_path < 1:
+            raise InputError(f"drop_path {self.drop_path}: must be in [0, 1)")
+        self._validate_method()
+        if self.init and not Path(self.init).is_file():
+            raise InputError(f"{self.init}: no such checkpoint file (--init)")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InputError("--device cuda: no CUDA GPU is visible to PyTorch")
+        _check_writable_dir(Path(self.out), "--out")
+        return self
+
+    def _validate_method(self) -> None:
+        """Method, loss and augmentation switches (issue: method fidelity)."""
+        _choice("--method", self.method, tuple(METHOD_PRESETS))
+        _choice("--clip-mode", self.clip_mode, ("per-param", "global"))
+        _choice("--blur-sigma", self.blur_sigma, ("relative", "pixels"))
+        if not self.dense_weight >= 0:
+            raise InputError(f"--dense-weight {self.dense_weight}: must be >= 0")
+        if self.dense and self.independent_crops:
+            raise InputError(
+                "--independent-crops needs --dense-weight 0: the dense term matches patch i of both "
+                "frames, which only holds when they share one crop"
+            )
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise InputError(f"--crop-scale {lo} {hi}: need 0 < LO <= HI <= 1")
+        for name, probs in (("--blur-prob", self.blur_prob), ("--solarize-prob", (self.solarize_prob,))):
+            if not all(0 <= p <= 1 for p in probs):
+                raise InputError(f"{name} {' '.join(map(str, probs))}: probabilities must be in [0, 1]")
+        if not 0 <= self.hue <= 0.5:
+            raise InputError(f"--hue {self.hue}: must be in [0, 0.5]")
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        data = (json.dumps(self.to_dict(), indent=2) + "\n").encode()
+        write_atomic(path, lambda f: f.write(data))
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -85,4 +206,33 @@ def resolve_config(file: str | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults < config file < CLI flags (only flags actually given, i.e. not None)."""
     values: dict[str, Any] = load_config_file(file) if file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    method = values.get("method", TrainConfig.method)
+    if method not in METHOD_PRESETS:
+        raise InputError(f"--method {method!r}: choose from {', '.join(METHOD_PRESETS)}")
+    values = {**METHOD_PRESETS[method], **values}
     return TrainConfig(**values)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _choice(flag: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise InputError(f"{flag} {value!r}: unknown (choose from {', '.join(map(str, choices))})")
+
+
+def _at_least(flag: str, value: int | None, low: int) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+        raise InputError(f"{flag} {value!r}: must be an integer >= {low}")
+
+
+def _check_writable_dir(path: Path, flag: str) -> None:
+    """`path` is (or can be made) a folder we may write in, without creating anything now."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder ({flag})")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write here ({probe} is not a writable folder) ({flag})")

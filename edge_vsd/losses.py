@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -10,12 +12,21 @@ from torch import nn
 
 class VSDLoss(nn.Module):
     """Global term: teacher CLS of one frame vs student CLS of the other (both directions, plus local crops).
-    Dense term: predicted student patches of frame t vs teacher patches of frame t+delta. Loss = their mean.
+    Dense term: predicted student patches of frame t vs teacher patches of frame t+delta.
+    Loss = (global + w * dense) / (1 + w): w = 1 is their mean, w = 0 is DINO's CLS-only loss.
     Teacher outputs are centred (one center per term) and sharpened by the scheduled temperature."""
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(
+        self,
+        out_dim: int,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        dense_weight: float = 1.0,
+    ):
         super().__init__()
         self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.dense_weight = dense_weight
+        self.max_entropy = math.log(out_dim)
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("patch_center", torch.zeros(1, out_dim))
         # DINO starts the centers at zero, so the first steps see an un-centred, over-confident teacher and
@@ -30,14 +41,15 @@ class VSDLoss(nn.Module):
         self,
         student_cls: list[torch.Tensor],
         teacher_cls: list[torch.Tensor],
-        student_patches: torch.Tensor,
-        teacher_patches: torch.Tensor,
+        student_patches: torch.Tensor | None,
+        teacher_patches: torch.Tensor | None,
         teacher_temp: float,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """student_cls: logits per view [frame t, frame t+delta, locals...]; teacher_cls: [t, t+delta];
-        student_patches: (B, N, K) predicted logits of frame t+delta; teacher_patches: (B, N, K)."""
+        student_patches: (B, N, K) predicted logits of frame t+delta; teacher_patches: (B, N, K); both
+        None without the dense term. Stats: the terms, teacher entropies and KL (nats) for each."""
         if not self.centers_ready:
-            self._init_centers(torch.cat(teacher_cls).detach().float(), teacher_patches.detach().float())
+            self._init_centers(torch.cat(teacher_cls).detach().float(), teacher_patches)
         t_probs = [F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach() for t in teacher_cls]
         s_logp = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_cls]
         terms = [
@@ -47,22 +59,37 @@ class VSDLoss(nn.Module):
             if v != iq
         ]
         loss_global = torch.stack(terms).mean()
+        with torch.no_grad():
+            entropy = torch.stack([_entropy(p) for p in t_probs]).mean()
+            self._accumulate("center", torch.cat(teacher_cls).detach().float())
+        g, h = loss_global.item(), entropy.item()
+        stats = {"loss_global": g, "teacher_entropy": h, "kl": g - h}
+        if student_patches is None or teacher_patches is None or self.dense_weight == 0:
+            return loss_global, stats
         tpp = F.softmax((teacher_patches.float() - self.patch_center) / teacher_temp, dim=-1).detach()
         loss_dense = (
             -(tpp * F.log_softmax(student_patches.float() / self.student_temp, dim=-1)).sum(-1).mean()
         )
         with torch.no_grad():
-            entropy = torch.stack([-(p * p.clamp_min(1e-12).log()).sum(-1).mean() for p in t_probs]).mean()
-            self._accumulate("center", torch.cat(teacher_cls).detach().float())
+            patch_entropy = _entropy(tpp).item()
             self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))
-        loss = 0.5 * (loss_global + loss_dense)
-        g, h = loss_global.item(), entropy.item()
-        stats = {"loss_global": g, "loss_dense": loss_dense.item(), "teacher_entropy": h, "kl": g - h}
+        loss = (loss_global + self.dense_weight * loss_dense) / (1 + self.dense_weight)
+        d = loss_dense.item()
+        stats.update(loss_dense=d, patch_entropy=patch_entropy, kl_dense=d - patch_entropy)
         return loss, stats
 
+    def near_uniform(self, stats: dict[str, float], tolerance: float = 0.02) -> bool:
+        """True when every logged teacher entropy is within `tolerance` of the uniform maximum log(K):
+        the teacher says nothing (collapse to the uniform distribution)."""
+        keys = [k for k in ("teacher_entropy", "patch_entropy") if k in stats]
+        return all(stats[k] >= (1 - tolerance) * self.max_entropy for k in keys)
+
     @torch.no_grad()
-    def _init_centers(self, cls: torch.Tensor, patches: torch.Tensor) -> None:
-        for buf, x in ((self.center, cls), (self.patch_center, patches.flatten(0, -2))):
+    def _init_centers(self, cls: torch.Tensor, patches: torch.Tensor | None) -> None:
+        pairs = [(self.center, cls)]
+        if patches is not None:
+            pairs.append((self.patch_center, patches.detach().float().flatten(0, -2)))
+        for buf, x in pairs:
             buf.copy_(_all_mean(x.sum(0), x.shape[0]).unsqueeze(0))
         self.centers_ready.fill_(True)
 
@@ -80,6 +107,11 @@ class VSDLoss(nn.Module):
                 buf.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)
             self._sums[name] = torch.zeros_like(self._sums[name])
             self._counts[name] = 0
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the distributions along the last axis."""
+    return -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
 
 
 def _all_mean(total: torch.Tensor, count: int) -> torch.Tensor:

@@ -190,7 +190,14 @@ def build_vit(
 class DINOHead(nn.Module):
     """3-layer MLP -> bottleneck -> L2 normalise -> weight-normed linear layer to `out_dim` prototypes."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 1024, bottleneck_dim: int = 256):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 1024,
+        bottleneck_dim: int = 256,
+        norm_last_layer: bool = True,
+    ):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden_dim),
@@ -204,6 +211,8 @@ class DINOHead(nn.Module):
             nn.Linear(bottleneck_dim, out_dim, bias=False)
         )
         self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
+        if norm_last_layer:  # DINO's default: the gain stays 1, only the direction of each prototype learns
+            self.last_layer.parametrizations.weight.original0.requires_grad = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))

@@ -36,12 +36,13 @@ from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.distributed import barrier, cleanup, init_distributed
 from edge_vsd.errors import InputError
 from edge_vsd.losses import VSDLoss
-from edge_vsd.model import VisionTransformer, ViTConfig, build_vit, resize_pos_embed
+from edge_vsd.model import DropPath, VisionTransformer, ViTConfig, build_vit, resize_pos_embed
 from edge_vsd.schedules import cosine, linear_then_constant
 from edge_vsd.vsd import VSDNet, build_vsd
 
 log = logging.getLogger("edge_vsd")
 CHECKPOINT = "checkpoint.pt"
+UNIFORM_STEPS = 10  # consecutive near-uniform teacher steps after warm-up before the collapse warning
 
 
 def open_videos(cfg: TrainConfig, rank: int):
@@ -133,6 +134,7 @@ def make_checkpoint(
             "arch": student.backbone.arch,
             "patch_size": student.backbone.patch_size,
             "img_size": [cfg.img_size, cfg.img_size],
+            "method": cfg.method,
         },
         "config": cfg.to_dict(),
         "step": step,
@@ -164,14 +166,34 @@ class Nets:
 def build_nets(
     cfg: TrainConfig, device: torch.device, backbone: VisionTransformer | None = None
 ) -> tuple[VSDNet, VSDNet, VSDLoss, torch.optim.Optimizer]:
-    """Student (with predictor), its EMA teacher (same init, no predictor, no gradients), loss, AdamW."""
+    """Student (with predictor), its EMA teacher (same init, no predictor, no drop-path, no gradients),
+    loss, AdamW."""
     heads = (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.separate_patch_head)
-    student = build_vsd(backbone or init_backbone(cfg), *heads, cfg.predictor_depth).to(device)
+    student = build_vsd(
+        backbone or init_backbone(cfg), *heads, cfg.predictor_depth, cfg.dense, cfg.norm_last_layer
+    ).to(device)
     teacher = copy.deepcopy(student)
     teacher.predictor = None
     teacher.requires_grad_(False)
-    loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device)
+    # The teacher is deterministic, as in DINO: stochastic depth only regularises the student.
+    for m in teacher.modules():
+        if isinstance(m, DropPath):
+            m.p = 0.0
+    teacher.eval()
+    loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum, cfg.dense_weight).to(device)
     return student, teacher, loss_fn, torch.optim.AdamW(param_groups(student))
+
+
+@torch.no_grad()
+def clip_gradients(model: nn.Module, clip: float, mode: str) -> None:
+    """DINO's per-parameter clipping (each gradient's norm at most `clip`), or one global-norm clip."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if mode == "global":
+        nn.utils.clip_grad_norm_(params, clip)
+        return
+    for p in params:
+        scale = clip / (p.grad.norm(2) + 1e-6)
+        p.grad.mul_(scale.clamp(max=1.0))
 
 
 def train_step(
@@ -207,7 +229,7 @@ def train_step(
         for k, v in {"loss": value, **stats}.items():
             totals[k] = totals.get(k, 0.0) + v / cfg.accum
     if cfg.clip_grad:
-        nn.utils.clip_grad_norm_(nets.student.parameters(), cfg.clip_grad)
+        clip_gradients(nets.student, cfg.clip_grad, cfg.clip_mode)
     if step < freeze_steps:
         for n, p in nets.student.named_parameters():
             if "last_layer" in n:
@@ -224,6 +246,7 @@ def train(
 ) -> Path:
     """Run VSD training; returns the checkpoint path. Resumes from OUT/checkpoint.pt when `resume`;
     `stop_after` ends this session after that many steps (checkpoint saved, schedule of the full run kept)."""
+    cfg.validate()
     fast_cpu_math()
     rank, world, device = init_distributed(cfg.device)
     out = Path(cfg.out)
@@ -241,7 +264,18 @@ def train(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     videos = open_videos(cfg, rank)
-    data = FramePairs(videos, cfg.img_size, cfg.delta, cfg.delta_seconds, cfg.local_crops, cfg.local_size)
+    data = FramePairs(
+        videos,
+        cfg.img_size,
+        cfg.delta,
+        cfg.delta_seconds,
+        cfg.local_crops,
+        cfg.local_size,
+        cfg.augment(),
+        cfg.skip_cuts,
+    )
+    if cfg.skip_cuts and rank == 0:
+        print(f"scene cuts: {data.cuts} found; pairs never span one", file=sys.stderr)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     freeze_steps = cfg.freeze_last_layer_steps
@@ -291,16 +325,28 @@ def train(
     )
     metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None
     interrupted = False
+    warmup_end = max(int(np.argmax(sched["lr"])), int(np.argmax(sched["teacher_temp"])))
+    uniform_streak = 0
     try:
         while step < stop:
             stats = train_step(nets, batches, cfg, sched, step, freeze_steps, device)
+            uniform_streak = uniform_streak + 1 if step > warmup_end and loss_fn.near_uniform(stats) else 0
+            if uniform_streak == UNIFORM_STEPS:
+                log.warning(
+                    "steps %d-%d: every teacher entropy (CLS and patch) stayed within 2%% of uniform "
+                    "(log K = %.2f) after warm-up: the teacher carries no information (collapse); "
+                    "try a lower --lr or a smaller --out-dim",
+                    step + 2 - UNIFORM_STEPS,
+                    step + 1,
+                    loss_fn.max_entropy,
+                )
             if metrics is not None:
                 row = {"step": step + 1, **stats, **{k: float(v[step]) for k, v in sched.items()}}
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", dense=f"{stats['loss_dense']:.3f}")
+            bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "loss_dense") if k in stats})
             if rank == 0 and (step % cfg.save_every == 0 or step == stop):
                 save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
     except KeyboardInterrupt:
@@ -323,8 +369,16 @@ def _trim_metrics(path: Path, step: int) -> None:
     """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
     if not path.exists():
         return
-    rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+    rows = [r for r in path.read_text().splitlines() if _row_step(r) <= step]
     path.write_text("".join(r + "\n" for r in rows))
+
+
+def _row_step(row: str) -> float:
+    """A metrics row's step; inf for a row cut short by a kill (dropped, it is logged again)."""
+    try:
+        return json.loads(row)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -379,6 +433,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="own projection head for patches (default: shared with CLS)",
     )
     p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
+    m = p.add_argument_group("method and baselines (each is recorded in config.json and the checkpoint)")
+    m.add_argument(
+        "--method",
+        choices=["vsd", "dino"],
+        help="vsd (default) or the dino preset: two independently cropped views of one frame, "
+        "CLS loss only, no predictor (sets --delta 0 --dense-weight 0 --independent-crops)",
+    )
+    m.add_argument(
+        "--dense-weight",
+        type=float,
+        metavar="W",
+        help="loss = (global + W * dense) / (1 + W) (default 1: their mean; 0: no dense term)",
+    )
+    m.add_argument(
+        "--independent-crops",
+        action="store_true",
+        default=None,
+        help="a crop per global view, as DINO (needs --dense-weight 0)",
+    )
+    m.add_argument(
+        "--skip-cuts",
+        action="store_true",
+        default=None,
+        help="detect scene cuts (colour-histogram jumps), report them, and drop pairs that span one",
+    )
+    m.add_argument(
+        "--clip-mode",
+        choices=["per-param", "global"],
+        help="gradient clipping at 3.0: per parameter as DINO (default) or of the global norm",
+    )
+    m.add_argument(
+        "--norm-last-layer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fix the weight-norm gain of the heads' last layer at 1 (DINO's default: on)",
+    )
+    a = p.add_argument_group("augmentation (defaults: DINO's recipe)")
+    a.add_argument("--crop-scale", type=float, nargs=2, metavar=("LO", "HI"), help="default 0.4 1.0")
+    a.add_argument(
+        "--blur-prob", type=float, nargs=2, metavar=("P1", "P2"), help="per global view (default 1.0 0.1)"
+    )
+    a.add_argument("--solarize-prob", type=float, metavar="P", help="second global view (default 0.2)")
+    a.add_argument("--hue", type=float, help="hue jitter, a share of the colour circle (default 0.1)")
+    a.add_argument(
+        "--blur-sigma",
+        choices=["relative", "pixels"],
+        help="blur sigma 0.1-2.0 px at 224 scaled to the crop size (relative, default) or in pixels",
+    )
     p.add_argument("--cache", help="frame-cache folder for raw videos (default OUT/frame_cache)")
 
 
@@ -404,6 +506,17 @@ OPTION_FIELDS = [
     "separate_patch_head",
     "bf16",
     "cache",
+    "method",
+    "dense_weight",
+    "independent_crops",
+    "skip_cuts",
+    "clip_mode",
+    "norm_last_layer",
+    "crop_scale",
+    "blur_prob",
+    "solarize_prob",
+    "hue",
+    "blur_sigma",
 ]
 
 

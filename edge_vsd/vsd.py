@@ -18,20 +18,25 @@ class VSDNet(nn.Module):
         head: DINOHead,
         patch_head: DINOHead | None = None,
         predictor: Predictor | None = None,
+        dense: bool = True,
     ):
         super().__init__()
         self.backbone, self.head, self.patch_head, self.predictor = backbone, head, patch_head, predictor
+        self.dense = dense  # False (DINO preset): CLS logits only, patches None
 
     def forward(
         self, globals_: torch.Tensor, locals_: torch.Tensor | None = None
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """globals_ (B, 2, 3, S, S): frames t and t+delta. Returns CLS logits per view [t, t+delta, locals...]
-        and patch logits (B, N, K): the student's prediction of t+delta from t, or the teacher's t+delta."""
+        and patch logits (B, N, K): the student's prediction of t+delta from t, or the teacher's t+delta
+        (None without the dense term)."""
         b = globals_.shape[0]
         tokens, grid = self.backbone.tokens(globals_.transpose(0, 1).flatten(0, 1))
         cls = list(self.head(tokens[:, 0]).chunk(2))
         patch_head = self.patch_head if self.patch_head is not None else self.head
-        if self.predictor is None:
+        if not self.dense:
+            patches = None
+        elif self.predictor is None:
             patches = patch_head(tokens[b:, 1:])
         else:
             patches = patch_head(self.predictor(tokens[:b, 1:], grid))
@@ -49,9 +54,14 @@ def build_vsd(
     bottleneck_dim: int,
     separate_patch_head: bool,
     predictor_depth: int | None,
+    dense: bool = True,
+    norm_last_layer: bool = True,
 ) -> VSDNet:
+    """Student layout; without `dense` (DINO preset) no predictor and no patch head are built."""
     dim = backbone.embed_dim
-    head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim)
-    patch_head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim) if separate_patch_head else None
-    predictor = Predictor(dim, backbone.grid, depth=predictor_depth) if predictor_depth else None
-    return VSDNet(backbone, head, patch_head, predictor)
+    head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
+    patch_head = None
+    if dense and separate_patch_head:
+        patch_head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
+    predictor = Predictor(dim, backbone.grid, depth=predictor_depth) if dense and predictor_depth else None
+    return VSDNet(backbone, head, patch_head, predictor, dense)
