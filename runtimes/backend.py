@@ -108,7 +108,11 @@ def _choice_for(manifest: dict[str, Any], backend: str) -> Choice:
 def _fallback_note(manifest: dict[str, Any], engine: str, chosen: str | None, fb: Choice) -> str:
     ms = tuned_ms(manifest)
     if chosen in ms and fb.candidate in ms:
-        slow = f"{ms[fb.candidate] / ms[chosen]:.2f}x slower as measured at tuning"
+        ratio = ms[fb.candidate] / ms[chosen]
+        slow = (
+            f"{ratio:.2f}x {'slower' if ratio >= 1 else 'the time'} as measured at tuning "
+            f"({fb.candidate} {ms[fb.candidate]:.2f} ms vs {chosen} {ms[chosen]:.2f} ms)"
+        )
     else:
         slow = "slowdown not measured" + (" (run `edge-vsd tune`)" if manifest.get("target") == "cpu" else "")
     return (

@@ -1,0 +1,114 @@
+"""The timing protocol against a fake engine that, like ONNX Runtime's and OpenVINO's worker pools, keeps
+a thread spinning after each call: interleaved timing ranks the candidates wrong, the protocol right."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import pytest
+from edge_vsd.runtimes.timing import Protocol, time_candidates, time_interleaved
+
+
+def _busy_cpu(ms: float) -> None:
+    """Spend `ms` of this thread's CPU time (pure Python, so it needs the GIL the whole time)."""
+    end = time.thread_time() + ms / 1e3
+    while time.thread_time() < end:
+        pass
+
+
+class FakeEngine:
+    """`work_ms` of CPU per call; afterwards its worker thread spins for `spin_ms` of wall time, taking the
+    interpreter from whoever runs next. Its own next call stops the worker first (as a pool would)."""
+
+    def __init__(self, work_ms: float, spin_ms: float = 0.0) -> None:
+        self.work_ms, self.spin_ms = work_ms, spin_ms
+        self._go, self._idle, self._stop = threading.Event(), threading.Event(), threading.Event()
+        self._idle.set()
+        self._closed = False
+        if spin_ms:
+            threading.Thread(target=self._worker, daemon=True).start()
+
+    def _worker(self) -> None:
+        while True:
+            self._go.wait()
+            self._go.clear()
+            if self._closed:
+                return
+            end = time.perf_counter() + self.spin_ms / 1e3
+            while time.perf_counter() < end and not self._stop.is_set():
+                pass
+            self._idle.set()
+
+    def park(self) -> None:
+        """Nothing to do: the protocol's pause outlasts the spin (what a real engine's pool does too)."""
+
+    def __call__(self) -> None:
+        self._stop.set()
+        self._idle.wait()
+        self._stop.clear()
+        _busy_cpu(self.work_ms)
+        if self.spin_ms:
+            self._idle.clear()
+            self._go.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._stop.set()
+        self._go.set()
+
+
+@pytest.fixture
+def long_switch_interval():
+    """A short GIL switch interval: the spinning worker gets the interpreter as soon as it wants it, as a
+    spinning thread gets a core."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    yield
+    sys.setswitchinterval(old)
+
+
+def test_protocol_ranks_a_spinning_engine_right(long_switch_interval):
+    fast, spinner = FakeEngine(work_ms=2.0), FakeEngine(work_ms=3.0, spin_ms=40.0)
+    runners = {"spinner": spinner, "fast": fast}  # "fast" runs right after the spinner when interleaved
+    try:
+        unfair = time_interleaved(runners, iters=15)
+        fair = time_candidates(runners, Protocol(warmup=2, iters=10, rounds=3, park_s=0.1))
+    finally:
+        spinner.close()
+    # The fake bites: called right after the spinner, the faster engine measures slower than it.
+    assert unfair["fast"] > unfair["spinner"], unfair
+    assert fair["fast"].median_ms < fair["spinner"].median_ms, {k: v.record() for k, v in fair.items()}
+    assert all(len(t.round_ms) == 3 and len(t.times_ms) == 30 for t in fair.values())
+
+
+def test_rounds_rotate_the_order_and_every_block_is_parked():
+    events: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self) -> None:
+            if not events or events[-1] != self.name:
+                events.append(self.name)
+
+        def park(self) -> None:
+            events.append(f"park-{self.name}")
+
+    runners = {n: Recorder(n) for n in "abc"}
+    blocks: list[tuple[str, int]] = []
+    time_candidates(
+        runners, Protocol(warmup=1, iters=2, rounds=3, park_s=0.0), lambda n, r, ms: blocks.append((n, r))
+    )
+    order = [n for n, _ in blocks]
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    # before each of the 9 blocks every runner was parked
+    assert sum(e.startswith("park-") for e in events) == 9 * 3
+    assert [e for e in events if not e.startswith("park-")] == order
+
+
+def test_invalid_protocol_is_refused():
+    with pytest.raises(ValueError, match="protocol"):
+        time_candidates({"a": lambda: None}, Protocol(rounds=0))
