@@ -109,7 +109,7 @@ def export_artifact(cfg: ExportConfig) -> Path:
                 if trt_lint.errors(findings):
                     raise InputError(f"INT8 graph breaks TensorRT rules: {findings[0]}; nothing written")
         elif cfg.int8:
-            with log.stage("CPU INT8 candidates: build, time, gate"):
+            with log.stage("CPU INT8 candidates: build, gate (tune times them last)"):
                 final, backend, record, cpu_graphs, cpu_cands = _cpu_int8(
                     cfg, fp32_model, calib_x, held_x, fp32_out, log
                 )
@@ -264,6 +264,8 @@ def _jetson_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log) -> tuple[onnx.
     return model, {
         "scheme": dataclasses.asdict(scheme),
         "vs_fp32": attempts[-1].metrics,
+        "gate_simulates": "fp16 float layers" if scheme.fp16_simulation else "float32 float layers",
+        "vs_fp32_float32_layers": attempts[-1].qdq_fp32,
         "ignored_scope": attempts[-1].level,
         "float_nodes": attempts[-1].ignored,
         "attempts": _attempts_record(attempts),
@@ -421,10 +423,18 @@ def _tensorrt_finish(cfg: ExportConfig, folder: Path, size: tuple[int, int], log
     (folder / BUILD_TXT).write_text(tensorrt_build.build_on_device_text(cfg.precision, size, batch))
     info = {
         "trtexec": tensorrt_build.trtexec_command(cfg.precision, size, batch),
-        "trtexec_strongly_typed": tensorrt_build.trtexec_command_strongly_typed(size, batch),
+        "trtexec_strongly_typed": tensorrt_build.trtexec_command_strongly_typed(cfg.precision, size, batch),
         "engine_built": False,
         "version": None,
     }
+    if cfg.precision == "int8":
+        # the graph the fidelity gate's fp16 simulation scored, for strongly typed (TensorRT 11) builds
+        typed_model = fp16.convert_qdq_to_fp16(onnx.load(str(folder / ONNX_FILE)))
+        broken = trt_lint.errors(trt_lint.lint_model(typed_model))
+        if broken:
+            raise InputError(f"fp16 Q/DQ variant breaks TensorRT rules: {broken[0]}; nothing written")
+        onnx.save(typed_model, str(folder / tensorrt_build.STRONGLY_TYPED_ONNX))
+        info["strongly_typed_onnx"] = tensorrt_build.STRONGLY_TYPED_ONNX
     trt, reason = tensorrt_build.tensorrt_status() if cfg.build_engine else (None, "engine build disabled")
     if trt is None:
         info["skipped"] = reason
