@@ -67,3 +67,28 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     return model
+
+
+QDQ_FP16_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 inputs and scales from opset 19
+_FP16_TINY = float(np.finfo(np.float16).tiny)
+
+
+def convert_qdq_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """An INT8 Q/DQ graph with every float tensor in float16, Q/DQ scales included (so at opset >= 19), and
+    float32 graph inputs/outputs. This is what TensorRT runs: with the FP16 builder flag (TensorRT 10) the
+    layers left in float may run in half, and a strongly typed build (TensorRT 11) runs exactly these types,
+    so this graph is both the TensorRT 11 input and the fp16 simulation the fidelity gate scores."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < QDQ_FP16_OPSET:
+        model = version_converter.convert_version(model, QDQ_FP16_OPSET)
+    else:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = {i.name: i for i in model.graph.initializer}
+    scales = {n.input[1] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    for name in scales & set(inits):
+        # a scale below fp16's smallest normal would lose precision or round to 0 (an invalid scale)
+        arr = numpy_helper.to_array(inits[name])
+        inits[name].CopyFrom(numpy_helper.from_array(np.maximum(arr, _FP16_TINY).astype(arr.dtype), name))
+    return convert_to_fp16(model)

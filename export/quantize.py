@@ -32,11 +32,26 @@ class Scheme:
     symmetric: bool  # True: symmetric signed int8 activations (TensorRT); False: asymmetric (x86 U8S8)
     smooth_quant_alpha: float  # < 0 disables SmoothQuant
     fast_bias_correction: bool
+    float_attention: bool = False  # keep the MatMul -> Softmax -> MatMul attention core in float
+    fp16_simulation: bool = False  # gate the fp16 variant (float layers in half, as TensorRT runs them)
 
 
 # Jetson/TensorRT: explicit quantization only accepts symmetric int8 (zero point 0) Q/DQ.
+# Attention placement: NNCF's transformer patterns quantize q@k^T (K even on the packed qkv tensor, before
+# Gather/Transpose) but not softmax@V, a half-quantized core for which TensorRT's fused attention does not
+# apply. NVIDIA's placement (TensorRT-Model-Optimizer) is both MatMuls fully quantized (softmax output too)
+# or the whole core in float (its disable_mha_qdq; its int8 default for sequences > 512 tokens). We take the
+# float core: TensorRT 10 then fuses MatMul-Softmax-MatMul into its fp16 attention kernel (the FP16 builder
+# flag, or fp16 tensors when strongly typed); those two MatMuls are ~10% of a ViT-S/16@224's FLOPs (2*N^2*d
+# vs 12*N*d^2 for N=197, d=384), most of the int8 gain is in the projections and MLP, and int8 softmax
+# probabilities (range [0, 1], 1/127 steps) cost accuracy the gate would have to absorb. lint-trt checks it.
 JETSON = Scheme(
-    "nncf_static_qdq_symmetric", symmetric=True, smooth_quant_alpha=0.5, fast_bias_correction=True
+    "nncf_static_qdq_symmetric",
+    symmetric=True,
+    smooth_quant_alpha=0.5,
+    fast_bias_correction=True,
+    float_attention=True,
+    fp16_simulation=True,
 )
 # CPU: asymmetric uint8 activations use all 256 levels on one-sided tensors (post-GELU) and map onto ONNX
 # Runtime's U8S8 x86 kernels; fidelity was within +-0.002 of symmetric in the runs above (either direction).
@@ -49,9 +64,6 @@ def sensitive_nodes(model: onnx.ModelProto, level: str) -> list[str]:
     if level not in LADDER:
         raise ValueError(f"unknown ignored-scope level {level!r}")
     nodes = list(model.graph.node)
-    consts = {i.name for i in model.graph.initializer} | {
-        o for n in nodes if n.op_type == "Constant" for o in n.output
-    }
     names: list[str] = []
     if "patch_embed" in level:
         names += [n.name for n in nodes if n.op_type == "Conv"][:1]
@@ -66,8 +78,17 @@ def sensitive_nodes(model: onnx.ModelProto, level: str) -> list[str]:
                 if nodes[i].op_type in ("MatMul", "Gemm")
             ]
     if "attn_matmul" in level:
-        names += [n.name for n in nodes if n.op_type == "MatMul" and not (set(n.input) & consts)]
+        names += attention_matmuls(model)
     return sorted(set(names))
+
+
+def attention_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the activation x activation MatMuls (q@k^T and softmax@V): neither input is a constant."""
+    nodes = list(model.graph.node)
+    consts = {i.name for i in model.graph.initializer} | {
+        o for n in nodes if n.op_type == "Constant" for o in n.output
+    }
+    return [n.name for n in nodes if n.op_type == "MatMul" and not (set(n.input) & consts)]
 
 
 def quantize_int8(
@@ -189,7 +210,8 @@ class Attempt:
 
     level: str
     ignored: list[str]
-    metrics: dict
+    metrics: dict  # what the gate scored: the fp16 simulation when the scheme asks for it
+    qdq_fp32: dict | None = None  # the same Q/DQ graph with its float layers in float32 (fp16 simulation on)
 
 
 def quantize_gated(
@@ -207,11 +229,22 @@ def quantize_gated(
     from edge_vsd.export import gate, parity
 
     attempts: list[Attempt] = []
+    always = attention_matmuls(model) if scheme.float_attention else []
     for level in ladder:
-        ignored = sensitive_nodes(model, level)
+        ignored = sorted(set(sensitive_nodes(model, level)) | set(always))
         q = quantize_int8(model, calib, scheme, batch, ignored)
         metrics = parity.compare(ref, parity.run_session(parity.ort_session(q.SerializeToString()), heldout))
-        attempts.append(Attempt(level, ignored, metrics))
+        attempt = Attempt(level, ignored, metrics)
+        if scheme.fp16_simulation:
+            # TensorRT runs the layers left in float in half precision (--fp16, or fp16 tensors when strongly
+            # typed): score that graph, whose every float tensor is rounded to fp16 between ops in ORT.
+            from edge_vsd.export.fp16 import convert_qdq_to_fp16
+
+            half = convert_qdq_to_fp16(q).SerializeToString()
+            attempt.qdq_fp32 = metrics
+            attempt.metrics = parity.compare(ref, parity.run_session(parity.ort_session(half), heldout))
+        attempts.append(attempt)
+        metrics = attempt.metrics
         if gate.passes(metrics, threshold):
             return q, attempts
     return None, attempts

@@ -75,14 +75,21 @@ def trtexec_command(
     )
 
 
+def strongly_typed_onnx(precision: str) -> str:
+    """The file a strongly typed build reads: int8 artifacts carry an fp16 Q/DQ variant; fp16 artifacts are
+    fp16 already and fp32 ones are meant to run in fp32."""
+    return STRONGLY_TYPED_ONNX if precision == "int8" else "encoder.onnx"
+
+
 def trtexec_command_strongly_typed(
+    precision: str,
     image_size: tuple[int, int],
     batch: int | None,
-    onnx_name: str = STRONGLY_TYPED_ONNX,
     engine_name: str = "encoder.engine",
 ) -> str:
     """TensorRT >= 11 builds strongly typed networks: precisions come from the graph (Q/DQ, fp16 tensors),
-    so it reads the fp16 variant. TensorRT 11 is not available for JetPack; this is for discrete GPUs."""
+    so int8 reads the fp16 variant. TensorRT 11 is not available for JetPack; this is for discrete GPUs."""
+    onnx_name = strongly_typed_onnx(precision)
     return (
         f"trtexec --onnx={onnx_name} --saveEngine={engine_name} --stronglyTyped{_shapes(image_size, batch)}"
         " --timingCacheFile=timing.cache --skipInference"
@@ -98,8 +105,8 @@ def build_on_device_text(precision: str, image_size: tuple[int, int], batch: int
         f"# Written for {trt_support.TARGET_JETPACK}; trtexec is not on PATH there:\n"
         f"{trtexec_command(precision, image_size, batch)}\n"
         "# TensorRT 11 and later (discrete GPUs only: no JetPack ships TensorRT 11). Strongly typed,\n"
-        f"# no --int8/--fp16 flags; reads {STRONGLY_TYPED_ONNX}, whose float layers are already fp16:\n"
-        f"{trtexec_command_strongly_typed(image_size, batch)}\n"
+        "# no --int8/--fp16 flags; the graph's types decide (int8 artifacts: the fp16 Q/DQ variant):\n"
+        f"{trtexec_command_strongly_typed(precision, image_size, batch)}\n"
     )
 
 

@@ -69,3 +69,23 @@ def test_doctor_bad_artifact_is_one_line(tmp_path, capsys):
     assert main(["doctor", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope" in err
+
+
+def test_build_commands_use_jetpack_trtexec_and_the_runtime_batch():
+    """BUILD_ON_DEVICE: JetPack's trtexec path, the profile tuned (opt) for the chunk size the runtime feeds
+    dynamic engines, and the strongly typed command reading the fp16 variant of an int8 artifact."""
+    from edge_vsd.export import tensorrt_build as tb
+    from edge_vsd.runtimes.encoder import DEFAULT_MAX_BATCH
+
+    lo, opt, hi = tb.profile_shapes((64, 96))
+    assert lo == (1, 3, 64, 96) and opt == hi == (DEFAULT_MAX_BATCH, 3, 64, 96)
+    text = tb.build_on_device_text("int8", (64, 96), None)
+    trt10, trt11 = (line for line in text.splitlines() if not line.startswith("#"))
+    assert trt10.startswith("/usr/src/tensorrt/bin/trtexec ") and "--int8 --fp16" in trt10
+    assert (
+        f"--optShapes=image:{DEFAULT_MAX_BATCH}x3x64x96" in trt10 and "--minShapes=image:1x3x64x96" in trt10
+    )
+    assert "--stronglyTyped" in trt11 and "--onnx=encoder.fp16.onnx" in trt11 and "--int8" not in trt11
+    assert "JetPack 6.1" in text and "no JetPack ships TensorRT 11" in text
+    assert "--onnx=encoder.onnx" in tb.trtexec_command_strongly_typed("fp16", (64, 64), 1)
+    assert "Shapes" not in tb.trtexec_command("int8", (64, 64), 4)  # static batch: no profile
