@@ -34,7 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--warmup", type=int, default=10, help="untimed calls before timing (default: %(default)s)"
     )
-    p.add_argument("--iters", type=int, default=50, help="timed calls per artifact (default: %(default)s)")
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=48,
+        help="timed calls per artifact, split over --rounds blocks (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timing blocks per artifact; rounds rotate the order, the median of rounds is kept "
+        "(default: %(default)s)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime / OpenVINO (default: theirs)")
     p.add_argument("--batch", type=int, default=1, help="frames per timed call (default: %(default)s)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="engine to run artifacts on")
@@ -82,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag in ("warmup", "threads", "batch", "iters", "frames", "corr_pairs", "seg_epochs"):
+    for flag in ("warmup", "threads", "batch", "iters", "rounds", "frames", "corr_pairs", "seg_epochs"):
         value = getattr(args, flag)
         low = 0 if flag == "warmup" else 1
         if value is not None and value < low:
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     from edge_vsd.benchmarks import report, runner
     from edge_vsd.benchmarks.data import load_frames
+    from edge_vsd.benchmarks.verdicts import ship_line
 
     # Every input is checked before any work starts: a wrong path costs seconds, not a benchmark run.
     report.check_report_dir(args.report, args.force)
@@ -120,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     settings = runner.Settings(
         warmup=args.warmup,
         iters=args.iters,
+        rounds=args.rounds,
         threads=args.threads,
         batch=args.batch,
         backend=None if args.backend == "auto" else args.backend,
@@ -134,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     results = runner.run_benchmark(artifacts, settings, frames, data_info, reference, seg_data)
     written = report.write_report(results, args.report)
     print(report.markdown_table(results), end="")
+    print(ship_line(results))
     print(
         f"report: {written['report.html']} (results.json, report.md, plots in {Path(args.report)})",
         file=sys.stderr,

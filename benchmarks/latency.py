@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import resource
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from edge_vsd.benchmarks.stats import summarize
+from edge_vsd.runtimes.timing import time_block
 
 
 def reset_peak_rss() -> bool:
@@ -34,15 +34,9 @@ def peak_rss_mb() -> float:
 
 
 def time_calls(fn: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int, iters: int) -> list[float]:
-    """Milliseconds per call of fn(x) after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter_ns()
-        fn(x)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    return times
+    """Milliseconds per call of fn(x) after `warmup` untimed calls: one block of the timing protocol
+    (`edge_vsd.runtimes.timing`, which compares several engines fairly)."""
+    return time_block(lambda: fn(x), warmup, iters)
 
 
 def measure(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_vsd.benchmarks import plots
+from edge_vsd.benchmarks.verdicts import ship_line
 from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
@@ -39,6 +40,7 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     for a in results["artifacts"]:
         lat, acc = a.get("latency") or {}, a.get("accuracy") or {}
         status = a["status"] + (f" ({a['reason']})" if a.get("reason") else "")
+        status += "".join(f"; {n}" for n in a.get("notes") or [])
         out.append(
             [
                 a["name"],
@@ -112,7 +114,10 @@ def markdown_report(results: dict[str, Any]) -> str:
             "# edge-vsd benchmark",
             "",
             markdown_table(results),
-            f"Batch {s['batch']}, {s['iters']} iterations after {s['warmup']} warm-up; "
+            ship_line(results),
+            "",
+            f"Batch {s['batch']}, {s['iters']} timed calls in {s.get('rounds', 1)} rounds (each artifact "
+            f"in its own block after {s['warmup']} warm-up, order rotated, median of rounds); "
             f"data: {s['data'].get('kind')} ({s['data'].get('frames')} frames{source}); "
             f"reference: {ref.get('name') or 'none'}; gate: CLS cos >= {s['gate']['min_cls_cosine']}, "
             f"patch cos >= {s['gate']['min_patch_cosine']}.",

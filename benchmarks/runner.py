@@ -12,18 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edge_vsd.benchmarks import SCHEMA, SCHEMA_VERSION, accuracy, fingerprint, latency
+from edge_vsd.benchmarks import SCHEMA, SCHEMA_VERSION, accuracy, fingerprint, latency, verdicts
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 MANIFEST = "manifest.json"
+MODEL_KEYS = ("arch", "patch_size", "embed_dim", "image_size")  # same values: siblings of one model
 
 
 @dataclass
 class Settings:
     """Everything a run depends on, recorded in results.json."""
 
-    warmup: int = 10
-    iters: int = 50
+    warmup: int = 10  # untimed calls at the start of every timing block
+    iters: int = 48  # timed calls per artifact, split over `rounds` blocks
+    rounds: int = 3
     threads: int | None = None
     batch: int = 1
     backend: str | None = None
@@ -142,6 +144,8 @@ def bench_one(
         "reason": None,
         "load_s": None,
         "latency": None,
+        "model": {k: (manifest.get("model") or {}).get(k) for k in MODEL_KEYS},
+        "notes": [],
         "gpu": None,
         "memory": None,
         "accuracy": None,
@@ -158,9 +162,7 @@ def bench_one(
         row["load_s"] = round(time.perf_counter() - t0, 4)
         row["backend"] = enc.backend_name
         row["precision"] = enc.manifest.get("precision", row["precision"])
-        stage = "latency"
-        _log(f"  {name}: {enc.backend_name}, loaded in {row['load_s']:.2f} s; timing {s.iters} iterations")
-        row["latency"] = latency.measure(enc, frames, s.batch, s.warmup, s.iters)
+        _log(f"  {name}: {enc.backend_name}, loaded in {row['load_s']:.2f} s")
         if enc.backend_name == "tensorrt":
             stage = "gpu timing"
             from edge_vsd.benchmarks.trt_timing import gpu_times
@@ -268,6 +270,8 @@ def run_benchmark(
             rows[i], _ = bench_one(path, names[i], s, frames, ref_feats, seg_data)
             if rows[i]["accuracy"] is not None and ref_feats is None:
                 rows[i]["accuracy"].update(cls_cosine=None, patch_cosine=None, knn_agreement=None)
+    time_artifacts(artifacts, rows, s, frames)
+    ship = verdicts.apply(rows, has_reference=ref_feats is not None)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -279,5 +283,51 @@ def run_benchmark(
             "gate": {"min_cls_cosine": s.min_cls_cosine, "min_patch_cosine": s.min_patch_cosine},
         },
         "reference": ref_info,
+        "ship": ship,
         "artifacts": rows,
     }
+
+
+def time_artifacts(
+    artifacts: list[Path], rows: list[dict[str, Any]], s: Settings, frames: np.ndarray
+) -> None:
+    """Latency of every artifact that loaded, with the fair protocol: all loaded at once, each timed in its
+    own block after warm-up, worker pools parked between blocks, rounds rotate the order, median of rounds."""
+    from edge_vsd.runtimes.timing import Protocol, time_candidates
+
+    from edge_vsd import runtimes
+
+    rounds = max(1, min(s.rounds, s.iters))
+    protocol = Protocol(warmup=s.warmup, iters=max(1, s.iters // rounds), rounds=rounds)
+    idx = np.arange(s.batch) % len(frames)
+    x = np.ascontiguousarray(frames[idx])
+    encoders: dict[int, Any] = {}
+    try:
+        for i, (path, row) in enumerate(zip(artifacts, rows, strict=True)):
+            if row["status"] == "failed":
+                continue
+            try:
+                encoders[i] = runtimes.load(path, backend=s.backend, threads=s.threads)
+            except Exception as exc:  # noqa: BLE001 - reported in the row like any other stage
+                row["status"], row["reason"] = "failed", f"latency: {_short(exc)}"
+        _log(
+            f"[latency] {len(encoders)} artifacts, {protocol.rounds} rounds of {protocol.iters} calls "
+            f"after {protocol.warmup} warm-up, each in its own block"
+        )
+        runners = {i: (lambda enc=enc: enc(x)) for i, enc in encoders.items()}
+        for i, t in time_candidates(runners, protocol).items():
+            summary = latency.summarize(t.times_ms, s.batch)
+            # The protocol's number: median of the rounds' medians (robust to one disturbed block).
+            summary["p50_ms"] = t.median_ms
+            summary["fps"] = s.batch * 1000.0 / t.median_ms if t.median_ms > 0 else None
+            rows[i]["latency"] = {
+                **summary,
+                "warmup": s.warmup,
+                "round_ms": [round(v, 4) for v in t.round_ms],
+                "spread": round(t.spread, 4),
+                "protocol": protocol.record(),
+                "times_ms": [round(v, 4) for v in t.times_ms],
+            }
+    finally:
+        for enc in encoders.values():
+            enc.close()

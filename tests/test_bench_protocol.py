@@ -112,3 +112,65 @@ def test_rounds_rotate_the_order_and_every_block_is_parked():
 def test_invalid_protocol_is_refused():
     with pytest.raises(ValueError, match="protocol"):
         time_candidates({"a": lambda: None}, Protocol(rounds=0))
+
+
+def _row(name: str, precision: str, p50: float | None, status: str = "ok", cos: float | None = 0.999) -> dict:
+    model = {"arch": "vit_tiny", "patch_size": 16, "embed_dim": 192, "image_size": [112, 112]}
+    return {
+        "name": name,
+        "precision": precision,
+        "status": status,
+        "backend": "onnxruntime-cpu",
+        "model": model,
+        "latency": None if p50 is None else {"p50_ms": p50},
+        "accuracy": {"cls_cosine": cos},
+        "notes": [],
+    }
+
+
+def test_bench_names_the_artifact_to_ship_and_flags_slow_int8():
+    from edge_vsd.benchmarks import verdicts
+
+    rows = [
+        _row("cpu-fp32", "fp32", 6.5),
+        _row("cpu-int8", "int8", 27.1),
+        _row("fast-but-wrong", "int8", 2.0, status="fails-gate", cos=0.9),
+        _row("broken", "int8", None, status="failed"),
+    ]
+    ship = verdicts.apply(rows, has_reference=True)
+    assert ship["name"] == "cpu-fp32" and ship["p50_ms"] == 6.5
+    assert rows[1]["notes"] == [
+        "INT8 slower than fp32 sibling cpu-fp32 (27.10 vs 6.50 ms): do not ship it on this CPU"
+    ]
+    assert rows[0]["notes"] == [] and rows[2]["notes"] == []
+    # a faster INT8 is shipped and not flagged; another model's fp32 is no sibling
+    rows = [_row("cpu-fp32", "fp32", 6.5), _row("cpu-int8", "int8", 4.0), _row("other", "fp32", 1.0)]
+    rows[2]["model"] = dict(rows[2]["model"], arch="vit_small")
+    assert verdicts.apply(rows, has_reference=True)["name"] == "other"
+    assert rows[1]["notes"] == []
+    assert "Ship: none" in verdicts.ship_line({"ship": verdicts.ship([rows[0] | {"status": "failed"}], True)})
+
+
+def test_bench_times_with_the_protocol_and_reports_engine_and_ship(tmp_path, capsys):
+    import json
+
+    from edge_vsd.runtimes.tune import tune
+    from toy_artifact import make_toy_artifact
+
+    from edge_vsd.cli import main
+
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
+    a = make_toy_artifact(tmp_path / "a")
+    b = make_toy_artifact(tmp_path / "b")
+    rec = tune(b, protocol=Protocol(warmup=1, iters=2, rounds=1, park_s=0.0))
+    args = ["--iters", "4", "--rounds", "2", "--warmup", "1", "--frames", "4", "--corr-pairs", "2"]
+    assert main(["bench", str(a), str(b), "--report", str(tmp_path / "r"), *args]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    rows = {r["name"]: r for r in results["artifacts"]}
+    assert rows["b"]["backend"].endswith("/" + rec["chosen"])  # which engine and graph ran
+    for row in rows.values():
+        lat = row["latency"]
+        assert len(lat["round_ms"]) == 2 and len(lat["times_ms"]) == 4 and lat["protocol"]["rounds"] == 2
+    fastest = min(rows.values(), key=lambda r: r["latency"]["p50_ms"])
+    assert results["ship"]["name"] == fastest["name"] and f"Ship: {fastest['name']}" in out
