@@ -1,7 +1,8 @@
 """TensorRT GPU time with CUDA events: compute only (enqueue), and host->device + compute + device->host.
 
 Real code against TensorRT 10's tensor API and cuda-python's runtime bindings; used only when an artifact
-runs on the tensorrt backend. Engines are built on the board they run on, so this never runs on a PC.
+runs on the tensorrt backend (importing it needs cuda-python matching the CUDA driver). Engines are built on
+the board they run on, so this never runs on a PC.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from typing import Any
 
 import numpy as np
 from edge_vsd.benchmarks.stats import summarize
+from edge_vsd.runtimes.cuda_device import cudart as rt  # RuntimeInputError without a matching cuda-python
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 
 def cudart() -> Any:
-    """cuda-python's runtime module; RuntimeInputError (one line, what to install) when it is missing or
-    its major does not match the CUDA driver's."""
-    from edge_vsd.runtimes.trt_support import import_cudart
-
-    return import_cudart()
+    """cuda-python's runtime module, as the runtime's CUDA helpers import it."""
+    return rt
 
 
 def check(result: Any) -> Any:
@@ -35,34 +34,33 @@ class EventTimer:
     """Times work enqueued on one CUDA stream with a pair of events: GPU time, not host wall time."""
 
     def __init__(self) -> None:
-        self.rt = cudart()
-        self.stream = check(self.rt.cudaStreamCreate())
-        self.start = check(self.rt.cudaEventCreate())
-        self.end = check(self.rt.cudaEventCreate())
+        self.stream = check(rt.cudaStreamCreate())
+        self.start = check(rt.cudaEventCreate())
+        self.end = check(rt.cudaEventCreate())
 
     def time_ms(self, enqueue: Callable[[Any], None]) -> float:
         """Milliseconds between events recorded before and after `enqueue(stream)`."""
-        check(self.rt.cudaEventRecord(self.start, self.stream))
+        check(rt.cudaEventRecord(self.start, self.stream))
         enqueue(self.stream)
-        check(self.rt.cudaEventRecord(self.end, self.stream))
-        check(self.rt.cudaEventSynchronize(self.end))
-        return float(check(self.rt.cudaEventElapsedTime(self.start, self.end)))
+        check(rt.cudaEventRecord(self.end, self.stream))
+        check(rt.cudaEventSynchronize(self.end))
+        return float(check(rt.cudaEventElapsedTime(self.start, self.end)))
 
     def copy_in(self, device_ptr: int, host: np.ndarray) -> None:
         """Enqueue host -> device copy of a contiguous array."""
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check(self.rt.cudaMemcpyAsync(device_ptr, host.ctypes.data, host.nbytes, kind, self.stream))
+        kind = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        check(rt.cudaMemcpyAsync(device_ptr, host.ctypes.data, host.nbytes, kind, self.stream))
 
     def copy_out(self, host: np.ndarray, device_ptr: int) -> None:
         """Enqueue device -> host copy into a contiguous array."""
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        check(self.rt.cudaMemcpyAsync(host.ctypes.data, device_ptr, host.nbytes, kind, self.stream))
+        kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        check(rt.cudaMemcpyAsync(host.ctypes.data, device_ptr, host.nbytes, kind, self.stream))
 
     def close(self) -> None:
         """Destroy the events and the stream."""
-        self.rt.cudaEventDestroy(self.start)
-        self.rt.cudaEventDestroy(self.end)
-        self.rt.cudaStreamDestroy(self.stream)
+        rt.cudaEventDestroy(self.start)
+        rt.cudaEventDestroy(self.end)
+        rt.cudaStreamDestroy(self.stream)
 
 
 def check_input_shape(engine: Any, context: Any, name: str, shape: tuple[int, ...]) -> None:
@@ -87,9 +85,10 @@ def gpu_times(
     engine_path: str | Path, input_shape: tuple[int, ...], warmup: int = 10, iters: int = 100
 ) -> dict[str, Any]:
     """{'compute': summary, 'with_copies': summary} in ms for one engine at `input_shape` (N, 3, H, W)."""
-    from edge_vsd.runtimes.trt_support import import_tensorrt
+    import tensorrt as trt
+    from edge_vsd.runtimes.trt_support import check_tensorrt
 
-    trt = import_tensorrt()  # refuses TensorRT < 10 in one line
+    check_tensorrt(trt.__version__)  # refuses TensorRT < 10 in one line
 
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
         Path(engine_path).read_bytes()
@@ -111,7 +110,7 @@ def gpu_times(
                 raise RuntimeInputError(f"output {name!r} shape {shape} unresolved for input {input_shape}")
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             host[name] = np.random.default_rng(0).standard_normal(shape).astype(dtype)
-            device[name] = check(timer.rt.cudaMalloc(host[name].nbytes))
+            device[name] = check(rt.cudaMalloc(host[name].nbytes))
             context.set_tensor_address(name, device[name])
 
         def compute(stream: Any) -> None:
@@ -136,5 +135,5 @@ def gpu_times(
         }
     finally:
         for ptr in device.values():
-            timer.rt.cudaFree(ptr)
+            rt.cudaFree(ptr)
         timer.close()

@@ -220,7 +220,7 @@ def _frames(cfg: ExportConfig, size: tuple[int, int]) -> calibration.FrameSet:
     # fp32/fp16 exports only need held-out frames for parity; calibration frames matter for INT8.
     n_calib = cfg.calib_frames if cfg.int8 else calibration.MIN_CALIB_FRAMES
     if cfg.calib:
-        return calibration.load_frames(cfg.calib, size, n_calib, cfg.heldout_frames)
+        return calibration.load_frames([*cfg.calib], size, n_calib, cfg.heldout_frames)  # list[str | Path]
     return calibration.synthetic_frames(size, n_calib, cfg.heldout_frames)
 
 

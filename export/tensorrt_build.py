@@ -129,9 +129,11 @@ def build_engine(
     TensorRT version under ~/.cache); returns {version, gpu, compute_capability} for the manifest.
     Raises RuntimeError when TensorRT or a GPU is missing or the build fails. TensorRT >= 11 parses
     `typed_onnx_path` instead when given (the fp16 Q/DQ variant of an int8 artifact)."""
-    trt, reason = tensorrt_status()
-    if trt is None:
+    found, reason = tensorrt_status()
+    if found is None:
         raise RuntimeError(reason)
+    import tensorrt as trt
+
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     major = int(trt.__version__.split(".")[0])
@@ -167,7 +169,9 @@ def build_engine(
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     info = {"version": str(trt.__version__)}
     try:
-        info.update(trt_support.current_gpu(trt_support.import_cudart()))
+        from edge_vsd.runtimes.cuda_device import device_gpu
+
+        info.update(device_gpu())
     except RuntimeInputError as exc:  # the engine is built; the GPU record is what the runtime checks
         raise RuntimeError(f"engine built but the GPU could not be recorded: {exc}") from None
     return info

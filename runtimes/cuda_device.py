@@ -1,5 +1,6 @@
 """Minimal CUDA runtime helpers over cuda-python: a stream, growable device and pinned host buffers, async
-copies. Importing this module checks cuda-python's major against the driver's (one-line error)."""
+copies. Importing this module checks that cuda-python is installed and that its major matches the driver's
+(RuntimeInputError, one line saying what to install)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from typing import Any
 
 import numpy as np
 from edge_vsd.runtimes import trt_support
+from edge_vsd.runtimes.errors import RuntimeInputError
 
-cudart = trt_support.import_cudart()
+try:  # cuda-python >= 12.6 layout; older releases export `cuda.cudart`
+    from cuda.bindings import runtime as cudart
+except ImportError:  # pragma: no cover - depends on the installed cuda-python
+    try:
+        from cuda import cudart  # type: ignore[no-redef]
+    except ImportError:
+        raise RuntimeInputError(trt_support.CUDA_PYTHON_MISSING) from None
+trt_support.check_cuda_driver(cudart)
 
 
 def check(result: Any) -> Any:
@@ -36,7 +45,8 @@ def device_capability() -> str:
 
 def device_gpu() -> dict[str, str]:
     """{gpu, compute_capability} of the current device, as manifests record it."""
-    return trt_support.current_gpu(cudart, int(check(cudart.cudaGetDevice())))
+    props = check(cudart.cudaGetDeviceProperties(int(check(cudart.cudaGetDevice()))))
+    return trt_support.gpu_record(props.name, props.major, props.minor)
 
 
 class CudaStream:
@@ -105,7 +115,7 @@ class PinnedBuffer:
             self.ptr = int(check(cudart.cudaMallocHost(max(nbytes, 1))))
             self.capacity = max(nbytes, 1)
         raw = (ctypes.c_byte * self.capacity).from_address(self.ptr)
-        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        return np.frombuffer(memoryview(raw), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
     def free(self) -> None:
         if self.ptr:

@@ -48,26 +48,30 @@ def _tensorrt() -> tuple[Check, object | None]:
 
 def _cuda() -> list[Check]:
     try:
-        cudart = trt_support.import_cudart()
-    except RuntimeInputError as exc:
+        from edge_vsd.runtimes import cuda_device
+    except RuntimeInputError as exc:  # cuda-python missing, or its major does not match the driver
         return [Check("cuda-python", False, str(exc)), Check("gpu", False, "not checked (no CUDA binding)")]
-    _, driver = cudart.cudaDriverGetVersion()
-    _, runtime = cudart.cudaRuntimeGetVersion()
-    version = trt_support.cuda_python_version()
+    _, driver = cuda_device.cudart.cudaDriverGetVersion()
+    _, runtime = cuda_device.cudart.cudaRuntimeGetVersion()
     out = [
         Check(
             "cuda-python",
             True,
-            f"cuda-python {version}, driver CUDA {int(driver) // 1000}.{int(driver) % 1000 // 10}, "
-            f"runtime {int(runtime) // 1000}.{int(runtime) % 1000 // 10}",
+            f"cuda-python {trt_support.cuda_python_version()}, driver CUDA {_version(driver)}, "
+            f"runtime {_version(runtime)}",
         )
     ]
     try:
-        gpu = trt_support.current_gpu(cudart)
+        gpu = cuda_device.device_gpu()
         out.append(Check("gpu", True, f"{gpu['gpu']} (compute capability {gpu['compute_capability']})"))
-    except RuntimeInputError as exc:
+    except RuntimeError as exc:  # no device visible
         out.append(Check("gpu", False, str(exc)))
     return out
+
+
+def _version(cuda_int: int) -> str:
+    """12060 -> "12.6" (CUDA's integer version)."""
+    return f"{int(cuda_int) // 1000}.{int(cuda_int) % 1000 // 10}"
 
 
 def _power_mode() -> Check:

@@ -31,7 +31,9 @@ def _check_with_tensorrt(path: Path) -> dict[str, Any]:
             "(built by another TensorRT version or for another GPU?)"
         )
     # The plan deserialized, so this GPU is the one it was built for: record it for the runtime's check.
-    return {"version": str(trt.__version__), **trt_support.current_gpu(trt_support.import_cudart())}
+    from edge_vsd.runtimes.cuda_device import device_gpu
+
+    return {"version": str(trt.__version__), **device_gpu()}
 
 
 def register_engine(artifact_dir: str | Path, engine: str | Path | None = None) -> Path:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorrt as trt
 from edge_vsd.runtimes import trt_support
 from edge_vsd.runtimes.backend import ENGINE_FILE
 from edge_vsd.runtimes.cuda_device import CudaStream, DeviceBuffer, PinnedBuffer, device_gpu
 from edge_vsd.runtimes.errors import RuntimeInputError
 
-trt = trt_support.import_tensorrt()  # refuses TensorRT < 10 in one line
+trt_support.check_tensorrt(trt.__version__)  # TensorRT 8.x: refuse in one line
 log = logging.getLogger("edge_vsd.runtimes")
 
 
@@ -28,7 +29,7 @@ class _Logger(trt.ILogger):
         trt.ILogger.__init__(self)
         self.errors: list[str] = []
 
-    def log(self, severity: Any, msg: str) -> None:
+    def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
         if int(severity) <= int(trt.ILogger.Severity.ERROR):
             self.errors.append(msg)
         elif int(severity) <= int(trt.ILogger.Severity.WARNING):
@@ -132,5 +133,6 @@ class TensorRTBackend:
         for pinned in self._host.values():
             pinned.free()
         self.stream.close()
-        self.context = None
-        self.engine = None
+        # drop the context before the engine (TensorRT frees them in that order)
+        self.__dict__.pop("context", None)
+        self.__dict__.pop("engine", None)

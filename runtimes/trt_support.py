@@ -16,6 +16,7 @@ MIN_TENSORRT_MAJOR = 10
 # What the guide targets: JetPack 6.1/6.2 (L4T 36.4), TensorRT 10.3, CUDA 12.6. TensorRT 11 has no JetPack.
 TARGET_JETPACK = "JetPack 6.1/6.2 (L4T r36.4, TensorRT 10.3, CUDA 12.6)"
 CUDA_PYTHON_PIN = "cuda-python>=12.2,<13"
+CUDA_PYTHON_MISSING = f"cuda-python is not installed: pip install '{CUDA_PYTHON_PIN}'"
 INSTALL_TENSORRT = (
     "on a Jetson flash JetPack 6.1 or later (TensorRT 10.3: sudo apt install nvidia-jetpack); "
     "on a PC pip install 'tensorrt>=10,<11'"
@@ -56,6 +57,13 @@ def cuda_python_error(binding_version: str, driver_version: int) -> str | None:
     return None
 
 
+def check_tensorrt(version: str) -> None:
+    """RuntimeInputError (one line, what to install) for TensorRT below 10."""
+    why = tensorrt_version_error(version)
+    if why:
+        raise RuntimeInputError(why)
+
+
 def import_tensorrt() -> Any:
     """The tensorrt module, or RuntimeInputError (one line) when it is missing or older than 10."""
     try:
@@ -82,36 +90,18 @@ def cuda_python_version() -> str | None:
     return None
 
 
-def import_cudart() -> Any:
-    """cuda-python's runtime module after checking its major against the driver's (one-line error)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]  # cuda-python < 12.6 layout
-        except ImportError:
-            raise RuntimeInputError(
-                f"cuda-python is not installed: pip install '{CUDA_PYTHON_PIN}'"
-            ) from None
+def check_cuda_driver(cudart: Any) -> None:
+    """RuntimeInputError (one line, what to install) when cuda-python's major differs from the driver's."""
     err, driver = cudart.cudaDriverGetVersion()
     why = cuda_python_error(cuda_python_version() or "?", int(driver) if int(err) == 0 else 0)
     if why:
         raise RuntimeInputError(why)
-    return cudart
 
 
 def gpu_record(name: bytes | str, major: int, minor: int) -> dict[str, str]:
     """The GPU an engine was built or registered on, as the manifest stores it."""
     text = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
     return {"gpu": text.rstrip("\x00").strip(), "compute_capability": f"{int(major)}.{int(minor)}"}
-
-
-def current_gpu(cudart: Any, device: int = 0) -> dict[str, str]:
-    """gpu_record of CUDA device `device`."""
-    err, props = cudart.cudaGetDeviceProperties(device)
-    if int(err) != 0:
-        raise RuntimeInputError(f"no CUDA GPU visible (cudaGetDeviceProperties: {err!r})")
-    return gpu_record(props.name, props.major, props.minor)
 
 
 def engine_gpu_mismatch(recorded: dict[str, Any], current: dict[str, str]) -> str | None:

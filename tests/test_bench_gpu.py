@@ -11,13 +11,13 @@ from toy_artifact import make_toy_artifact
 
 
 def _cuda_or_skip():
-    from edge_vsd.benchmarks.trt_timing import check, cudart
     from edge_vsd.runtimes.errors import RuntimeInputError
 
     try:
-        rt = cudart()
-    except RuntimeInputError as exc:  # absent, or its major does not match the driver's
+        from edge_vsd.benchmarks.trt_timing import check, cudart
+    except RuntimeInputError as exc:  # cuda-python absent, or its major does not match the driver's
         pytest.skip(str(exc))
+    rt = cudart()
     err, count = rt.cudaGetDeviceCount()
     if int(err) != 0 or count == 0:
         pytest.skip("needs a CUDA GPU (none visible)")
