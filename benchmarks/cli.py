@@ -77,6 +77,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for synthetic frames, homographies, probe split")
     p.add_argument(
+        "--peers",
+        metavar="CKPT",
+        help="compare ARTIFACT (the tuned cpu INT8 export of CKPT) with PyTorch eager, ONNX Runtime fp32 "
+        "and dynamic INT8, OpenVINO fp32 and NNCF-default INT8, same frame and threads; writes peers.json, "
+        "peers.md in --report (frames: --data video, default opencv-doc's vtest.avi)",
+    )
+    p.add_argument(
         "--compare",
         nargs=2,
         metavar=("OLD", "NEW"),
@@ -114,6 +121,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.artifacts:
         raise RuntimeInputError("no artifacts given (edge-vsd bench ARTIFACT [ARTIFACT ...])")
     _check_args(args)
+    if args.peers:
+        from edge_vsd.benchmarks.peers import run_cli
+
+        return run_cli(
+            args.peers,
+            args.artifacts,
+            args.data,
+            args.threads,
+            args.report,
+            args.rounds,
+            args.iters,
+            args.warmup,
+        )
     from edge_vsd.benchmarks import report, runner
     from edge_vsd.benchmarks.data import load_frames
     from edge_vsd.benchmarks.verdicts import ship_line
