@@ -75,10 +75,12 @@ def _version(cuda_int: int) -> str:
 
 
 def _power_mode() -> Check:
+    if not TEGRA_RELEASE.is_file():
+        return Check("power mode", True, "n/a (nvpmodel power modes are a Jetson feature)")
     try:
         res = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return Check("power mode", False, "nvpmodel not found (Jetson only); timings depend on it")
+        return Check("power mode", False, "nvpmodel not found (sudo apt install nvidia-l4t-tools)")
     mode = " ".join(line.strip() for line in res.stdout.splitlines() if line.strip())
     return Check("power mode", res.returncode == 0, mode or res.stderr.strip()[:120] or "unknown")
 

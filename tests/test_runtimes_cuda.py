@@ -46,3 +46,24 @@ def test_round_trip_through_device_memory_on_a_stream(cuda):
 def test_cuda_errors_are_raised(cuda):
     with pytest.raises(RuntimeError, match="CUDA error"):
         cuda.check(cuda.cudart.cudaMalloc(1 << 60))  # more memory than any GPU has
+
+
+def test_pinned_host_buffer_round_trip(cuda):
+    """Page-locked staging (what the TensorRT backend copies through): grows, reuses, DMA both ways."""
+    stream, dev, pinned = cuda.CudaStream(), cuda.DeviceBuffer(), cuda.PinnedBuffer()
+    try:
+        src = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
+        staged = pinned.view(src.shape, src.dtype)
+        staged[...] = src
+        dev.upload(staged, stream)
+        back = cuda.PinnedBuffer()
+        out = back.view(src.shape, src.dtype)
+        dev.download(out, stream)
+        stream.synchronize()
+        np.testing.assert_array_equal(out, src)
+        assert pinned.view((1, 3, 8, 8), np.float32).ctypes.data == pinned.ptr  # smaller view reuses it
+        back.free()
+    finally:
+        pinned.free()
+        dev.free()
+        stream.close()
