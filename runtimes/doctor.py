@@ -50,7 +50,8 @@ def _cuda() -> list[Check]:
     try:
         from edge_vsd.runtimes import cuda_device
     except RuntimeInputError as exc:  # cuda-python missing, or its major does not match the driver
-        return [Check("cuda-python", False, str(exc)), Check("gpu", False, "not checked (no CUDA binding)")]
+        gpu = Check("gpu", False, "not checked (no usable CUDA binding and driver)")
+        return [Check("cuda-python", False, str(exc)), gpu]
     _, driver = cuda_device.cudart.cudaDriverGetVersion()
     _, runtime = cuda_device.cudart.cudaRuntimeGetVersion()
     out = [

@@ -47,7 +47,10 @@ def cuda_python_error(binding_version: str, driver_version: int) -> str | None:
     for 12.6); None when the majors match. cuda-python 13 targets CUDA 13 runtimes, JetPack 6 is CUDA 12."""
     driver_major = int(driver_version) // 1000
     if driver_version <= 0:
-        return f"no CUDA driver found (cuda-python {binding_version}); on a Jetson install JetPack 6"
+        return (
+            f"no CUDA driver found (cuda-python {binding_version}): "
+            "install the NVIDIA driver (Jetson: JetPack 6)"
+        )
     if _major(binding_version) != driver_major:
         minor = (int(driver_version) % 1000) // 10
         return (

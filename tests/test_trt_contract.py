@@ -221,3 +221,52 @@ def test_tensorrt_stub_matches_installed_tensorrt():
         if hasattr(trt, cls) and not member.startswith("_") and not hasattr(getattr(trt, cls), member)
     ]
     assert not missing, missing
+
+
+def _cudart_or_skip():
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        pytest.skip("needs cuda-python (pip install 'cuda-python>=12.2,<13'; no GPU needed)")
+    return runtime
+
+
+def _cuda_calls(rel: str) -> list[tuple[int, str, ast.Call]]:
+    """Calls `cudart.f(...)` / `rt.f(...)` (the names the CUDA modules import the runtime bindings as)."""
+    return [
+        (node.lineno, node.func.attr, node)
+        for node in ast.walk(ast.parse((ROOT / rel).read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id in ("cudart", "rt")
+        and node.func.attr.startswith("cuda")
+    ]
+
+
+def test_cuda_calls_bind_to_the_real_cuda_python():
+    """Every cuda-python call of the CUDA modules binds to the installed binding's own signature (cuda-python
+    imports without a GPU or driver), and the stubs mypy uses agree with it."""
+    runtime = _cudart_or_skip()
+    failures, n = [], 0
+    for rel in (
+        "runtimes/cuda_device.py",
+        "runtimes/trt_support.py",
+        "runtimes/doctor.py",
+        "benchmarks/trt_timing.py",
+    ):
+        for line, name, call in _cuda_calls(rel):
+            n += 1
+            try:
+                bind(inspect.signature(getattr(runtime, name)), call)
+            except (AttributeError, TypeError) as exc:
+                failures.append(f"{rel}:{line}: {name}: {exc}")
+    assert not failures, "\n".join(failures)
+    assert n >= 15
+    stub = ast.parse((ROOT / "stubs/cuda/bindings/runtime.pyi").read_text())
+    for fn in (f for f in stub.body if isinstance(f, ast.FunctionDef)):
+        real = inspect.signature(getattr(runtime, fn.name))
+        stubbed = _signature(fn, drop_self=False)
+        assert list(real.parameters) == list(stubbed.parameters), fn.name
+        required = [p for p in real.parameters.values() if p.default is inspect.Parameter.empty]
+        assert len(required) == len([p for p in stubbed.parameters.values() if p.default is p.empty]), fn.name
