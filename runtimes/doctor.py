@@ -50,8 +50,8 @@ def _cuda() -> list[Check]:
     try:
         from edge_vsd.runtimes import cuda_device
     except RuntimeInputError as exc:  # cuda-python missing, or its major does not match the driver
-        gpu = Check("gpu", False, "not checked (no usable CUDA binding and driver)")
-        return [Check("cuda-python", False, str(exc)), gpu]
+        unchecked = Check("gpu", False, "not checked (no usable CUDA binding and driver)")
+        return [Check("cuda-python", False, str(exc)), unchecked]
     _, driver = cuda_device.cudart.cudaDriverGetVersion()
     _, runtime = cuda_device.cudart.cudaRuntimeGetVersion()
     out = [
