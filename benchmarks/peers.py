@@ -227,6 +227,7 @@ def run_peers(ckpt: Path, artifact: Path, video: Path, s: PeerSettings) -> dict[
     from edge_vsd.benchmarks import fingerprint
     from edge_vsd.export.parity import compare
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edge-vsd-peers-") as tmp:
         paths, info = build_paths(ckpt, artifact, video, s, Path(tmp))
         protocol = Protocol(warmup=s.warmup, iters=s.iters, rounds=s.rounds, park_s=s.park_s)
@@ -259,6 +260,8 @@ def run_peers(ckpt: Path, artifact: Path, video: Path, s: PeerSettings) -> dict[
         "protocol": protocol.record(),
         "data": info,
         "fingerprint": fingerprint.collect(s.threads),
+        # Other processes on the machine inflate every row; the load average says how busy it was.
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "rows": rows,
         "bounds": bounds(rows),
     }
@@ -289,6 +292,8 @@ def markdown(results: dict[str, Any]) -> str:
         + ("met" if b["fidelity"]["met"] else "NOT met"),
         "",
         f"CPU {cpu.get('model')} ({cpu.get('int8_path')}), {results['settings']['threads']} threads, "
+        f"load average {results['load_average']['before'][0]:.1f} -> "
+        f"{results['load_average']['after'][0]:.1f}, "
         f"{results['created_at']}; protocol {results['protocol']}; frames from {results['data']['video']}.",
     ]
     return "\n".join(lines) + "\n"
