@@ -14,6 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edge_vsd.quickstart",
         "synthetic (or your) video -> train -> export -> bench, one command",
     ),
+    "make-data": (
+        "edge_vsd.data.make_data",
+        "labelled synthetic data: DAVIS-layout masks, ADE-layout classes, training videos",
+    ),
     "prepare": ("edge_vsd.data.prepare", "decode videos once into a memory-mapped uint8 frame cache"),
     "train": ("edge_vsd.train", "train a ViT encoder with video self-distillation"),
     "bench-train": ("edge_vsd.bench_train", "measure training throughput (pairs/s, FLOP/s vs matmul)"),
@@ -35,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "time a cpu artifact's candidate engines on this machine, record the fastest",
     ),
     "extract": ("edge_vsd.runtimes.cli", "stream a video/camera/folder through an artifact, save features"),
+    "eval": (
+        "edge_vsd.benchmarks.evaluate",
+        "representation quality: DAVIS J&F label propagation, linear + kNN seg probe",
+    ),
     "bench": ("edge_vsd.benchmarks.cli", "latency + fidelity of artifacts, Markdown/HTML/JSON report"),
 }
 

@@ -26,9 +26,26 @@ def _texture(rng: np.random.Generator, h: int, w: int, n_shapes: int) -> np.ndar
     return img
 
 
-def make_frames(n_frames: int = 120, height: int = 144, width: int = 192, seed: int = 0) -> np.ndarray:
-    """(N, H, W, 3) uint8 BGR frames: a far background, a middle layer and foreground objects, each
-    translating at its own speed (closer = faster), so consecutive frames differ as a moving camera's do."""
+# class ids of the ground truth's per-pixel class maps (0 is ADE20K's "ignore")
+CLASSES = {1: "far background", 2: "middle layer", 3: "object ring", 4: "object core"}
+
+
+def _bounce(p: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Positions moving in a box and reflecting off its walls (a triangle wave)."""
+    p = np.mod(p, 2 * size)
+    return np.where(p > size, 2 * size - p, p)
+
+
+def render(
+    n_frames: int = 120,
+    height: int = 144,
+    width: int = 192,
+    seed: int = 0,
+    motion: str = "wrap",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames (N, H, W, 3) uint8 BGR with their ground truth: object ids (N, H, W) uint8 (0 = none, k = the
+    k-th moving object, later objects occlude earlier ones) and classes (N, H, W) uint8 (see CLASSES).
+    Objects wrap around the frame edges (`motion="wrap"`) or bounce off them (`"bounce"`)."""
     rng = np.random.default_rng(seed)
     pad = 4
     bg = _texture(rng, height * pad, width * pad, 60)
@@ -45,7 +62,10 @@ def make_frames(n_frames: int = 120, height: int = 144, width: int = 192, seed: 
     obj_color = rng.integers(0, 256, (n_obj, 3))
     obj_size = rng.integers(max(4, height // 14), max(6, height // 6), n_obj)
     frames = np.empty((n_frames, height, width, 3), np.uint8)
+    ids = np.zeros((n_frames, height, width), np.uint8)
+    classes = np.empty((n_frames, height, width), np.uint8)
     origin = np.array([width * (pad - 1) / 2, height * (pad - 1) / 2])
+    box = np.array([width, height], np.float64)
     for t in range(n_frames):
         layers = []
         for speed, tex in ((0.4, bg), (1.2, mid)):
@@ -55,15 +75,25 @@ def make_frames(n_frames: int = 120, height: int = 144, width: int = 192, seed: 
         m = mid_mask[int(y) : int(y) + height, int(x) : int(x) + width]
         frame = layers[0] * (1 - m) + layers[1] * m
         frame = np.clip(frame, 0, 255).astype(np.uint8)
+        classes[t] = np.where(m[..., 0] > 0.5, 2, 1)
         for k in range(n_obj):
-            px, py = (obj_pos[k] + obj_vel[k] * t) % np.array([width, height])
+            pos = obj_pos[k] + obj_vel[k] * t
+            px, py = _bounce(pos, box) if motion == "bounce" else pos % box
+            centre, r = (int(px), int(py)), int(obj_size[k])
             color = tuple(int(c) for c in obj_color[k])
-            cv2.circle(frame, (int(px), int(py)), int(obj_size[k]), color, -1, cv2.LINE_AA)
-            cv2.circle(
-                frame, (int(px), int(py)), int(obj_size[k]) // 2, (255 - color[0], color[2], color[1]), -1
-            )
+            cv2.circle(frame, centre, r, color, -1, cv2.LINE_AA)
+            cv2.circle(frame, centre, r // 2, (255 - color[0], color[2], color[1]), -1)
+            cv2.circle(ids[t], centre, r, k + 1, -1)
+            cv2.circle(classes[t], centre, r, 3, -1)
+            cv2.circle(classes[t], centre, r // 2, 4, -1)
         frames[t] = frame
-    return frames
+    return frames, ids, classes
+
+
+def make_frames(n_frames: int = 120, height: int = 144, width: int = 192, seed: int = 0) -> np.ndarray:
+    """(N, H, W, 3) uint8 BGR frames: a far background, a middle layer and foreground objects, each
+    translating at its own speed (closer = faster), so consecutive frames differ as a moving camera's do."""
+    return render(n_frames, height, width, seed)[0]
 
 
 def write_video(

@@ -1,0 +1,385 @@
+"""`edge-vsd eval`: representation quality on labelled tasks, for checkpoints and artifacts alike.
+
+- DAVIS-2017 label propagation (J, F, J&F), DINO's protocol (`edge_vsd.benchmarks.davis`);
+- the linear segmentation probe on an ADE20K-layout folder (`edge_vsd.benchmarks.seg_probe`);
+- weighted kNN patch classification on the same folder (DINO's kNN: k 20, T 0.07, cosine);
+- patch correspondence under random homographies on a video (`--data`), where given.
+An artifact is evaluated at its exported input size; a checkpoint at DINO's evaluation size."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from edge_vsd.benchmarks.accuracy import correspondence, encode_all
+from edge_vsd.benchmarks.davis import (
+    PropagationSettings,
+    dino_size,
+    evaluate_sequence,
+    load_davis,
+    summarize,
+)
+from edge_vsd.benchmarks.report import check_report_dir
+from edge_vsd.benchmarks.seg_probe import IGNORE, load_seg_data, patch_labels, seg_probe
+from edge_vsd.runtimes.atomic import write_bytes_atomic
+from edge_vsd.runtimes.errors import RuntimeInputError
+
+PROBE_EPOCHS = 30  # the "fast linear" probe: a linear softmax on frozen patch features, Adam, 30 epochs
+
+
+@dataclass
+class EvalConfig:
+    davis: str | None = None
+    seg_data: str | None = None
+    data: str | None = None  # a video for patch correspondence
+    max_frames: int | None = 50  # per DAVIS sequence
+    sequences: list[str] | None = None
+    propagation: PropagationSettings = PropagationSettings()
+    seg_images: int = 200
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+
+
+class Model:
+    """A checkpoint (run in PyTorch at the size each task asks) or an artifact (at its exported size)."""
+
+    def __init__(self, spec: str) -> None:
+        path = Path(spec)
+        if path.is_dir():
+            from edge_vsd import runtimes
+
+            self.kind, self.encoder = "artifact", runtimes.load(path)
+            self.backend = self.encoder.backend_name
+            self.precision = self.encoder.manifest.get("precision", "?")
+        elif path.is_file():
+            from edge_vsd.benchmarks.torch_reference import TorchReference
+
+            self.kind, self.encoder = "checkpoint", TorchReference(path)
+            self.backend, self.precision = "pytorch", "fp32"
+        else:
+            raise RuntimeInputError(f"{path}: no such checkpoint file or artifact folder")
+        self.path = path
+        self.patch = int(self.encoder.manifest["model"]["patch_size"])
+
+    def at_size(self, size: tuple[int, int]) -> Any:
+        """The encoder, resized to `size` (H, W) where it can be (checkpoints); artifacts keep theirs."""
+        if self.kind == "checkpoint":
+            p = self.patch
+            self.encoder.image_size = (max(p, size[0] // p * p), max(p, size[1] // p * p))
+        return self.encoder
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.encoder.image_size)
+
+
+def knn_patch_probe(
+    feats: np.ndarray, labels: np.ndarray, k: int, temperature: float, holdout: float = 0.25, seed: int = 0
+) -> dict[str, Any]:
+    """Weighted kNN on patch features (DINO's kNN classifier, applied per patch): accuracy on held-out
+    images' labelled patches, memory bank = the other images' patches."""
+    n, gh, gw, d = feats.shape
+    y = patch_labels(labels, (gh, gw))
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(n * holdout)))
+    test, train = order[:n_test], order[n_test:]
+    x_tr, y_tr = feats[train].reshape(-1, d), y[train].reshape(-1)
+    x_te, y_te = feats[test].reshape(-1, d), y[test].reshape(-1)
+    x_tr, y_tr = x_tr[y_tr != IGNORE], y_tr[y_tr != IGNORE]
+    x_te, y_te = x_te[y_te != IGNORE], y_te[y_te != IGNORE]
+    if not len(y_tr) or not len(y_te):
+        return {"acc": None}
+    norm = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    x_tr, x_te = norm(x_tr.astype(np.float32)), norm(x_te.astype(np.float32))
+    classes = np.unique(y_tr)
+    correct = 0
+    k = min(k, len(y_tr))
+    for s in range(0, len(y_te), 1024):
+        sim = x_te[s : s + 1024] @ x_tr.T
+        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        w = np.exp(np.take_along_axis(sim, idx, 1) / temperature)
+        votes = np.zeros((len(idx), len(classes)))
+        np.add.at(votes, (np.arange(len(idx))[:, None], np.searchsorted(classes, y_tr[idx])), w)
+        correct += int((classes[votes.argmax(1)] == y_te[s : s + 1024]).sum())
+    majority = float(np.mean(y_te == np.bincount(y_tr).argmax()))
+    return {"acc": correct / len(y_te), "majority": majority, "k": k, "temperature": temperature}
+
+
+def eval_davis(model: Model, cfg: EvalConfig, log) -> dict[str, Any]:
+    seqs = load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
+    per_seq = []
+    for seq in seqs:
+        first = cv2.imread(str(seq.frames[0]), cv2.IMREAD_COLOR)
+        if first is None:
+            raise RuntimeInputError(f"{seq.frames[0]}: cannot be decoded")
+        h, w = first.shape[:2]
+        enc = model.at_size(dino_size(h, w, cfg.propagation.short_side))
+        start = time.perf_counter()
+        r = evaluate_sequence(enc, seq, cfg.propagation)
+        secs = time.perf_counter() - start
+        log(f"    {seq.name}: J {_n(r['J'])} F {_n(r['F'])} ({r['frames']} frames, {secs:.1f} s)")
+        per_seq.append(r)
+    out = summarize(per_seq)
+    out["input_size"] = list(model.image_size)
+    out["sequences"] = [{k: v for k, v in r.items() if k not in ("predictions", "images")} for r in per_seq]
+    out["_first"] = per_seq[0]  # for the picture; not written to results.json
+    return out
+
+
+def eval_seg(model: Model, cfg: EvalConfig) -> dict[str, Any]:
+    data = load_seg_data(cfg.seg_data, cfg.seg_images)
+    enc = model.at_size(data.images.shape[1:3])
+    size = model.image_size
+    probe = seg_probe(enc, data, size, epochs=PROBE_EPOCHS)
+    images = np.stack([cv2.resize(im, size[::-1], interpolation=cv2.INTER_AREA) for im in data.images])
+    labels = np.stack([cv2.resize(lb, size[::-1], interpolation=cv2.INTER_NEAREST) for lb in data.labels])
+    _, feats = encode_all(enc, images)
+    knn = knn_patch_probe(feats, labels, cfg.knn_k, cfg.knn_temperature)
+    return {"linear": probe, "knn": knn, "input_size": list(size)}
+
+
+def evaluate_model(model: Model, cfg: EvalConfig, log=lambda m: None) -> dict[str, Any]:
+    """Every task the config names, for one model."""
+    out: dict[str, Any] = {
+        "model": model.path.name,
+        "kind": model.kind,
+        "backend": model.backend,
+        "precision": model.precision,
+    }
+    if cfg.davis:
+        log("  DAVIS label propagation")
+        out["davis"] = eval_davis(model, cfg, log)
+    if cfg.seg_data:
+        log("  linear probe + kNN (ADE20K layout)")
+        out["seg"] = eval_seg(model, cfg)
+    if cfg.data:
+        from edge_vsd.benchmarks.data import load_frames
+
+        frames, _ = load_frames(cfg.data, 16)
+        enc = model.at_size(frames.shape[1:3])
+        out["correspondence"] = correspondence(enc, frames, model.image_size)
+    return out
+
+
+TABLE = ["model", "kind", "backend", "J&F", "J", "F", "seg mIoU", "seg acc", "kNN acc", "corr. acc"]
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        d, s = r.get("davis") or {}, r.get("seg") or {}
+        lin, knn = s.get("linear") or {}, s.get("knn") or {}
+        rows.append(
+            [
+                r["name"],
+                r["kind"],
+                f"{r['backend']} {r['precision']}",
+                _n(d.get("JF")),
+                _n(d.get("J")),
+                _n(d.get("F")),
+                _n(lin.get("miou")),
+                _n(lin.get("pixel_acc")),
+                _n(knn.get("acc")),
+                _n((r.get("correspondence") or {}).get("corr_acc")),
+            ]
+        )
+    return rows
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(TABLE) + " |", "|" + "---|" * len(TABLE)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    return "\n".join(lines) + "\n"
+
+
+PALETTE = np.array(
+    [[0, 0, 0], [0, 0, 200], [0, 200, 0], [200, 0, 0], [0, 200, 200], [200, 0, 200], [200, 200, 0]],
+    np.uint8,
+)
+
+
+def overlay(frame: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    colours = PALETTE[np.mod(ids, len(PALETTE))]
+    out = frame.copy()
+    fg = ids > 0
+    out[fg] = (0.45 * frame[fg] + 0.55 * colours[fg]).astype(np.uint8)
+    return out
+
+
+def masks_picture(
+    first: dict[str, Any], per_model: list[tuple[str, dict[str, Any]]], columns: int = 5
+) -> bytes:
+    """PNG: ground truth (top row) and each model's propagated masks over frames of one sequence."""
+    images = first["images"]
+    idx = np.linspace(0, len(images) - 1, min(columns, len(images))).round().astype(int)
+    h, w = images.shape[1:3]
+    scale = min(1.0, 200 / h)
+    size = (int(w * scale), int(h * scale))
+    rows = []
+    gts = first["gts"]
+    for label, preds in [("ground truth", gts)] + [(n, r["predictions"]) for n, r in per_model]:
+        tiles = []
+        for i in idx:
+            ids = preds[i] if preds[i] is not None else np.zeros((h, w), np.int64)
+            tiles.append(cv2.resize(overlay(images[i], ids), size, interpolation=cv2.INTER_AREA))
+        row = np.concatenate(tiles, 1)
+        bar = np.full((22, row.shape[1], 3), 255, np.uint8)
+        cv2.putText(
+            bar,
+            f"{label} ({first['name']}, frames {', '.join(map(str, idx))})",
+            (4, 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+        rows += [bar, row]
+    ok, png = cv2.imencode(".png", np.concatenate(rows, 0))
+    return png.tobytes()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def html_page(results: list[dict[str, Any]], picture: bytes | None, settings: dict[str, Any]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(results)
+    )
+    img = (
+        f'<figure><img alt="propagated masks" src="data:image/png;base64,{_b64(picture)}">'
+        "<figcaption>DAVIS label propagation: ground truth, then each model</figcaption></figure>"
+        if picture
+        else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>edge-vsd eval</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 24px; }} table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #aab7b8; padding: 4px 8px; text-align: right; }} th {{ background: #d6eaf8; }}
+td:first-child {{ text-align: left; }} img {{ max-width: 100%; }} pre {{ background: #f4f6f6; padding: 8px; }}
+</style></head><body><h1>edge-vsd eval</h1>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{img}
+<details><summary>Settings</summary><pre>{html.escape(json.dumps(settings, indent=2))}</pre></details>
+</body></html>
+"""
+
+
+def run_eval(models: list[str], cfg: EvalConfig, report: str | Path, force: bool = False, log=print):
+    """Evaluate every model; write results.json, report.md, report.html and masks.png into `report`."""
+    if not (cfg.davis or cfg.seg_data or cfg.data):
+        raise RuntimeInputError("nothing to evaluate: pass --davis DIR, --seg-data DIR and/or --data VIDEO")
+    check_report_dir(report, force)
+    for root, flag in ((cfg.davis, "--davis"), (cfg.seg_data, "--seg-data"), (cfg.data, "--data")):
+        if root and not Path(root).exists():
+            raise RuntimeInputError(f"{root}: no such folder ({flag})")
+    if cfg.davis:
+        load_davis(cfg.davis, cfg.sequences, cfg.max_frames)  # layout errors before any model loads
+    opened = [Model(m) for m in models]
+    names = _unique([m.path.name for m in opened])
+    results, firsts = [], []
+    for name, model in zip(names, opened):
+        log(f"{name} ({model.kind}, {model.backend})")
+        r = {"name": name, **evaluate_model(model, cfg, log)}
+        if "davis" in r:
+            firsts.append((name, r["davis"].pop("_first")))
+        results.append(r)
+    picture = None
+    if firsts:
+        first = firsts[0][1]
+        from edge_vsd.benchmarks.davis import read_mask
+
+        seq = load_davis(cfg.davis, [first["name"]], cfg.max_frames)[0]
+        first["gts"] = [read_mask(m) if m is not None else None for m in seq.masks]
+        picture = masks_picture(first, firsts)
+    settings = {
+        **{k: v for k, v in asdict(cfg).items() if k != "propagation"},
+        "propagation": asdict(cfg.propagation),
+        "davis": Path(cfg.davis).name if cfg.davis else None,
+        "seg_data": Path(cfg.seg_data).name if cfg.seg_data else None,
+        "data": Path(cfg.data).name if cfg.data else None,
+        "probe_epochs": PROBE_EPOCHS,
+    }
+    doc = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "models": results}
+    out = Path(report)
+    out.mkdir(parents=True, exist_ok=True)
+    md = f"# edge-vsd eval\n\n{markdown_table(results)}\n"
+    if picture:
+        md += "\n![propagated masks](masks.png)\n"
+    files = {
+        "results.json": (json.dumps(doc, indent=2) + "\n").encode(),
+        "report.md": md.encode(),
+        "report.html": html_page(results, picture, settings).encode(),
+        **({"masks.png": picture} if picture else {}),
+    }
+    for name, data in files.items():
+        write_bytes_atomic(out / name, data)
+    return doc
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d, s = EvalConfig(), PropagationSettings()
+    p.add_argument("models", nargs="+", metavar="MODEL", help="edge-vsd/DINO checkpoint or artifact folder")
+    p.add_argument("--report", required=True, metavar="DIR", help="results.json, report.md/.html, masks.png")
+    p.add_argument("--davis", metavar="DIR", help="DAVIS-2017 layout: JPEGImages/480p, Annotations/480p")
+    p.add_argument("--seg-data", metavar="DIR", help="ADE20K layout: images/, annotations/ (linear + kNN)")
+    p.add_argument("--data", metavar="VIDEO", help="video or image folder for patch correspondence")
+    p.add_argument("--sequences", help="comma-separated DAVIS sequences (default: val.txt or all)")
+    p.add_argument("--max-frames", type=int, default=d.max_frames, help="frames per sequence (default 50)")
+    p.add_argument("--size", type=int, default=s.short_side, help="short side for checkpoints (DINO: 480)")
+    p.add_argument("--n-last", type=int, default=s.n_last, help="queue of preceding frames (DINO: 7)")
+    p.add_argument("--topk", type=int, default=s.topk, help="sources kept per target patch (DINO: 5)")
+    p.add_argument(
+        "--radius", type=int, default=s.radius, help="neighbourhood in patches, 0 = all (DINO: 12)"
+    )
+    p.add_argument("--temperature", type=float, default=s.temperature, help="affinity temperature (0.1)")
+    p.add_argument("--force", action="store_true", help="replace a report already in DIR")
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    for flag, value, low in (
+        ("--max-frames", args.max_frames, 3),
+        ("--size", args.size, 16),
+        ("--n-last", args.n_last, 0),
+        ("--topk", args.topk, 1),
+        ("--radius", args.radius, 0),
+    ):
+        if value is not None and value < low:
+            raise RuntimeInputError(f"{flag} {value}: must be at least {low}")
+    if not args.temperature > 0:
+        raise RuntimeInputError(f"--temperature {args.temperature}: must be > 0")
+    prop = PropagationSettings(args.n_last, args.topk, args.radius, args.temperature, args.size)
+    seqs = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    return EvalConfig(args.davis, args.seg_data, args.data, args.max_frames, seqs, prop)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    doc = run_eval(args.models, cfg, args.report, args.force, log=lambda m: print(m, file=sys.stderr))
+    print(markdown_table(doc["models"]), end="")
+    print(f"report: {Path(args.report) / 'report.html'} (results.json, report.md, masks.png)")
+    return 0
