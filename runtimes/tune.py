@@ -44,9 +44,9 @@ def camera_frame(seed: int = 0) -> np.ndarray:
 
 def legacy_candidates(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Candidates of an artifact exported before tuning: its encoder.onnx on each CPU engine where that is
-    safe without a new fidelity gate (fp32/fp16: same graph, same math); INT8 keeps its own engine."""
+    safe without a new fidelity gate (fp32: same graph, same math); fp16/INT8 keep their own engine."""
     precision = manifest.get("precision")
-    engines = ENGINES if precision in ("fp32", "fp16") else (manifest.get("backend") or "onnxruntime",)
+    engines = ENGINES if precision == "fp32" else (manifest.get("backend") or "onnxruntime",)
     return [
         {"name": f"{precision}_{e}", "file": ONNX_FILE, "engine": e, "precision": precision, "gated": False}
         for e in engines
