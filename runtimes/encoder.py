@@ -95,9 +95,11 @@ class Encoder:
             )
         self._checked = True
 
-    def stream(self, source: str | int | Path, stride: int = 1, **kwargs: Any):
-        """Features for every `stride`-th frame of a video file, image folder, camera index or RTSP/HTTP URL,
-        decoded in a background thread; see `edge_vsd.runtimes.stream.FeatureStream`."""
+    def stream(self, source: Any, stride: int = 1, **kwargs: Any):
+        """Features for every `stride`-th frame of a video file, image folder, camera index, RTSP/HTTP URL,
+        GStreamer pipeline or iterable of frames (`color="rgb"` for RGB), decoded in a background thread;
+        `mode`, `queue_size`, `read_timeout`, `reconnect`, `max_frames`, `duration`: see
+        `edge_vsd.runtimes.stream.FeatureStream`."""
         from edge_vsd.runtimes.stream import FeatureStream
 
         return FeatureStream(self, source, stride=stride, **kwargs)

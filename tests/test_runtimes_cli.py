@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import cv2
 import edge_vsd.runtimes as rt
 import numpy as np
 import pytest
-from edge_vsd.runtimes.writer import load_features
+from edge_vsd.runtimes.writer import KEYS, load_features, read_meta
 from toy_artifact import make_toy_artifact
 
 from edge_vsd.cli import main
@@ -41,9 +42,18 @@ def test_extract_writes_npz_matching_the_encoder(artifact, video, tmp_path):
     out = tmp_path / "feats.npz"
     assert _extract(video, "--artifact", artifact, "--out", out, "--stride", 3, "--threads", 1) == 0
     with np.load(out) as data:
-        assert sorted(data.files) == ["cls", "frame_index", "patches", "timestamp"]
+        assert sorted(data.files) == sorted([*KEYS, "meta"])
         cls, patches, index, stamp = (data[k] for k in ("cls", "patches", "frame_index", "timestamp"))
+        wall, age, meta = data["wall_time"], data["age"], read_meta(data)
     assert cls.shape == (8, 32) and patches.shape == (8, 3, 4, 32)
+    assert np.all(np.abs(wall - time.time()) < 600) and np.all(np.diff(wall) >= 0) and np.all(age >= 0)
+    assert meta["source"] == str(video) and meta["stride"] == 3 and meta["frame_size_hw"] == [72, 96]
+    mapping = meta["patch_to_pixel"]
+    assert mapping["grid_hw"] == [3, 4] and mapping["cell_size_px_hw"] == [24, 24]
+    assert mapping["resize"] == "stretch" and meta["dtype"] == "float32"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     assert cls.dtype == patches.dtype == np.float32
     np.testing.assert_array_equal(index, np.arange(0, N_FRAMES, 3))
     np.testing.assert_allclose(stamp, index / 20.0, atol=1e-6)
@@ -70,8 +80,10 @@ def test_long_inputs_become_a_shard_folder(artifact, video, tmp_path, capsys):
     index = json.loads((folder / "index.json").read_text())
     assert index["frames"] == N_FRAMES and [s["frames"] for s in index["shards"]] == [10, 10, 4]
     merged, whole = load_features(sharded), load_features(single)
-    for key in whole:
+    assert merged.keys() == whole.keys()
+    for key in ("cls", "patches", "frame_index", "timestamp"):  # the clocks of two runs differ
         np.testing.assert_array_equal(merged[key], whole[key])
+    assert index["complete"] and index["frame_size_hw"] == [72, 96]
     assert "24 frames processed" in capsys.readouterr().err
 
 

@@ -137,9 +137,9 @@ def test_breaking_out_early_stops_the_decode_thread(encoder, video):
     assert not stream.ended_early  # the caller stopped it: not reported as a failure
 
 
-def test_live_source_drops_oldest_frames_instead_of_lagging(encoder, video):
-    stream = encoder.stream(video, queue_size=1, batch_size=1)
-    stream.source.live = True  # a camera behaves like this: the decoder never waits for the consumer
+def test_latest_mode_drops_oldest_frames_instead_of_lagging(encoder, video):
+    stream = encoder.stream(video, mode="latest", batch_size=1)
+    assert stream.queue_size == 1  # latest mode's default
     indices = []
     for index, _, _ in stream:
         indices.append(index)
@@ -147,7 +147,18 @@ def test_live_source_drops_oldest_frames_instead_of_lagging(encoder, video):
     assert stream.frames_dropped > 0
     assert stream.frames_processed + stream.frames_dropped == stream.frames_decoded == 24
     assert indices == sorted(indices) and indices[0] == 0
+    assert len(set(range(24)) - set(indices)) == stream.frames_dropped  # dropped numbers are skipped
     assert "dropped" in stream.summary()
+
+
+def test_file_defaults_to_all_mode_and_loses_nothing_with_a_slow_consumer(encoder, video):
+    stream = encoder.stream(video, queue_size=2)
+    assert stream.mode == "all"
+    indices = []
+    for index, _, _ in stream:
+        indices.append(index)
+        time.sleep(0.01)
+    assert indices == list(range(24)) and stream.frames_dropped == 0
 
 
 def test_parallel_preprocessing_workers_give_identical_results_in_order(encoder, video):
