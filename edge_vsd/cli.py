@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edge_vsd.benchmarks.evaluate",
         "representation quality: DAVIS J&F label propagation, linear + kNN seg probe",
     ),
+    "ablate": (
+        "edge_vsd.benchmarks.ablate",
+        "VSD at several deltas vs DINO and the starting weights, same budget, one table + plots",
+    ),
     "bench": ("edge_vsd.benchmarks.cli", "latency + fidelity of artifacts, Markdown/HTML/JSON report"),
 }
 

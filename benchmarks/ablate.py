@@ -1,0 +1,358 @@
+"""`edge-vsd ablate`: VSD at several deltas beside the DINO baseline and the starting weights, trained with
+the same frames, seed and step budget, then scored by `edge-vsd eval` into one table and two plots.
+
+Resumable: a finished arm is skipped, an interrupted one resumes from its checkpoint. Every arm draws the
+same anchor frames at every step (see `edge_vsd.data.pairs`), so the arms differ only in what they learn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_vsd.benchmarks.davis import PropagationSettings
+from edge_vsd.benchmarks.evaluate import EvalConfig, run_eval
+from edge_vsd.runtimes.atomic import write_bytes_atomic
+from edge_vsd.runtimes.errors import RuntimeInputError
+
+BASELINES = ("dino", "init")
+
+
+@dataclass
+class AblateConfig:
+    video: list[str]
+    out: str
+    deltas: list[float] = field(default_factory=lambda: [0, 5, 15, 30, 60])
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    delta_seconds: bool = False  # the deltas are seconds, converted with each video's fps
+    steps: int = 300
+    arch: str = "vit_tiny"
+    img_size: int = 112
+    batch_size: int = 32
+    init: str | None = None
+    seed: int = 0
+    lr: float | None = None
+    out_dim: int | None = None
+    device: str = "cpu"
+    davis: str | None = None
+    seg_data: str | None = None
+    eval_size: int = 224  # short side of the DAVIS frames; DINO: 480 for models trained at 224
+    radius: int = 3  # DINO's 12 patches of 8 px at 480 are 20% of the short side; 3 x 16 px at 224 the same
+    max_frames: int = 50
+
+
+@dataclass
+class Arm:
+    name: str
+    method: str  # "vsd" | "dino" | "init"
+    delta: float | None = None
+
+
+def arms(cfg: AblateConfig) -> list[Arm]:
+    unit = "s" if cfg.delta_seconds else ""
+    out = [Arm(f"vsd-d{d:g}{unit}", "vsd", d) for d in cfg.deltas]
+    return out + [Arm(b, b) for b in cfg.baselines]
+
+
+def train_config(cfg: AblateConfig, arm: Arm, run_dir: Path):
+    """The arm's TrainConfig: shared data, cache, seed, size and step budget; only the method/delta differ."""
+    from edge_vsd.config import resolve_config
+
+    values: dict[str, Any] = {
+        "video": cfg.video,
+        "out": str(run_dir),
+        "cache": str(Path(cfg.out) / "frame_cache"),
+        "method": arm.method,
+        "steps": cfg.steps,
+        "arch": cfg.arch,
+        "img_size": cfg.img_size,
+        "batch_size": cfg.batch_size,
+        "init": cfg.init,
+        "seed": cfg.seed,
+        "lr": cfg.lr,
+        "out_dim": cfg.out_dim,
+        "device": cfg.device,
+        "save_every": max(10, cfg.steps // 10),
+    }
+    if arm.method == "vsd":
+        values["delta_seconds" if cfg.delta_seconds else "delta"] = (
+            float(arm.delta) if cfg.delta_seconds else int(arm.delta)
+        )
+    return resolve_config(None, values)
+
+
+def finished_steps(run_dir: Path) -> int:
+    """Steps the arm's checkpoint holds (0 when none), read from its metrics (the checkpoint's last row)."""
+    from edge_vsd.checkpoint import load_checkpoint
+
+    ckpt = run_dir / "checkpoint.pt"
+    return int(load_checkpoint(ckpt)["step"]) if ckpt.exists() else 0
+
+
+def init_weights(cfg: AblateConfig, run_dir: Path) -> Path:
+    """The starting point every arm trains from: `--init`, or the seed's random ViT saved as a backbone."""
+    if cfg.init:
+        return Path(cfg.init)
+    import io
+
+    import torch
+
+    from edge_vsd.model import build_vit
+
+    path = run_dir / "backbone.pt"
+    if not path.exists():
+        torch.manual_seed(cfg.seed)  # what `train` draws first after seeding: the same random weights
+        vit = build_vit(cfg.arch, cfg.img_size)
+        buf = io.BytesIO()
+        torch.save(vit.state_dict(), buf)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, buf.getvalue())
+    return path
+
+
+def run_arm(cfg: AblateConfig, arm: Arm, log) -> dict[str, Any]:
+    """Train one arm (skipped when finished, resumed when interrupted); returns its model and timing."""
+    run_dir = Path(cfg.out) / "runs" / arm.name
+    if arm.method == "init":
+        return {"model": str(init_weights(cfg, run_dir)), "seconds": 0.0, "steps": 0}
+    from edge_vsd.train import train
+
+    tcfg = train_config(cfg, arm, run_dir)
+    done = finished_steps(run_dir)
+    timing_file = run_dir / "ablate.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {"seconds": 0.0}
+    if done >= cfg.steps:
+        log(f"{arm.name}: finished ({done} steps), skipped")
+    else:
+        log(f"{arm.name}: {'resuming at step ' + str(done) if done else 'training'} ({cfg.steps} steps)")
+        start = time.perf_counter()
+        try:
+            train(tcfg, resume=done > 0)
+        finally:  # an interrupted session's time still counts
+            timing["seconds"] += time.perf_counter() - start
+            write_bytes_atomic(timing_file, (json.dumps(timing) + "\n").encode())
+    rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines() if r.strip()]
+    last = rows[-1] if rows else {}
+    return {
+        "model": str(run_dir / "checkpoint.pt"),
+        "seconds": timing["seconds"],
+        "steps": cfg.steps,
+        "final": {k: last.get(k) for k in ("loss", "loss_global", "loss_dense", "teacher_entropy")},
+    }
+
+
+def summary_rows(cfg: AblateConfig, table: list[dict[str, Any]]) -> list[list[str]]:
+    def n(v: Any, fmt: str = ".3f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = []
+    for r in table:
+        delta = "-" if r["delta"] is None else f"{r['delta']:g}{'s' if cfg.delta_seconds else ''}"
+        rows.append(
+            [
+                r["arm"],
+                r["method"],
+                delta,
+                str(r["steps"]),
+                n(r.get("JF")),
+                n(r.get("J")),
+                n(r.get("F")),
+                n(r.get("miou")),
+                n(r.get("knn")),
+                n((r.get("final") or {}).get("loss")),
+                n(r.get("seconds"), ".0f"),
+            ]
+        )
+    return rows
+
+
+HEADER = ["arm", "method", "Δ", "steps", "J&F", "J", "F", "seg mIoU", "kNN acc", "final loss", "train s"]
+
+
+def plot_delta(cfg: AblateConfig, table: list[dict[str, Any]]) -> bytes:
+    """The method's figure: accuracy against the prediction stride, baselines as horizontal lines."""
+    from edge_vsd.benchmarks.plots import _png, plt
+
+    metrics = [(k, label) for k, label in (("JF", "DAVIS J&F"), ("miou", "seg mIoU")) if _has(table, k)]
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(5 * max(1, len(metrics)), 3.6), squeeze=False)
+    vsd = sorted((r for r in table if r["method"] == "vsd"), key=lambda r: r["delta"])
+    for ax, (key, label) in zip(axes[0], metrics):
+        xs = [r["delta"] for r in vsd if r.get(key) is not None]
+        ax.plot(xs, [r[key] for r in vsd if r.get(key) is not None], "o-", color="#1f618d", label="VSD")
+        for r, style in zip((r for r in table if r["method"] != "vsd"), ("--", ":")):
+            if r.get(key) is not None:
+                ax.axhline(r[key], linestyle=style, color="#7f8c8d", label=r["arm"])
+        ax.set_xlabel(f"Δ ({'seconds' if cfg.delta_seconds else 'frames'})")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{cfg.arch} @ {cfg.img_size} px, {cfg.steps} steps x batch {cfg.batch_size}", fontsize=10)
+    return _png(fig)
+
+
+def plot_baselines(table: list[dict[str, Any]]) -> bytes:
+    """The method's table as bars: every arm on every metric."""
+    from edge_vsd.benchmarks.plots import _png, plt
+
+    metrics = [
+        (k, label) for k, label in (("JF", "J&F"), ("miou", "mIoU"), ("knn", "kNN acc")) if _has(table, k)
+    ]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(table) * max(1, len(metrics))), 3.6))
+    width = 0.8 / max(1, len(metrics))
+    for m, (key, label) in enumerate(metrics):
+        ax.bar(
+            [i + m * width for i in range(len(table))],
+            [r.get(key) or 0 for r in table],
+            width,
+            label=label,
+        )
+    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(table))])
+    ax.set_xticklabels([r["arm"] for r in table], rotation=20)
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _has(table: list[dict[str, Any]], key: str) -> bool:
+    return any(r.get(key) is not None for r in table)
+
+
+def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
+    """Train every arm, evaluate all of them, write ablation.{md,json} and the two plots into OUT."""
+    out = Path(cfg.out)
+    plan = arms(cfg)
+    trained = {}
+    for i, arm in enumerate(plan, 1):
+        log(f"[{i}/{len(plan)}] {arm.name}")
+        trained[arm.name] = run_arm(cfg, arm, log)
+    log(f"[eval] {len(plan)} models")
+    ecfg = EvalConfig(
+        davis=cfg.davis,
+        seg_data=cfg.seg_data,
+        max_frames=cfg.max_frames,
+        propagation=PropagationSettings(radius=cfg.radius, short_side=cfg.eval_size),
+    )
+    doc = run_eval([trained[a.name]["model"] for a in plan], ecfg, out / "eval", force=True, log=log)
+    table = []
+    for arm, res in zip(plan, doc["models"]):
+        d, s = res.get("davis") or {}, res.get("seg") or {}
+        table.append(
+            {
+                "arm": arm.name,
+                "method": arm.method,
+                "delta": arm.delta,
+                **{k: v for k, v in trained[arm.name].items() if k != "model"},
+                "JF": d.get("JF"),
+                "J": d.get("J"),
+                "F": d.get("F"),
+                "miou": (s.get("linear") or {}).get("miou"),
+                "knn": (s.get("knn") or {}).get("acc"),
+            }
+        )
+    settings = asdict(cfg)
+    settings["video"] = [Path(v).name for v in cfg.video]
+    for key in ("davis", "seg_data", "init"):
+        settings[key] = Path(settings[key]).name if settings[key] else None
+    result = {"settings": settings, "arms": table, "eval_settings": doc["settings"]}
+    md = "| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER) + "\n"
+    md += "".join("| " + " | ".join(row) + " |\n" for row in summary_rows(cfg, table))
+    budget = f"{cfg.arch} @ {cfg.img_size} px, {cfg.steps} steps x batch {cfg.batch_size}, seed {cfg.seed}"
+    doc_md = (
+        f"# edge-vsd ablation\n\n{budget}; videos: {', '.join(settings['video'])}\n\n{md}\n"
+        "![accuracy vs delta](accuracy_vs_delta.png)\n\n![baselines](baselines.png)\n"
+    )
+    files = {
+        "ablation.json": (json.dumps(result, indent=2) + "\n").encode(),
+        "ablation.md": doc_md.encode(),
+        "accuracy_vs_delta.png": plot_delta(cfg, table),
+        "baselines.png": plot_baselines(table),
+    }
+    for name, data in files.items():
+        write_bytes_atomic(out / name, data)
+    result["markdown"] = md
+    return result
+
+
+def _list(text: str, kind=float) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = AblateConfig(video=[], out="")
+    p.add_argument("--video", action="append", required=True, metavar="PATH", help="training video (repeat)")
+    p.add_argument("--out", required=True, metavar="DIR", help="ablation folder (resumable)")
+    p.add_argument("--deltas", type=_list, default=d.deltas, help="VSD arms (default 0,5,15,30,60)")
+    p.add_argument(
+        "--baselines",
+        type=lambda t: _list(t, str),
+        default=d.baselines,
+        help="dino (DINO preset on the same frames), init (the starting weights); default dino,init",
+    )
+    p.add_argument("--delta-seconds", action="store_true", help="--deltas are seconds, not frames")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps per arm (default {d.steps})")
+    p.add_argument("--arch", default=d.arch, choices=["vit_tiny", "vit_small", "vit_base"])
+    p.add_argument("--img-size", type=int, default=d.img_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--init", metavar="CKPT", help="start every arm from this checkpoint (also the init arm)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr", type=float, help="base learning rate per 256 pairs (train's default otherwise)")
+    p.add_argument("--out-dim", type=int, help="head prototypes (train's default otherwise)")
+    p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])
+    p.add_argument("--davis", metavar="DIR", help="DAVIS-layout folder for J&F (e.g. from make-data)")
+    p.add_argument("--seg-data", metavar="DIR", help="ADE20K-layout folder for the linear and kNN probes")
+    p.add_argument("--eval-size", type=int, default=d.eval_size, help="DAVIS short side (default 224)")
+    p.add_argument("--radius", type=int, default=d.radius, help="propagation neighbourhood in patches")
+    p.add_argument("--max-frames", type=int, default=d.max_frames, help="frames per DAVIS sequence")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.davis or args.seg_data):
+        raise RuntimeInputError("ablate needs labelled data: --davis DIR and/or --seg-data DIR")
+    baselines = [b for b in args.baselines if b]
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise RuntimeInputError(
+            f"--baselines {','.join(unknown)}: unknown (choose from {', '.join(BASELINES)})"
+        )
+    if any(d < 0 for d in args.deltas) or (args.delta_seconds and any(d <= 0 for d in args.deltas)):
+        raise RuntimeInputError(f"--deltas {args.deltas}: must be >= 0 (> 0 with --delta-seconds)")
+    if not args.delta_seconds and any(d != int(d) for d in args.deltas):
+        raise RuntimeInputError(f"--deltas {args.deltas}: frames are whole numbers (or pass --delta-seconds)")
+    if args.steps < 1:
+        raise RuntimeInputError(f"--steps {args.steps}: must be at least 1")
+    for path in (*args.video, args.davis, args.seg_data, args.init):
+        if path and not Path(path).exists():
+            raise RuntimeInputError(f"{path}: no such file or folder")
+    cfg = AblateConfig(
+        video=args.video,
+        out=args.out,
+        deltas=args.deltas,
+        baselines=baselines,
+        delta_seconds=args.delta_seconds,
+        steps=args.steps,
+        arch=args.arch,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        init=args.init,
+        seed=args.seed,
+        lr=args.lr,
+        out_dim=args.out_dim,
+        device=args.device,
+        davis=args.davis,
+        seg_data=args.seg_data,
+        eval_size=args.eval_size,
+        radius=args.radius,
+        max_frames=args.max_frames,
+    )
+    result = ablate(cfg, log=lambda m: print(m, file=sys.stderr))
+    print(result["markdown"], end="")
+    print(f"ablation: {Path(cfg.out) / 'ablation.md'} (ablation.json, accuracy_vs_delta.png, baselines.png)")
+    return 0
