@@ -92,6 +92,7 @@ class FrameSource:
         self.reconnects = 0
         self.events: list[tuple[float, str, str]] = []  # (epoch time, kind, detail)
         self.stop_event = threading.Event()
+        self._attempts = 0  # reconnect attempts since the last good frame
 
     def frames(self, stride: int = 1) -> Iterator[Grab]:
         raise NotImplementedError
@@ -112,10 +113,11 @@ class FrameSource:
         """After a drop: retry `attempt_open` with exponential backoff; raise SourceLost when out of tries."""
         self.drops += 1
         self.event("drop", reason)
-        limit, attempt = self.policy.reconnect, 0
-        while limit is None or attempt < limit:
-            delay = min(self.policy.max_backoff, self.policy.backoff * 2**attempt)
-            attempt += 1
+        limit = self.policy.reconnect
+        while limit is None or self._attempts < limit:
+            delay = min(self.policy.max_backoff, self.policy.backoff * 2**self._attempts)
+            self._attempts += 1  # reset only by a frame: a server that accepts and hangs up counts too
+            attempt = self._attempts
             if self.stop_event.wait(delay):
                 raise SourceLost(f"{self.name}: stopped while reconnecting")
             try:
@@ -201,6 +203,7 @@ class CaptureSource(FrameSource):
                     return  # end of file or a truncated file: the stream reports a short count
                 self.reconnect("read failed or timed out", self._reopen)
                 continue
+            self._attempts = 0
             if keep:
                 yield Grab(index, self._timestamp(index, wall), wall, mono, time.monotonic() - mono, frame)
             index += 1
@@ -278,6 +281,7 @@ class MJPEGSource(FrameSource):
             try:
                 for data in self._parts():
                     wall, mono = _grab_clock()
+                    self._attempts = 0
                     if index % stride == 0:
                         frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
                         if frame is None:
