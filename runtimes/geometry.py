@@ -41,6 +41,17 @@ class PatchGrid:
             encoder.spec.resize,
         )
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> PatchGrid:
+        """Inverse of `to_dict`, e.g. `PatchGrid.from_dict(read_meta(data)["patch_to_pixel"])`."""
+        return cls(
+            tuple(record["frame_size_hw"]),
+            tuple(record["grid_hw"]),
+            tuple(record["input_size_hw"]),
+            int(record["patch"]),
+            record["resize"],
+        )
+
     @property
     def cell_size(self) -> tuple[float, float]:
         """(height, width) of one cell in frame pixels."""

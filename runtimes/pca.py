@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 MAX_FIT_ROWS = 50_000
@@ -68,7 +67,9 @@ def save_png(
     if not ok:
         raise RuntimeInputError(f"{path}: OpenCV could not encode the PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, buf.tobytes())
+    tmp = path.with_name(f".{path.name}.tmp")  # created with the umask's permissions, renamed when complete
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
     return path
 
 

@@ -13,6 +13,8 @@ import cv2
 import edge_vsd.runtimes as rt
 import numpy as np
 import pytest
+from edge_vsd.runtimes.errors import RuntimeInputError
+from edge_vsd.runtimes.geometry import PatchGrid
 from edge_vsd.runtimes.writer import KEYS, load_features, read_meta
 from toy_artifact import make_toy_artifact
 
@@ -105,6 +107,10 @@ def test_pca_png_and_mp4_are_valid(artifact, video, tmp_path):
         assert frame.shape == (360, 2 * 480, 3)
     assert count == N_FRAMES // 2
     assert not list(tmp_path.glob(".*"))  # temporary names were renamed
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (png, mp4, tmp_path / "f.npz"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
 def _one_line_error(capsys, *args):
@@ -198,3 +204,42 @@ def test_load_and_extract_work_where_torch_cannot_be_imported(artifact, video, t
     with np.load(out) as data:
         assert data["patches"].shape == (N_FRAMES, 3, 4, 32)
     assert cv2.imread(str(png)) is not None
+
+
+def test_float16_latency_log_and_geometry(artifact, video, tmp_path, capsys):
+    out16, out32, log = tmp_path / "f16.npz", tmp_path / "f32.npz", tmp_path / "lat.csv"
+    assert _extract(video, "--artifact", artifact, "--out", out32) == 0
+    assert (
+        _extract(video, "--artifact", artifact, "--out", out16, "--dtype", "float16", "--latency-log", log)
+        == 0
+    )
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "latency p50/p99 ms: decode" in line and "total" in line
+    a, b = load_features(out32), load_features(out16)
+    assert b["patches"].dtype == np.float16 and read_meta(b)["dtype"] == "float16"
+    np.testing.assert_allclose(b["patches"].astype(np.float32), a["patches"], atol=2e-3, rtol=1e-2)
+    assert out16.stat().st_size < 0.6 * out32.stat().st_size
+    rows = log.read_text().strip().splitlines()
+    assert rows[0] == "frame_index,wall_time,decode_ms,preprocess_ms,inference_ms,total_ms"
+    table = np.array([[float(v) for v in r.split(",")] for r in rows[1:]])
+    assert len(table) == N_FRAMES and list(table[:, 0]) == list(range(N_FRAMES))
+    assert np.all(table[:, 2:] >= 0) and np.all(table[:, 5] >= table[:, 4])  # total includes inference
+    # the recorded mapping places patch cells on the original frame
+    grid = PatchGrid.from_dict(read_meta(a)["patch_to_pixel"])
+    assert grid.cell_box(1, 2) == (48.0, 24.0, 72.0, 48.0) and grid.point_to_cell(95, 71) == (2, 3)
+
+
+def test_patch_grid_round_trips_points_and_cells():
+    grid = PatchGrid((576, 768), (7, 7), (112, 112), 16)
+    assert grid.cell_size == (576 / 7, 768 / 7)
+    for x, y in [(0.0, 0.0), (100.5, 300.25), (767.9, 575.9)]:
+        gx, gy = grid.pixel_to_grid(x, y)
+        assert np.allclose(grid.grid_to_pixel(gx, gy), (x, y))
+        r, c = grid.point_to_cell(x, y)
+        x0, y0, x1, y1 = grid.cell_box(r, c)
+        assert x0 <= x < x1 and y0 <= y < y1
+    assert grid.point_to_cell(-5, 10_000) == (6, 0)  # clamped
+    assert grid.cell_center(0, 0) == (768 / 14, 576 / 14)
+    assert PatchGrid.from_dict(grid.to_dict()) == grid
+    with pytest.raises(RuntimeInputError):
+        PatchGrid((576, 768), (7, 7), (112, 112), 16, resize="crop")
