@@ -9,6 +9,7 @@ Needs no torch: numpy, OpenCV and the artifact's inference engine only.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -95,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-log", type=Path, help="CSV of per-frame decode/preprocess/inference/total ms"
     )
+    parser.add_argument("--force", action="store_true", help="replace existing outputs (--out, --pca-*)")
 
 
 def _stream_options(args: argparse.Namespace) -> dict[str, object]:
@@ -114,6 +116,23 @@ def _check(args: argparse.Namespace) -> None:
     for flag, value in [("--duration", args.duration), ("--read-timeout", args.read_timeout)]:
         if value is not None and not value > 0:
             raise RuntimeInputError(f"{flag} must be > 0 seconds, got {value}")
+    _check_outputs(args)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: nothing that exists is replaced without --force, and every output can be written."""
+    outs = [("--out", args.out), ("--out", args.out.with_suffix("")), ("--pca-png", args.pca_png)]
+    outs += [("--pca-video", args.pca_video), ("--latency-log", args.latency_log)]
+    for flag, path in outs:
+        if path is None:
+            continue
+        if path.exists() and not args.force:
+            raise RuntimeInputError(f"{path}: already exists; pass --force to replace it ({flag})")
+        probe = path.parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise RuntimeInputError(f"{path}: cannot write here ({probe} is not a writable folder) ({flag})")
 
 
 class GracefulStop:
