@@ -3,7 +3,7 @@
 Same steps as the training-side reference (`edge_vsd.data.preprocess`): whole uint8 BGR frame resized to
 the model size with OpenCV (no resize when it already has that size) -> RGB -> * scale -> (x - mean) / std
 -> NCHW.
-Grayscale (H, W) / (H, W, 1) and BGRA (H, W, 4) frames are converted to BGR first.
+Grayscale (H, W) / (H, W, 1) and BGRA (H, W, 4) frames are converted to BGR first; uint16 frames to uint8.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ _TO_BGR = {1: cv2.COLOR_GRAY2BGR, 4: cv2.COLOR_BGRA2BGR}
 
 
 def to_bgr(frame: np.ndarray) -> np.ndarray:
-    """One uint8 frame (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA -> (H, W, 3) BGR."""
+    """One uint8 or uint16 frame (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA -> (H, W, 3) uint8 BGR.
+    16-bit frames (depth/thermal cameras, 16-bit PNGs) are scaled to 8 bits: value / 257, rounded."""
+    if frame.dtype == np.uint16:
+        frame = ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if frame.dtype != np.uint8:
-        raise RuntimeInputError(f"frames must be uint8 (as OpenCV decodes them), got {frame.dtype}")
+        raise RuntimeInputError(f"frames must be uint8 or uint16 (as OpenCV decodes them), got {frame.dtype}")
     if frame.ndim == 2:
         frame = frame[..., None]
     if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4) or frame.shape[0] == 0 or frame.shape[1] == 0:
