@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 import math
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from edge_vsd.distributed import barrier, cleanup, init_distributed
 from edge_vsd.errors import InputError
 from edge_vsd.losses import VSDLoss
 from edge_vsd.model import DropPath, VisionTransformer, ViTConfig, build_vit, resize_pos_embed
+from edge_vsd.preflight import check_videos
 from edge_vsd.schedules import cosine, linear_then_constant
 from edge_vsd.vsd import VSDNet, build_vsd
 
@@ -255,6 +257,7 @@ def train(
         raise InputError(f"{ckpt_path}: nothing to resume (no checkpoint there)")
     if not resume and ckpt_path.exists():
         raise InputError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
+    check_videos(cfg)  # before decoding: missing videos, delta longer than every video
     state = load_checkpoint(ckpt_path) if resume else None
     if state is not None:
         if state.get("format") != FORMAT:
@@ -539,10 +542,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    fresh = not Path(cfg.out).exists()
     try:
         path = train(cfg, resume=args.resume, stop_after=args.stop_after)
     except KeyboardInterrupt as exc:
         print(exc, file=sys.stderr)
         return 130
+    except InputError:
+        if fresh and not (Path(cfg.out) / CHECKPOINT).exists():  # a failed new run leaves no run folder
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
     print(f"checkpoint: {path}")
     return 0

@@ -1,0 +1,46 @@
+"""Checks of `train`'s videos that need no decoding (container frame counts): run before any long work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+
+from edge_vsd.config import TrainConfig
+from edge_vsd.data.cache import is_cache
+from edge_vsd.data.video import expand_sources
+from edge_vsd.errors import InputError
+
+
+def frame_count(path: Path) -> tuple[int, float]:
+    """(frames the container claims, fps) without decoding; (0, 0.0) when it does not say."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0, 0.0
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    finally:
+        cap.release()
+
+
+def check_videos(cfg: TrainConfig) -> None:
+    """Missing videos, and a delta no video is long enough for, fail now instead of after decoding.
+    Only decides when every container states its length; otherwise decoding finds out (and says so)."""
+    if not cfg.video:
+        raise InputError("no training video: pass --video PATH (file, folder, glob or frame cache)")
+    if len(cfg.video) == 1 and is_cache(cfg.video[0]):
+        return  # opened in milliseconds; the pair sampler checks delta against it
+    known = []
+    for path in expand_sources(cfg.video):
+        n, fps = frame_count(path)
+        if n <= 0:
+            return
+        fps = fps if fps > 0 else 30.0
+        delta = cfg.delta if cfg.delta_seconds is None else max(1, round(cfg.delta_seconds * fps))
+        known.append((n, delta, path))
+    if known and all(n <= delta for n, delta, _ in known):
+        n, delta, path = max(known, key=lambda k: k[0])
+        raise InputError(
+            f"{path}: {n} frames, not more than delta ({delta} frames): no (t, t+delta) pairs "
+            "in any video; lower --delta/--delta-seconds"
+        )
