@@ -1,63 +1,197 @@
 """Robot-loop example: camera or video frames in, patch features out, a point tracked across frames.
 
 The tracker is the simplest useful thing a robot can do with dense features and no labels: remember the
-feature of the patch under a clicked point, then in every new frame move to the most similar patch near
-where the point was last seen. Torch-free: it needs only the base install and an exported artifact.
+feature of the patch under a point (clicked in a window where a display exists, or given with --point),
+then in every new frame find the most similar patch near where the point was last seen, refine the peak
+to sub-patch precision with a parabola through its neighbours, and report a confidence. Below
+`--lost-below` the point is marked lost and the next frames search the whole image until it is found
+again. The template slowly adapts while the match is confident, anchored to the first look.
+Torch-free: it needs only the base install and an exported artifact.
 
-    python examples/robot_perception.py --artifact artifacts/cpu-int8 --source 0           # camera 0
+    python examples/robot_perception.py --artifact artifacts/cpu-int8 --source 0           # camera 0, click
     python examples/robot_perception.py --artifact artifacts/cpu-int8 --source walk.mp4 --point 320 240 \
         --out-video track.mp4
+    python examples/robot_perception.py --artifact artifacts/cpu-int8 --pan-eval vtest.avi  # error in px
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from edge_vsd.runtimes import load
+from edge_vsd.runtimes.geometry import PatchGrid
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
+
+
+def _parabola_peak(left: float, mid: float, right: float) -> float:
+    """Offset in [-0.5, 0.5] of the maximum of the parabola through three neighbouring scores."""
+    curve = left - 2 * mid + right
+    return 0.0 if curve >= 0 else float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5))
+
+
+@dataclass
+class TrackState:
+    """Where the point is in one frame: pixel (x, y), similarity of the best match, lost or not."""
+
+    x: float
+    y: float
+    similarity: float
+    lost: bool
 
 
 class PatchTracker:
-    """Nearest-neighbour tracking of one patch feature, searched within `radius` patches of the last hit."""
+    """Tracks one point by its patch feature, with sub-patch refinement, a lost state and template update."""
 
-    def __init__(self, template: np.ndarray, cell: tuple[int, int], radius: int = 2):
-        self.template = template / (np.linalg.norm(template) + 1e-8)
-        self.cell, self.radius = cell, radius
+    def __init__(
+        self,
+        patches: np.ndarray,
+        xy: tuple[float, float],
+        grid: PatchGrid,
+        radius: int = 2,
+        lost_below: float = 0.5,
+        adapt: float = 0.1,
+        refine: bool = True,
+    ) -> None:
+        self.grid, self.radius, self.lost_below = grid, radius, lost_below
+        self.adapt, self.refine = adapt, refine
+        row, col = grid.point_to_cell(*xy)
+        self.anchor = _unit(patches[row, col].astype(np.float32))
+        self.template = self.anchor.copy()
+        gx, gy = grid.pixel_to_grid(*xy)
+        self.offset = (gx - (col + 0.5), gy - (row + 0.5))  # the point inside its patch, kept while tracking
+        self.pos = (col + 0.5, row + 0.5)  # continuous grid position of the tracked patch's centre
+        self.velocity = (0.0, 0.0)
+        self.lost = False
+        # the first frame's own refined peak is the reference: a patch's neighbours are rarely symmetric
+        self.bias = (0.0, 0.0)
+        self.bias = self._peak(self._scores(patches), row, col)
 
-    @classmethod
-    def at_point(
-        cls, patches: np.ndarray, xy: tuple[float, float], frame_hw: tuple[int, int], radius: int = 2
-    ):
-        cell = point_to_cell(xy, frame_hw, patches.shape[:2])
-        return cls(patches[cell], cell, radius)
+    def _scores(self, patches: np.ndarray) -> np.ndarray:
+        unit = _unit(patches.astype(np.float32))
+        return 0.5 * (unit @ self.anchor + unit @ self.template)
 
-    def update(self, patches: np.ndarray) -> tuple[tuple[int, int], float]:
-        """Move to the best-matching patch of this frame; returns the (row, col) cell and its cosine."""
-        h, w = patches.shape[:2]
-        r0, c0 = self.cell
-        rows = slice(max(0, r0 - self.radius), min(h, r0 + self.radius + 1))
-        cols = slice(max(0, c0 - self.radius), min(w, c0 + self.radius + 1))
-        window = patches[rows, cols]
-        sims = window @ self.template / (np.linalg.norm(window, axis=-1) + 1e-8)
-        dr, dc = np.unravel_index(int(np.argmax(sims)), sims.shape)
-        self.cell = (rows.start + int(dr), cols.start + int(dc))
-        return self.cell, float(sims[dr, dc])
+    def _peak(self, scores: np.ndarray, r: int, c: int) -> tuple[float, float]:
+        """Sub-patch offset of the score peak at cell (r, c), relative to the first frame's."""
+        if not self.refine:
+            return 0.0, 0.0
+        h, w = scores.shape
+        fx = _parabola_peak(scores[r, c - 1], scores[r, c], scores[r, c + 1]) if 0 < c < w - 1 else 0.0
+        fy = _parabola_peak(scores[r - 1, c], scores[r, c], scores[r + 1, c]) if 0 < r < h - 1 else 0.0
+        return fx - self.bias[0], fy - self.bias[1]
+
+    def update(self, patches: np.ndarray) -> TrackState:
+        """Find the point in this frame's (h, w, D) patch features."""
+        scores = self._scores(patches)
+        h, w = scores.shape
+        if self.lost:  # search everywhere
+            rows, cols = slice(0, h), slice(0, w)
+        else:  # around where the motion so far says it will be
+            px, py = self.pos[0] + self.velocity[0], self.pos[1] + self.velocity[1]
+            c0, r0 = int(np.clip(px, 0, w - 1)), int(np.clip(py, 0, h - 1))
+            rows = slice(max(0, r0 - self.radius), min(h, r0 + self.radius + 1))
+            cols = slice(max(0, c0 - self.radius), min(w, c0 + self.radius + 1))
+        window = scores[rows, cols]
+        dr, dc = np.unravel_index(int(np.argmax(window)), window.shape)
+        r, c = rows.start + int(dr), cols.start + int(dc)
+        best = float(scores[r, c])
+        fx, fy = self._peak(scores, r, c)
+        self.lost = best < self.lost_below
+        if not self.lost:
+            new = (c + 0.5 + fx, r + 0.5 + fy)
+            self.velocity = (
+                0.5 * self.velocity[0] + 0.5 * (new[0] - self.pos[0]),
+                0.5 * self.velocity[1] + 0.5 * (new[1] - self.pos[1]),
+            )
+            self.pos = new
+            if self.adapt:
+                feature = _unit(patches[r, c].astype(np.float32))
+                self.template = _unit((1 - self.adapt) * self.template + self.adapt * feature)
+        x, y = self.grid.grid_to_pixel(self.pos[0] + self.offset[0], self.pos[1] + self.offset[1])
+        return TrackState(x, y, best, self.lost)
 
 
-def point_to_cell(
-    xy: tuple[float, float], frame_hw: tuple[int, int], grid: tuple[int, int]
-) -> tuple[int, int]:
-    x, y = xy
-    return (
-        min(grid[0] - 1, int(y / frame_hw[0] * grid[0])),
-        min(grid[1] - 1, int(x / frame_hw[1] * grid[1])),
-    )
+def display_available() -> bool:
+    """Whether OpenCV can open a window here (a GUI build and a display)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform != "linux"):
+        return False
+    try:
+        cv2.namedWindow("edge-vsd probe", cv2.WINDOW_NORMAL)
+        cv2.destroyWindow("edge-vsd probe")
+        return True
+    except cv2.error:
+        return False
 
 
-def cell_to_point(cell: tuple[int, int], frame_hw: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
-    return (int((cell[1] + 0.5) * frame_hw[1] / grid[1]), int((cell[0] + 0.5) * frame_hw[0] / grid[0]))
+def click_point(frame: np.ndarray, title: str = "click the point to track") -> tuple[float, float] | None:
+    """Show the frame and return the first left click (None if the window is closed with a key)."""
+    picked: list[tuple[float, float]] = []
+
+    def on_mouse(event: int, x: int, y: int, *_: object) -> None:
+        if event == cv2.EVENT_LBUTTONDOWN:
+            picked.append((float(x), float(y)))
+
+    cv2.namedWindow(title)
+    cv2.setMouseCallback(title, on_mouse)
+    cv2.imshow(title, frame)
+    while not picked:
+        if cv2.waitKey(20) != -1:
+            break
+    cv2.destroyWindow(title)
+    return picked[0] if picked else None
+
+
+def _draw(frame: np.ndarray, state: TrackState) -> np.ndarray:
+    shown = frame.copy()
+    color = (0, 0, 255) if not state.lost else (0, 200, 255)
+    centre = (round(state.x), round(state.y))
+    cv2.circle(shown, centre, 6, color, 2)
+    label = f"{'LOST ' if state.lost else ''}cos {state.similarity:.2f}"
+    cv2.putText(shown, label, (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, color, 2)
+    return shown
+
+
+class _VideoOut:
+    """MP4 at the source's frame rate; for a source without one (a live stream), the rate is estimated
+    from the first frames' capture times."""
+
+    def __init__(self, path: str, fps: float | None, probe: int = 10) -> None:
+        self.path, self.fps, self.probe = path, fps, probe
+        self.pending: list[tuple[float, np.ndarray]] = []
+        self.writer: cv2.VideoWriter | None = None
+
+    def add(self, timestamp: float, image: np.ndarray) -> None:
+        if self.writer is None:
+            self.pending.append((timestamp, image))
+            if self.fps is None and len(self.pending) < self.probe:
+                return
+            self._open()
+            return
+        self.writer.write(image)
+
+    def _open(self) -> None:
+        if self.fps is None:
+            gaps = np.diff([t for t, _ in self.pending])
+            gaps = gaps[gaps > 0]
+            self.fps = float(1.0 / np.median(gaps)) if len(gaps) else 30.0
+        h, w = self.pending[0][1].shape[:2]
+        self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        for _, image in self.pending:
+            self.writer.write(image)
+        self.pending = []
+
+    def close(self) -> None:
+        if self.writer is None and self.pending:
+            self._open()
+        if self.writer is not None:
+            self.writer.release()
 
 
 def track(
@@ -67,43 +201,143 @@ def track(
     max_frames: int | None = None,
     radius: int = 2,
     out_video: str | None = None,
+    lost_below: float = 0.5,
+    show: bool = False,
+    refine: bool = True,
 ) -> list[dict]:
-    """Run the loop; returns one record per frame: index, timestamp, (x, y) in pixels, similarity."""
+    """Run the loop; returns one record per frame: index, timestamp, (x, y) in pixels, similarity, lost."""
     encoder = load(artifact)
-    tracker, writer, records = None, None, []
-    for index, timestamp, features in encoder.stream(source, keep_frames=True, max_frames=max_frames):
-        frame, patches = features.frame, features.patches
-        hw = frame.shape[:2]
-        if tracker is None:
-            xy = point if point is not None else (hw[1] / 2, hw[0] / 2)
-            tracker = PatchTracker.at_point(patches, xy, hw, radius)
-            cell, sim = tracker.cell, 1.0
-        else:
-            cell, sim = tracker.update(patches)
-        x, y = cell_to_point(cell, hw, patches.shape[:2])
-        records.append({"frame": index, "timestamp": timestamp, "x": x, "y": y, "similarity": sim})
+    print(f"engine: {encoder.backend_name}", file=sys.stderr)  # the tuned choice, or the fallback that ran
+    tracker, records, video = None, [], None
+    with encoder.stream(source, keep_frames=True, max_frames=max_frames) as stream:
         if out_video:
-            if writer is None:
-                writer = cv2.VideoWriter(out_video, cv2.VideoWriter_fourcc(*"mp4v"), 15, (hw[1], hw[0]))
-            shown = frame.copy()
-            cv2.circle(shown, (x, y), 6, (0, 0, 255), 2)
-            writer.write(shown)
-    if writer is not None:
-        writer.release()
+            video = _VideoOut(out_video, stream.fps)
+        for index, timestamp, features in stream:
+            frame, patches = features.frame, features.patches
+            hw = frame.shape[:2]
+            if tracker is None:
+                xy = point
+                if xy is None and show:
+                    xy = click_point(frame)
+                if xy is None:
+                    xy = (hw[1] / 2, hw[0] / 2)
+                grid = PatchGrid.for_encoder(encoder, hw)
+                tracker = PatchTracker(patches, xy, grid, radius, lost_below, refine=refine)
+                state = TrackState(xy[0], xy[1], 1.0, False)
+            else:
+                state = tracker.update(patches)
+            records.append(
+                {
+                    "frame": index,
+                    "timestamp": timestamp,
+                    "x": state.x,
+                    "y": state.y,
+                    "similarity": state.similarity,
+                    "lost": state.lost,
+                }
+            )
+            if video is not None or show:
+                shown = _draw(frame, state)
+                if video is not None:
+                    video.add(timestamp, shown)
+                if show:
+                    cv2.imshow("edge-vsd tracking (q quits)", shown)
+                    if cv2.waitKey(1) & 0xFF == ord("q"):
+                        break
+    if video is not None:
+        video.close()
+    encoder.close()
     return records
+
+
+# -- known-motion evaluation ---------------------------------------------------------------------------------
+def synth_pan(
+    video: str, frames: int = 30, step: float = 8.0, size: tuple[int, int] = (288, 384), top: int = 0
+) -> list[np.ndarray]:
+    """A camera pan made from real frames: a `size` (H, W) window that slides `step` px right per frame
+    over consecutive frames of `video`, so the static scene moves `step` px left per frame."""
+    cap = cv2.VideoCapture(video)
+    out = []
+    for k in range(frames):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        x0 = round(k * step)
+        if x0 + size[1] > frame.shape[1]:
+            break
+        out.append(np.ascontiguousarray(frame[top : top + size[0], x0 : x0 + size[1]]))
+    cap.release()
+    return out
+
+
+def pan_error(
+    artifact: str,
+    video: str,
+    points: list[tuple[float, float]] | None = None,
+    frames: int = 30,
+    step: float = 8.0,
+    refine: bool = True,
+) -> dict[str, float]:
+    """Track points of the static scene through `synth_pan`; pixel error against the known motion."""
+    pan = synth_pan(video, frames, step)
+    n = len(pan)
+    w = pan[0].shape[1]
+    if points is None:  # spread over the upper (static) part, far enough right to stay in view
+        xs = np.linspace(step * n + 20, w - 20, 3)
+        points = [(float(x), float(y)) for x in xs for y in (60.0, 140.0)]
+    encoder = load(artifact)
+    patches = encoder(pan).patches
+    grid = PatchGrid.for_encoder(encoder, pan[0].shape[:2])
+    encoder.close()
+    errors, lost = [], 0
+    for x0, y0 in points:
+        tracker = PatchTracker(patches[0], (x0, y0), grid, refine=refine)
+        for k in range(1, n):
+            state = tracker.update(patches[k])
+            errors.append(np.hypot(state.x - (x0 - step * k), state.y - y0))
+            lost += state.lost
+    e = np.asarray(errors)
+    return {
+        "points": len(points),
+        "frames": n,
+        "step_px": step,
+        "mean_px": float(e.mean()),
+        "median_px": float(np.median(e)),
+        "p90_px": float(np.percentile(e, 90)),
+        "max_px": float(e.max()),
+        "lost_frames": int(lost),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--artifact", required=True, help="exported artifact folder (manifest.json)")
-    p.add_argument("--source", required=True, help="video file, image folder, camera index or stream URL")
+    p.add_argument("--source", help="video file, image folder, camera index or stream URL")
     p.add_argument(
-        "--point", nargs=2, type=float, metavar=("X", "Y"), help="pixel to track (default: centre)"
+        "--point",
+        nargs=2,
+        type=float,
+        metavar=("X", "Y"),
+        help="pixel to track (default: a click where a display exists, else the centre)",
     )
     p.add_argument("--radius", type=int, default=2, help="search window in patches around the last hit")
+    p.add_argument("--lost-below", type=float, default=0.5, help="similarity under which the point is lost")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--out-video", help="MP4 with the tracked point drawn")
+    p.add_argument("--out-video", help="MP4 with the tracked point drawn, at the source's frame rate")
+    p.add_argument("--show", action="store_true", help="live window (needs a GUI OpenCV and a display)")
+    p.add_argument("--pan-eval", metavar="VIDEO", help="report the error on a known 8 px/frame pan of VIDEO")
     args = p.parse_args(argv)
+    if args.pan_eval:
+        for refine in (False, True):
+            result = pan_error(args.artifact, args.pan_eval, refine=refine)
+            name = "sub-patch refinement" if refine else "patch centres only"
+            print(f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items()))
+        return 0
+    if not args.source:
+        p.error("--source is required (or --pan-eval)")
+    show = args.show or (args.point is None and display_available())
+    if args.point is None and not show:
+        print("no display: tracking the frame centre (pass --point X Y)", file=sys.stderr)
     source = int(args.source) if args.source.isdigit() else args.source
     records = track(
         args.artifact,
@@ -112,11 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         args.max_frames,
         args.radius,
         args.out_video,
+        args.lost_below,
+        show,
     )
     for r in records:
         print(
-            f"frame {r['frame']:5d}  t={r['timestamp']:7.2f}s  x={r['x']:4d} y={r['y']:4d}"
-            f"  cos={r['similarity']:.3f}"
+            f"frame {r['frame']:5d}  t={r['timestamp']:7.2f}s  x={r['x']:6.1f} y={r['y']:6.1f}"
+            f"  cos={r['similarity']:.3f}{'  LOST' if r['lost'] else ''}"
         )
     return 0 if records else 1
 
