@@ -1,11 +1,15 @@
 """Streaming benchmark: end-to-end extract FPS vs encoder-only FPS, and resident memory over a long stream.
 
     python -m edge_vsd.runtimes.bench_stream --artifact DIR [--source VIDEO] [--frames 5000] [--threads N]
+    python -m edge_vsd.runtimes.bench_stream --artifact DIR --extract-checks [--max-frames 400]
 
 End-to-end = `enc.stream(source)` (background decode + resize + normalise, overlapped with inference);
 encoder-only = the backend on already preprocessed frames of the same video, at batch 1 and at the stream's
 batch size. Memory: the source is streamed again and again (features discarded) for `--frames` frames; RSS is
-sampled after a warm-up and at the end. Prints one JSON object. Torch-free.
+sampled after a warm-up and at the end. `--extract-checks` instead runs `edge-vsd extract` in child
+processes: peak resident memory at two shard sizes (rows go to disk as they arrive, so it should not depend
+on the shard size), and the FPS cost of `--latency-log` (rounds alternating the order, median of rounds).
+Prints one JSON object. Torch-free.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +146,46 @@ def run_benchmark(
     return result
 
 
+def run_extract(artifact: str | Path, source: str | Path, *flags: str) -> tuple[float, float]:
+    """`edge-vsd extract` in a child process -> (its FPS from the summary line, its peak RSS in MiB)."""
+    with tempfile.TemporaryDirectory(prefix="edge-vsd-bench-") as tmp:
+        cmd = [sys.executable, "-m", "edge_vsd.cli", "extract", str(source), "--artifact", str(artifact)]
+        cmd += ["--out", str(Path(tmp) / "f.npz"), *[f.replace("{tmp}", tmp) for f in flags]]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    match = re.search(r"\(([0-9.]+) FPS", err)
+    if proc.returncode != 0 or match is None:
+        raise SystemExit(f"extract failed ({proc.returncode}): {err.strip()[-500:]}")
+    return float(match.group(1)), usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def extract_checks(
+    artifact: str | Path, source: str | Path, max_frames: int = 400, rounds: int = 3
+) -> dict[str, Any]:
+    """Peak RSS of extract at shard sizes 2000 and 50, and the FPS ratio with / without --latency-log."""
+    limit = ("--max-frames", str(max_frames))
+    rss = {size: run_extract(artifact, source, *limit, "--shard-size", str(size))[1] for size in (2000, 50)}
+    plain, logged = [], []
+    for r in range(rounds):
+        order = [False, True] if r % 2 == 0 else [True, False]
+        for with_log in order:
+            flags = ("--latency-log", "{tmp}/lat.csv") if with_log else ()
+            (logged if with_log else plain).append(run_extract(artifact, source, *limit, *flags)[0])
+    return {
+        "artifact": str(artifact),
+        "source": str(source),
+        "frames": max_frames,
+        "peak_rss_mb_shard_2000": rss[2000],
+        "peak_rss_mb_shard_50": rss[50],
+        "fps_without_latency_log": statistics.median(plain),
+        "fps_with_latency_log": statistics.median(logged),
+        "latency_log_fps_ratio": statistics.median(logged) / statistics.median(plain),
+        "rounds": rounds,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edge_vsd.runtimes.bench_stream",
@@ -151,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend")
     parser.add_argument("--workers", type=int, help="preprocessing threads (default: by core count)")
     parser.add_argument("--no-spinning", action="store_true", help="ONNX Runtime: idle threads sleep")
+    parser.add_argument("--extract-checks", action="store_true", help="extract memory + latency-log cost")
+    parser.add_argument("--max-frames", type=int, default=400, help="frames per --extract-checks run")
     args = parser.parse_args(argv)
+    if args.extract_checks:
+        json.dump(extract_checks(args.artifact, args.source, args.max_frames), sys.stdout, indent=2)
+        print()
+        return 0
     result = run_benchmark(
         args.artifact,
         args.source,

@@ -263,3 +263,25 @@ def test_kill_9_leaves_finished_shards_readable(artifact, tmp_path):
         )
     assert len(load_features(partial.with_name(partial.name + ".1"))["cls"]) == index["frames"]
     assert os.path.isfile(out)
+
+
+def test_extract_duration_and_bad_live_flags(artifact, tmp_path, capsys):
+    out = tmp_path / "d.npz"
+    with MJPEGServer(fps=50, max_frames=500) as server:
+        rc = main(
+            ["extract", server.url, "--artifact", str(artifact), "--out", str(out), "--duration", "0.5"]
+        )
+        assert rc == 0
+        data = load_features(out)
+        assert 3 <= len(data["cls"]) and data["wall_time"][-1] - data["wall_time"][0] < 1.0
+        assert np.all(data["age"] >= 0) and read_meta(data)["mode"] == "latest"
+        capsys.readouterr()
+        for flag, value in [("--queue-size", "0"), ("--read-timeout", "0"), ("--duration", "-1")]:
+            assert (
+                main(["extract", server.url, "--artifact", str(artifact), "--out", str(out), flag, value])
+                == 2
+            )
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and flag in err[0], err
+    with pytest.raises(SystemExit):
+        main(["extract", "0", "--artifact", str(artifact), "--out", str(out), "--reconnect", "never"])
