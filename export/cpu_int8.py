@@ -112,6 +112,12 @@ def score(cand: Candidate, heldout: np.ndarray, ref: tuple[np.ndarray, np.ndarra
     cand.passed = gate.passes(cand.fidelity, threshold)
 
 
+def bf16_variant(cand: dict) -> dict:
+    """The same OpenVINO INT8 graph with its float parts (softmax, LayerNorm, GELU, unquantized MatMuls) in
+    bf16: AMX/AVX-512 BF16 CPUs run them faster, others run f32. Gated and timed like any candidate."""
+    return {**cand, "name": f"{cand['name']}_bf16", "options": {"precision_hint": "bf16"}}
+
+
 def fp32_candidates(file: str, names: dict[str, str], choosable: bool) -> list[dict]:
     """The fp32 graph on ONNX Runtime and, where installed, OpenVINO (1.65x faster on some CPUs).
     In an INT8 artifact they are references (`choosable` False): tune times them, never picks them."""

@@ -333,7 +333,9 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log):
     cands = [
         {"name": c.name, "file": files[id(c.model)], "engine": c.backend, "precision": "int8"}
         for c in passing
-    ] + cpu_int8.fp32_candidates(cpu_int8.FP32_FILE, cpu_int8.FP32_REFERENCE_NAMES, choosable=False)
+    ]
+    cands += [cpu_int8.bf16_variant(c) for c in cands if c["engine"] == "openvino"]
+    cands += cpu_int8.fp32_candidates(cpu_int8.FP32_FILE, cpu_int8.FP32_REFERENCE_NAMES, choosable=False)
     on_default = [c.backend for c in passing if c.model is default.model]
     backend = "openvino" if "openvino" in on_default else "onnxruntime"
     return default.model, backend, {"cpu_int8": record, "vs_fp32": default.fidelity}, graphs, cands
@@ -405,6 +407,18 @@ def _tune_cpu(folder: Path, cfg: ExportConfig, log) -> None:
     manifest["parity"]["runtime_vs_torch"] = by_name[rec["chosen"]]["runtime_vs_torch"]
     record = manifest.get("cpu_int8")
     if record:
+        known = {c["name"] for c in record["candidates"]}
+        for c in manifest["candidates"]:  # engine-setting variants (bf16 hint) exist only as candidates
+            if c["name"] not in known and c.get("choosable", True):
+                record["candidates"].append(
+                    {
+                        "name": c["name"],
+                        "backend": c["engine"],
+                        "fidelity": c["runtime_vs_torch"],
+                        "passed_gate": True,
+                        "options": c.get("options"),
+                    }
+                )
         for c in record["candidates"]:
             result = rec["results"].get(c["name"])
             c["latency_ms"] = result["median_ms"] if result else None

@@ -71,6 +71,7 @@ class Choice:
     file: str = ONNX_FILE
     candidate: str | None = None
     fallback: str | None = None  # the one warning line when the artifact's engine is not installed
+    options: tuple[tuple[str, Any], ...] = ()  # the candidate's engine settings, e.g. a precision hint
 
 
 def engine_of(backend: str) -> str:
@@ -102,7 +103,12 @@ def _fastest_for(manifest: dict[str, Any], engine: str) -> dict[str, Any] | None
 
 def _choice_for(manifest: dict[str, Any], backend: str) -> Choice:
     cand = _fastest_for(manifest, engine_of(backend))
-    return Choice(backend, cand["file"], cand["name"]) if cand else Choice(backend)
+    return Choice(backend, cand["file"], cand["name"], options=_options(cand)) if cand else Choice(backend)
+
+
+def _options(cand: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    opts = cand.get("options")
+    return tuple(sorted(opts.items())) if isinstance(opts, dict) else ()
 
 
 def _fallback_note(manifest: dict[str, Any], engine: str, chosen: str | None, fb: Choice) -> str:
@@ -133,7 +139,7 @@ def resolve(manifest: dict[str, Any], backend: str | None = None, candidate: str
         name = found[0]["engine"] if backend in (None, "auto") else backend
         if engine_of(name) != found[0]["engine"]:
             raise RuntimeInputError(f"candidate {candidate!r} runs on {found[0]['engine']}, not {name}")
-        return Choice(name, found[0]["file"], candidate)
+        return Choice(name, found[0]["file"], candidate, options=_options(found[0]))
     if backend not in (None, "auto"):
         return _choice_for(manifest, backend)
     if ENGINE_FILE in manifest["files"] and _tensorrt_importable():
@@ -141,10 +147,8 @@ def resolve(manifest: dict[str, Any], backend: str | None = None, candidate: str
     chosen = (manifest.get("tuning") or {}).get("chosen")
     by_name = {c["name"]: c for c in candidates(manifest)}
     if chosen in by_name:
-        engine, want = (
-            by_name[chosen]["engine"],
-            Choice(by_name[chosen]["engine"], by_name[chosen]["file"], chosen),
-        )
+        c = by_name[chosen]
+        engine, want = c["engine"], Choice(c["engine"], c["file"], chosen, options=_options(c))
     else:
         engine = manifest.get("backend") or "onnxruntime"
         engine = engine if engine in BACKENDS else "onnxruntime"
@@ -206,6 +210,7 @@ def create_backend(
         raise RuntimeInputError(f"backend {name!r} has no option {', '.join(unknown)}")
     if "onnx_file" in accepted:
         kwargs = {**kwargs, "onnx_file": choice.file}
+    kwargs = {**kwargs, **{k: v for k, v in choice.options if k in accepted and k not in options}}
     engine = cls(Path(artifact_dir), manifest, threads=threads, **kwargs, **options)
     engine.candidate = choice.candidate
     if choice.candidate and candidates(manifest):

@@ -23,10 +23,13 @@ class OpenVINOBackend:
         threads: int | None = None,
         device: str = "CPU",
         onnx_file: str = ONNX_FILE,
+        precision_hint: str | None = None,
     ) -> None:
         path = Path(artifact_dir) / onnx_file
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if manifest.get("precision") != "fp16":  # else OpenVINO may pick bf16 on CPUs that have it
+        if precision_hint:  # a candidate gated with this hint at export (e.g. bf16 float parts on AMX CPUs)
+            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        elif manifest.get("precision") != "fp16":  # else OpenVINO may pick bf16 on CPUs that have it
             config["INFERENCE_PRECISION_HINT"] = "f32"
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
