@@ -1,4 +1,5 @@
-"""Checks of `train`'s videos that need no decoding (container frame counts): run before any long work."""
+"""Checks of `train`'s inputs that need no decoding (the --init file, container frame counts): run before
+any long work."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ def frame_count(path: Path) -> tuple[int, float]:
         return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     finally:
         cap.release()
+
+
+def check_inputs(cfg: TrainConfig) -> None:
+    """Everything `train` reads, checked before decoding: the `--init` checkpoint, then the videos."""
+    if cfg.init:
+        from edge_vsd.checkpoint import load_encoder
+
+        load_encoder(cfg.init)  # refuses pickled code, NaN weights, non-ViT files; loaded again later
+    check_videos(cfg)
 
 
 def check_videos(cfg: TrainConfig) -> None:

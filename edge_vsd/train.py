@@ -38,7 +38,7 @@ from edge_vsd.distributed import barrier, cleanup, init_distributed
 from edge_vsd.errors import InputError
 from edge_vsd.losses import VSDLoss
 from edge_vsd.model import DropPath, VisionTransformer, ViTConfig, build_vit, resize_pos_embed
-from edge_vsd.preflight import check_videos
+from edge_vsd.preflight import check_inputs
 from edge_vsd.schedules import cosine, linear_then_constant
 from edge_vsd.vsd import VSDNet, build_vsd
 
@@ -257,7 +257,7 @@ def train(
         raise InputError(f"{ckpt_path}: nothing to resume (no checkpoint there)")
     if not resume and ckpt_path.exists():
         raise InputError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
-    check_videos(cfg)  # before decoding: missing videos, delta longer than every video
+    check_inputs(cfg)  # before decoding: --init file, missing videos, delta longer than every video
     state = load_checkpoint(ckpt_path) if resume else None
     if state is not None:
         if state.get("format") != FORMAT:
