@@ -22,6 +22,13 @@ INPUT_DTYPES = ("float32", "float16")
 # sha256 of the manifest's own canonical JSON without this key: any byte changed in manifest.json is caught
 DIGEST_KEY = "manifest_sha256"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# sections other tools add: their type is checked here, their content where it is read
+OPTIONAL_SECTIONS = [
+    *((k, dict, "an object") for k in ("tuning", "tensorrt", "calibration", "parity", "versions", "export")),
+    *((k, dict, "an object") for k in ("cpu_int8", "quantization")),
+    ("candidates", list, "a list"),
+    *((k, str, "a string") for k in ("precision", "target", "backend", "created_at")),
+]
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,13 @@ def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[
             f"outputs.{key}.name is missing",
         )
     _require(bool(files), where, "lists no files")
+    for key, kinds, what in OPTIONAL_SECTIONS:
+        value = manifest.get(key)
+        _require(
+            value is None or isinstance(value, kinds),
+            where,
+            f"{key!r} must be {what} when present, got {type(value).__name__}",
+        )
     for name, entry in files.items():
         _require(
             plain_file_name(name),
