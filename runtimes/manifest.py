@@ -102,7 +102,11 @@ def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[
     where = Path(where)
     _require(isinstance(manifest, dict), where, "is not a JSON object")
     version = manifest.get("schema_version")
-    _require(version == SCHEMA_VERSION, where, f"schema_version {version!r} is not supported (expected 1)")
+    _require(
+        _is_int(version) and version == SCHEMA_VERSION,
+        where,
+        f"schema_version {version!r} is not supported (expected 1)",
+    )
     for key in ("model", "input", "outputs", "files"):
         _require(isinstance(manifest.get(key), dict), where, f"missing or invalid {key!r} section")
     model, inp, outputs, files = (manifest[k] for k in ("model", "input", "outputs", "files"))
@@ -114,7 +118,7 @@ def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[
     )
     patch = model.get("patch_size")
     _require(_is_int(patch) and patch > 0, where, f"model.patch_size must be a positive int, got {patch!r}")
-    _require(isinstance(inp.get("name"), str), where, "input.name must be a string")
+    _require(isinstance(inp.get("name"), str) and inp["name"], where, "input.name must be a non-empty string")
     _require(
         inp.get("layout") == "NCHW", where, f"input.layout {inp.get('layout')!r} is not supported (NCHW)"
     )
@@ -149,7 +153,7 @@ def validate_manifest(manifest: Any, where: str | Path = MANIFEST_NAME) -> dict[
     for key in ("cls", "patches"):
         out = outputs.get(key)
         _require(
-            isinstance(out, dict) and isinstance(out.get("name"), str),
+            isinstance(out, dict) and isinstance(out.get("name"), str) and out["name"],
             where,
             f"outputs.{key}.name is missing",
         )

@@ -43,6 +43,8 @@ def as_frame_list(frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]
         if frames.ndim == 2 or (frames.ndim == 3 and frames.shape[2] in (1, 3, 4)):
             return [frames]
         if frames.ndim in (3, 4):
+            if len(frames) == 0:
+                raise RuntimeInputError(f"no frames given (an array of shape {frames.shape})")
             return list(frames)
         raise RuntimeInputError(f"cannot read frames from an array of shape {frames.shape}")
     if isinstance(frames, (list, tuple)):
