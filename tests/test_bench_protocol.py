@@ -19,44 +19,58 @@ def _busy_cpu(ms: float) -> None:
 
 
 class FakeEngine:
-    """`work_ms` of CPU per call; afterwards its worker thread spins for `spin_ms` of wall time, taking the
-    interpreter from whoever runs next. Its own next call stops the worker first (as a pool would)."""
+    """`work_ms` of CPU per call; afterwards its `workers` threads spin for `spin_ms` of wall time, taking
+    the interpreter from whoever runs next. Its own next call stops them first (as a pool would).
+    `disturbed` counts this engine's calls that started while another engine's workers were spinning."""
 
-    def __init__(self, work_ms: float, spin_ms: float = 0.0) -> None:
+    engines: list[FakeEngine] = []
+
+    def __init__(self, work_ms: float, spin_ms: float = 0.0, workers: int = 3) -> None:
         self.work_ms, self.spin_ms = work_ms, spin_ms
-        self._go, self._idle, self._stop = threading.Event(), threading.Event(), threading.Event()
-        self._idle.set()
+        self.disturbed = 0
+        FakeEngine.engines.append(self)
+        self._stop = threading.Event()
+        self._go = [threading.Event() for _ in range(workers if spin_ms else 0)]
+        self._idle = [threading.Event() for _ in self._go]
         self._closed = False
-        if spin_ms:
-            threading.Thread(target=self._worker, daemon=True).start()
+        for go, idle in zip(self._go, self._idle, strict=True):
+            idle.set()
+            threading.Thread(target=self._worker, args=(go, idle), daemon=True).start()
 
-    def _worker(self) -> None:
+    def _worker(self, go: threading.Event, idle: threading.Event) -> None:
         while True:
-            self._go.wait()
-            self._go.clear()
+            go.wait()
+            go.clear()
             if self._closed:
                 return
             end = time.perf_counter() + self.spin_ms / 1e3
             while time.perf_counter() < end and not self._stop.is_set():
                 pass
-            self._idle.set()
+            idle.set()
 
     def park(self) -> None:
         """Nothing to do: the protocol's pause outlasts the spin (what a real engine's pool does too)."""
 
+    def spinning(self) -> bool:
+        return not all(idle.is_set() for idle in self._idle)
+
     def __call__(self) -> None:
+        self.disturbed += any(e.spinning() for e in FakeEngine.engines if e is not self)
         self._stop.set()
-        self._idle.wait()
+        for idle in self._idle:
+            idle.wait()
         self._stop.clear()
         _busy_cpu(self.work_ms)
-        if self.spin_ms:
-            self._idle.clear()
-            self._go.set()
+        for go, idle in zip(self._go, self._idle, strict=True):
+            idle.clear()
+            go.set()
 
     def close(self) -> None:
+        FakeEngine.engines.remove(self)
         self._closed = True
         self._stop.set()
-        self._go.set()
+        for go in self._go:
+            go.set()
 
 
 @pytest.fixture
@@ -70,17 +84,23 @@ def long_switch_interval():
 
 
 def test_protocol_ranks_a_spinning_engine_right(long_switch_interval):
-    fast, spinner = FakeEngine(work_ms=2.0), FakeEngine(work_ms=3.0, spin_ms=40.0)
+    # 3 spinning workers leave the engine called next about a quarter of the interpreter.
+    fast, spinner = FakeEngine(work_ms=10.0), FakeEngine(work_ms=20.0, spin_ms=150.0)
     runners = {"spinner": spinner, "fast": fast}  # "fast" runs right after the spinner when interleaved
     try:
-        unfair = time_interleaved(runners, iters=15)
-        fair = time_candidates(runners, Protocol(warmup=2, iters=10, rounds=3, park_s=0.1))
+        time_interleaved(runners, iters=9)
+        unfair_disturbed = fast.disturbed
+        fast.disturbed = 0
+        fair = time_candidates(runners, Protocol(warmup=2, iters=9, rounds=3, park_s=0.3))
     finally:
         spinner.close()
-    # The fake bites: called right after the spinner, the faster engine measures slower than it.
-    assert unfair["fast"] > unfair["spinner"], unfair
+        fast.close()
+    # The fake bites: interleaved, nearly every call of the fast engine starts with the spinner's workers
+    # running; with the protocol, none does (the spinner is parked before every block).
+    assert unfair_disturbed >= 9, unfair_disturbed
+    assert fast.disturbed == 0
     assert fair["fast"].median_ms < fair["spinner"].median_ms, {k: v.record() for k, v in fair.items()}
-    assert all(len(t.round_ms) == 3 and len(t.times_ms) == 30 for t in fair.values())
+    assert all(len(t.round_ms) == 3 and len(t.times_ms) == 27 for t in fair.values())
 
 
 def test_rounds_rotate_the_order_and_every_block_is_parked():
