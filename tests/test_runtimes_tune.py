@@ -153,3 +153,26 @@ def test_unknown_candidate_is_a_one_line_error(tuned):
 
     with pytest.raises(RuntimeInputError, match="no candidate 'int4'"):
         load(tuned, candidate="int4")
+
+
+TORCH_FREE_CHILD = """
+import sys
+from edge_vsd.cli import main
+rc = main(["tune", sys.argv[1], "--rounds", "1", "--iters", "2", "--warmup", "1"])
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "nncf"))
+print("RC", rc, "BAD", bad)
+"""
+
+
+def test_tune_runs_where_torch_cannot_be_imported(tmp_path):
+    from test_runtimes_cli import BLOCKER
+
+    art = make_toy_artifact(tmp_path / "art")
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKER + TORCH_FREE_CHILD, str(art)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "RC 0 BAD []" in proc.stdout, proc.stderr[-2000:]
+    assert read_manifest(art)["tuning"]["chosen"]
