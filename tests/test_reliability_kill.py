@@ -145,6 +145,8 @@ def test_export_killed_leaves_nothing_and_reruns(ckpt, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # the dead export's staging is gone
     with rt.load(out) as enc:
         assert enc(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy()).cls.shape == (1, 192)
+    text = (out / "manifest.json").read_text()  # names and digests travel, this machine's folders do not
+    assert str(tmp_path) not in text and str(ckpt.parent) not in text and ckpt.name in text
 
 
 def test_old_artifact_set_aside_by_a_killed_force_export_comes_back(tmp_path):
