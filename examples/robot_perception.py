@@ -2,8 +2,9 @@
 
 The tracker is the simplest useful thing a robot can do with dense features and no labels: remember the
 feature of the patch under a point (clicked in a window where a display exists, or given with --point),
-then in every new frame find the most similar patch near where the point was last seen, refine the peak
-to sub-patch precision with a parabola through its neighbours, and report a confidence. Below
+then in every new frame find the most similar patch near where the point was last seen, refine the
+position to 1/8 of a patch by matching features interpolated between patch centres, and report a
+confidence. Below
 `--lost-below` the point is marked lost and the next frames search the whole image until it is found
 again. The template slowly adapts while the match is confident, anchored to the first look.
 Torch-free: it needs only the base install and an exported artifact.
@@ -31,10 +32,21 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
 
 
-def _parabola_peak(left: float, mid: float, right: float) -> float:
-    """Offset in [-0.5, 0.5] of the maximum of the parabola through three neighbouring scores."""
-    curve = left - 2 * mid + right
-    return 0.0 if curve >= 0 else float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5))
+def sample(patches: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Features at continuous grid positions (cell (r, c) centred at (c + 0.5, r + 0.5)), bilinear between
+    cell centres and clamped at the border: (h, w, D) and positions of shape S -> (*S, D)."""
+    h, w = patches.shape[:2]
+    u = np.clip(np.asarray(gx, np.float32) - 0.5, 0, w - 1)
+    v = np.clip(np.asarray(gy, np.float32) - 0.5, 0, h - 1)
+    c0, r0 = (
+        np.minimum(u.astype(int), w - 2 if w > 1 else 0),
+        np.minimum(v.astype(int), h - 2 if h > 1 else 0),
+    )
+    c1, r1 = np.minimum(c0 + 1, w - 1), np.minimum(r0 + 1, h - 1)
+    fu, fv = (u - c0)[..., None], (v - r0)[..., None]
+    top = patches[r0, c0] * (1 - fu) + patches[r0, c1] * fu
+    bottom = patches[r1, c0] * (1 - fu) + patches[r1, c1] * fu
+    return top * (1 - fv) + bottom * fv
 
 
 @dataclass
@@ -48,7 +60,10 @@ class TrackState:
 
 
 class PatchTracker:
-    """Tracks one point by its patch feature, with sub-patch refinement, a lost state and template update."""
+    """Tracks one point by its feature: a patch-level search, then (with `refine`) a search in 1/8-cell
+    steps over features sampled bilinearly between patch centres; a lost state; a slowly adapted template."""
+
+    STEPS = 8  # sub-patch positions per cell in the refinement
 
     def __init__(
         self,
@@ -62,34 +77,32 @@ class PatchTracker:
     ) -> None:
         self.grid, self.radius, self.lost_below = grid, radius, lost_below
         self.adapt, self.refine = adapt, refine
-        row, col = grid.point_to_cell(*xy)
-        self.anchor = _unit(patches[row, col].astype(np.float32))
-        self.template = self.anchor.copy()
         gx, gy = grid.pixel_to_grid(*xy)
-        self.offset = (gx - (col + 0.5), gy - (row + 0.5))  # the point inside its patch, kept while tracking
-        self.pos = (col + 0.5, row + 0.5)  # continuous grid position of the tracked patch's centre
+        row, col = grid.point_to_cell(*xy)
+        feature = sample(patches, gx, gy) if refine else patches[row, col]
+        self.anchor = _unit(feature.astype(np.float32))
+        self.template = self.anchor.copy()
+        self.offset = (0.0, 0.0) if refine else (gx - (col + 0.5), gy - (row + 0.5))
+        self.pos = (gx, gy) if refine else (col + 0.5, row + 0.5)  # continuous grid position tracked
         self.velocity = (0.0, 0.0)
         self.lost = False
-        # the first frame's own refined peak is the reference: a patch's neighbours are rarely symmetric
-        self.bias = (0.0, 0.0)
-        self.bias = self._peak(self._scores(patches), row, col)
 
-    def _scores(self, patches: np.ndarray) -> np.ndarray:
-        unit = _unit(patches.astype(np.float32))
+    def _score(self, features: np.ndarray) -> np.ndarray:
+        unit = _unit(features.astype(np.float32))
         return 0.5 * (unit @ self.anchor + unit @ self.template)
 
-    def _peak(self, scores: np.ndarray, r: int, c: int) -> tuple[float, float]:
-        """Sub-patch offset of the score peak at cell (r, c), relative to the first frame's."""
-        if not self.refine:
-            return 0.0, 0.0
-        h, w = scores.shape
-        fx = _parabola_peak(scores[r, c - 1], scores[r, c], scores[r, c + 1]) if 0 < c < w - 1 else 0.0
-        fy = _parabola_peak(scores[r - 1, c], scores[r, c], scores[r + 1, c]) if 0 < r < h - 1 else 0.0
-        return fx - self.bias[0], fy - self.bias[1]
+    def _refine(self, patches: np.ndarray, r: int, c: int) -> tuple[float, float, float]:
+        """Best continuous position within one cell of cell (r, c)'s centre, and its score."""
+        offsets = np.linspace(-1.0, 1.0, 2 * self.STEPS + 1)
+        gx, gy = (g.ravel() for g in np.meshgrid(c + 0.5 + offsets, r + 0.5 + offsets))
+        gx, gy = np.append(gx, self.pos[0]), np.append(gy, self.pos[1])  # staying put is a candidate too
+        scores = self._score(sample(patches, gx, gy))
+        best = int(np.argmax(scores))
+        return float(gx[best]), float(gy[best]), float(scores[best])
 
     def update(self, patches: np.ndarray) -> TrackState:
         """Find the point in this frame's (h, w, D) patch features."""
-        scores = self._scores(patches)
+        scores = self._score(patches)
         h, w = scores.shape
         if self.lost:  # search everywhere
             rows, cols = slice(0, h), slice(0, w)
@@ -101,19 +114,20 @@ class PatchTracker:
         window = scores[rows, cols]
         dr, dc = np.unravel_index(int(np.argmax(window)), window.shape)
         r, c = rows.start + int(dr), cols.start + int(dc)
-        best = float(scores[r, c])
-        fx, fy = self._peak(scores, r, c)
+        if self.refine:
+            gx, gy, best = self._refine(patches, r, c)
+        else:
+            gx, gy, best = c + 0.5, r + 0.5, float(scores[r, c])
         self.lost = best < self.lost_below
         if not self.lost:
-            new = (c + 0.5 + fx, r + 0.5 + fy)
             self.velocity = (
-                0.5 * self.velocity[0] + 0.5 * (new[0] - self.pos[0]),
-                0.5 * self.velocity[1] + 0.5 * (new[1] - self.pos[1]),
+                0.5 * self.velocity[0] + 0.5 * (gx - self.pos[0]),
+                0.5 * self.velocity[1] + 0.5 * (gy - self.pos[1]),
             )
-            self.pos = new
+            self.pos = (gx, gy)
             if self.adapt:
-                feature = _unit(patches[r, c].astype(np.float32))
-                self.template = _unit((1 - self.adapt) * self.template + self.adapt * feature)
+                seen = sample(patches, gx, gy) if self.refine else patches[r, c]
+                self.template = _unit((1 - self.adapt) * self.template + self.adapt * _unit(seen))
         x, y = self.grid.grid_to_pixel(self.pos[0] + self.offset[0], self.pos[1] + self.offset[1])
         return TrackState(x, y, best, self.lost)
 
