@@ -303,13 +303,15 @@ def pan_error(
     patches = encoder(pan).patches
     grid = PatchGrid.for_encoder(encoder, pan[0].shape[:2])
     encoder.close()
-    errors, lost = [], 0
+    dx, dy, lost = [], [], 0
     for x0, y0 in points:
         tracker = PatchTracker(patches[0], (x0, y0), grid, refine=refine)
         for k in range(1, n):
             state = tracker.update(patches[k])
-            errors.append(np.hypot(state.x - (x0 - step * k), state.y - y0))
+            dx.append(abs(state.x - (x0 - step * k)))
+            dy.append(abs(state.y - y0))
             lost += state.lost
+    errors = np.hypot(dx, dy)
     e = np.asarray(errors)
     return {
         "points": len(points),
@@ -319,6 +321,8 @@ def pan_error(
         "median_px": float(np.median(e)),
         "p90_px": float(np.percentile(e, 90)),
         "max_px": float(e.max()),
+        "mean_x_px": float(np.mean(dx)),
+        "mean_y_px": float(np.mean(dy)),
         "lost_frames": int(lost),
     }
 
