@@ -38,6 +38,7 @@ class AblateConfig:
     lr: float | None = None
     out_dim: int | None = None
     device: str = "cpu"
+    workers: int = 0  # data-loading processes per arm (0 on small CPUs; several on a GPU machine)
     davis: str | None = None
     seg_data: str | None = None
     eval_size: int = 224  # short side of the DAVIS frames; DINO: 480 for models trained at 224
@@ -76,6 +77,7 @@ def train_config(cfg: AblateConfig, arm: Arm, run_dir: Path):
         "lr": cfg.lr,
         "out_dim": cfg.out_dim,
         "device": cfg.device,
+        "workers": cfg.workers,
         "save_every": max(10, cfg.steps // 10),
     }
     if arm.method == "vsd":
@@ -306,6 +308,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="base learning rate per 256 pairs (train's default otherwise)")
     p.add_argument("--out-dim", type=int, help="head prototypes (train's default otherwise)")
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=d.workers, help="data-loading processes (default 0)")
     p.add_argument("--davis", metavar="DIR", help="DAVIS-layout folder for J&F (e.g. from make-data)")
     p.add_argument("--seg-data", metavar="DIR", help="ADE20K-layout folder for the linear and kNN probes")
     p.add_argument("--eval-size", type=int, default=d.eval_size, help="DAVIS short side (default 224)")
@@ -346,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         out_dim=args.out_dim,
         device=args.device,
+        workers=args.workers,
         davis=args.davis,
         seg_data=args.seg_data,
         eval_size=args.eval_size,

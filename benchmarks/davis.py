@@ -90,12 +90,35 @@ def one_hot(ids: np.ndarray, n: int) -> np.ndarray:
     return (np.arange(n)[:, None, None] == ids[None]).astype(np.float32)
 
 
+def grid_ids(ids: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(H, W) ids -> (gh, gw): the id at each cell's centre (cv2's nearest samples the cell's corner,
+    which shifts every mask by half a cell)."""
+    (h, w), (gh, gw) = ids.shape, grid
+    ys = ((np.arange(gh) + 0.5) * h / gh).astype(int)
+    xs = ((np.arange(gw) + 0.5) * w / gw).astype(int)
+    return ids[np.ix_(ys, xs)]
+
+
 def neighbourhood(h: int, w: int, radius: int) -> np.ndarray:
     """(h*w, h*w) 0/1 mask: source patch j may vote for target patch i when within `radius` on both axes."""
     y, x = np.divmod(np.arange(h * w), w)
     return ((np.abs(y[:, None] - y[None]) <= radius) & (np.abs(x[:, None] - x[None]) <= radius)).astype(
         np.float32
     )
+
+
+def top_k(x: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k largest values of every row. k passes of argmax: linear time even when most
+    values tie (np.argpartition degrades badly on ties), and k is small (DINO: 5)."""
+    if k > 16:
+        return np.argpartition(-x, k - 1, axis=1)[:, :k]
+    work = x.copy()
+    rows = np.arange(len(x))
+    idx = np.empty((len(x), k), np.int64)
+    for j in range(k):
+        idx[:, j] = work.argmax(1)
+        work[rows, idx[:, j]] = -np.inf
+    return idx
 
 
 def propagate(feats: np.ndarray, first: np.ndarray, s: PropagationSettings) -> np.ndarray:
@@ -117,8 +140,7 @@ def propagate(feats: np.ndarray, first: np.ndarray, s: PropagationSettings) -> n
         if near is not None:
             sim = np.where(near[:, None, :], sim, -np.inf)
         sim = sim.reshape(hw, -1)
-        k = min(s.topk, sim.shape[1])
-        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        idx = top_k(sim, min(s.topk, sim.shape[1]))
         top = np.take_along_axis(sim, idx, 1)
         # exp(sim / T) normalised over the kept sources, i.e. a softmax over the top k
         weights = np.exp((top - top.max(1, keepdims=True)) / s.temperature)
@@ -206,7 +228,7 @@ def evaluate_sequence(enc: Encode, seq: Sequence, s: PropagationSettings, batch:
     objects = [int(o) for o in np.unique(first) if 0 < o < 255]
     _, feats = encode_all(enc, frames, batch)
     gh, gw = feats.shape[1:3]
-    small = cv2.resize(first.astype(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST)
+    small = grid_ids(first, (gh, gw))
     n_ids = max(objects, default=0) + 1
     soft = propagate(feats, one_hot(small, n_ids), s)
     preds = [first] + [upsample_masks(m, (oh, ow)).astype(np.int64) for m in soft[1:]]

@@ -1,0 +1,215 @@
+"""`edge-vsd eval`, `make-data` and `ablate`: known answers for label propagation and its J/F scores, and the
+commands end to end on generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from edge_vsd.benchmarks.davis import (
+    PropagationSettings,
+    boundary_f,
+    evaluate_sequence,
+    grid_ids,
+    jaccard,
+    load_davis,
+    one_hot,
+    propagate,
+)
+from PIL import Image
+from toy_artifact import make_toy_artifact
+
+from edge_vsd.cli import main
+from edge_vsd.data.make_data import DataConfig, make_data
+
+GLOBAL = PropagationSettings(radius=0)  # every source patch may vote: no locality prior in the checks
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    cfg = DataConfig(
+        out=str(tmp_path_factory.mktemp("gen") / "data"),
+        sequences=2,
+        frames=10,
+        height=96,
+        width=128,
+        ade_images=8,
+        videos=1,
+        video_frames=40,
+    )
+    return make_data(cfg)
+
+
+def square(n: int, top: int, left: int, side: int) -> np.ndarray:
+    m = np.zeros((n, n), bool)
+    m[top : top + side, left : left + side] = True
+    return m
+
+
+def test_jaccard_and_boundary_f_hand_cases():
+    # two 10x10 squares overlapping in a 5x10 strip: 50 / 150
+    assert jaccard(square(40, 0, 0, 10), square(40, 0, 5, 10)) == pytest.approx(1 / 3)
+    assert jaccard(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 1.0
+    gt = square(100, 40, 40, 20)
+    # tolerance ceil(0.008 * diagonal 141.4) = 2 px: a 1-px shift is within it, a 5-px shift leaves the top
+    # and bottom edges matched (17 of 19+... pixels each way) and the side edges only near the corners:
+    # 38 of the 76 boundary pixels match in each direction, so P = R = 0.5
+    assert boundary_f(square(100, 40, 41, 20), gt) == 1.0
+    assert boundary_f(square(100, 40, 45, 20), gt) == pytest.approx(0.5)
+    assert boundary_f(np.zeros_like(gt), gt) == 0.0
+    assert boundary_f(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+
+
+def test_identical_frames_return_the_first_mask():
+    rng = np.random.default_rng(0)
+    feats = np.repeat(rng.standard_normal((1, 6, 8, 16)), 5, axis=0)
+    ids = rng.integers(0, 3, (6, 8))
+    soft = propagate(feats, one_hot(ids, 3), PropagationSettings())
+    assert all(np.array_equal(s.argmax(0), ids) for s in soft)
+
+
+class Oracle:
+    """Features that encode the true mask: the one-hot object id of each 4-pixel cell."""
+
+    def __init__(self, seq, n_ids: int) -> None:
+        self.truth = {}
+        for f, m in zip(seq.frames, seq.masks):
+            img = cv2.imread(str(f))
+            ids = np.array(Image.open(m)).astype(np.int64)
+            small = grid_ids(ids, (ids.shape[0] // 4, ids.shape[1] // 4))
+            self.truth[img.tobytes()] = one_hot(small, n_ids).transpose(1, 2, 0)
+
+    def __call__(self, frames: np.ndarray):
+        patches = np.stack([self.truth[f.tobytes()] for f in frames])
+        return SimpleNamespace(cls=patches.mean((1, 2)), patches=patches)
+
+
+RNG = np.random.default_rng(0)
+
+
+def random_encoder(frames: np.ndarray):
+    patches = RNG.standard_normal((len(frames), 24, 32, 16)).astype(np.float32)
+    return SimpleNamespace(cls=patches.mean((1, 2)), patches=patches)
+
+
+def boxes_davis(root: Path, n_seq: int = 2, frames: int = 8) -> Path:
+    """A DAVIS-layout folder of two large boxes sliding over noise: masks a 4-pixel grid can represent."""
+    from edge_vsd.data.make_data import write_indexed_png
+
+    rng = np.random.default_rng(3)
+    for s in range(n_seq):
+        img_dir = root / "JPEGImages" / "480p" / f"boxes-{s}"
+        ann_dir = root / "Annotations" / "480p" / f"boxes-{s}"
+        img_dir.mkdir(parents=True)
+        ann_dir.mkdir(parents=True)
+        for t in range(frames):
+            frame = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+            ids = np.zeros((96, 128), np.uint8)
+            for k, (top, left, dy, dx) in enumerate([(8, 8, 2, 3), (48, 64, -2, 4)], 1):
+                y, x = top + dy * t, left + dx * t
+                frame[y : y + 32, x : x + 40] = (60 * k, 200 - 60 * k, 120)
+                ids[y : y + 32, x : x + 40] = k
+            cv2.imwrite(str(img_dir / f"{t:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            write_indexed_png(ann_dir / f"{t:05d}.png", ids)
+    return root
+
+
+def test_oracle_is_near_one_and_random_features_near_chance(tmp_path):
+    seqs = load_davis(boxes_davis(tmp_path / "boxes"))
+    oracle, rand, chance = [], [], []
+    for seq in seqs:
+        oracle.append(evaluate_sequence(Oracle(seq, 3), seq, GLOBAL))
+        rand.append(evaluate_sequence(random_encoder, seq, GLOBAL))
+        # chance: every pixel labelled at random with the first frame's label frequencies
+        gts = [np.array(Image.open(m)).astype(np.int64) for m in seq.masks]
+        labels, counts = np.unique(gts[0], return_counts=True)
+        rng = np.random.default_rng(1)
+        guess = [rng.choice(labels, g.shape, p=counts / counts.sum()) for g in gts]
+        chance += [
+            np.mean([jaccard(p == o, g == o) for p, g in zip(guess[1:-1], gts[1:-1])]) for o in labels[1:]
+        ]
+    jf_oracle = np.mean([(r["J"] + r["F"]) / 2 for r in oracle])
+    j_rand = np.mean([o["J"] for r in rand for o in r["per_object"].values()])
+    assert jf_oracle > 0.95, jf_oracle
+    assert abs(j_rand - np.mean(chance)) < 0.1, (j_rand, np.mean(chance))
+
+
+def test_make_data_layouts(data, capsys):
+    seqs = load_davis(data / "davis")
+    assert [s.name for s in seqs] == ["synthetic-00", "synthetic-01"] and len(seqs[0].frames) == 10
+    with Image.open(seqs[0].masks[0]) as ann:
+        assert ann.mode == "P" and set(np.unique(np.array(ann))) <= set(range(7))
+    ade = sorted((data / "ade" / "annotations").glob("*.png"))
+    assert len(ade) == 8 and set(np.unique(cv2.imread(str(ade[0]), cv2.IMREAD_UNCHANGED))) <= {1, 2, 3, 4}
+    assert (data / "videos" / "train-00.avi").is_file()
+    code = main(["make-data", "--out", str(data)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "already exists" in err[0]
+
+
+def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
+    import torch
+
+    from edge_vsd.model import build_vit
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "vit.pt"
+    torch.save(build_vit("vit_tiny", 64).state_dict(), ckpt)  # a raw DINO-style backbone state_dict
+    art = make_toy_artifact(tmp_path / "toy", image_size=(96, 128), patch=16, dim=32)
+    report = tmp_path / "report"
+    args = ["eval", str(ckpt), str(art), "--davis", str(data / "davis"), "--seg-data", str(data / "ade")]
+    code = main([*args, "--report", str(report), "--size", "96", "--max-frames", "6"])
+    out = capsys.readouterr().out
+    assert code == 0 and "| vit.pt | checkpoint |" in out and "| toy | artifact |" in out
+    doc = json.loads((report / "results.json").read_text())
+    for m in doc["models"]:
+        assert 0 <= m["davis"]["JF"] <= 1 and len(m["davis"]["sequences"]) == 2
+        assert 0 <= m["seg"]["linear"]["miou"] <= 1 and 0 <= m["seg"]["knn"]["acc"] <= 1
+    assert doc["models"][1]["davis"]["input_size"] == [96, 128]  # the artifact runs at its own size
+    assert {"report.md", "report.html", "masks.png"} <= {p.name for p in report.iterdir()}
+    assert cv2.imread(str(report / "masks.png")).shape[0] > 3 * 22  # ground truth + two model rows
+    code = main([*args, "--report", str(report)])
+    assert code == 2 and "already holds a report" in capsys.readouterr().err
+
+
+def test_ablate_tiny_and_resumable(data, tmp_path, capsys):
+    args = [
+        "ablate",
+        "--video",
+        str(data / "videos" / "train-00.avi"),
+        "--deltas",
+        "0,3",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--img-size",
+        "32",
+        "--out-dim",
+        "64",
+        "--davis",
+        str(data / "davis"),
+        "--max-frames",
+        "5",
+        "--eval-size",
+        "64",
+        "--out",
+        str(tmp_path / "abl"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    rows = [line for line in out.out.splitlines() if line.startswith("| ") and "arm" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["vsd-d0", "vsd-d3", "dino", "init"]
+    result = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert all(0 <= a["JF"] <= 1 for a in result["arms"])
+    assert {a["arm"]: a["steps"] for a in result["arms"]} == {"vsd-d0": 2, "vsd-d3": 2, "dino": 2, "init": 0}
+    for png in ("accuracy_vs_delta.png", "baselines.png"):
+        assert cv2.imread(str(tmp_path / "abl" / png)) is not None
+    cfg = json.loads((tmp_path / "abl" / "runs" / "dino" / "config.json").read_text())
+    assert cfg["method"] == "dino" and cfg["steps"] == 2
+    assert main(args) == 0  # a second run skips every finished arm
+    assert capsys.readouterr().err.count("skipped") == 3
