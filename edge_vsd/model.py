@@ -67,21 +67,37 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-    # Explicit matmuls (not SDPA): exports to plain MatMul/Softmax that NNCF and TensorRT handle well.
+    """Multi-head self-attention. By default explicit matmuls, which export to the plain MatMul/Softmax graph
+    that NNCF and TensorRT handle well. With `fused` set (training turns it on, see `use_fused_attention`)
+    it calls `scaled_dot_product_attention` (flash/memory-efficient kernels); an ONNX export always takes
+    the explicit path."""
+
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
+        self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = attn.softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        if self.fused and not torch.onnx.is_in_onnx_export():
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            out = attn.softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+def use_fused_attention(model: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every attention layer of `model` to the fused kernel (or back to explicit matmuls)."""
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.fused = on
+    return model
 
 
 class Block(nn.Module):
@@ -249,4 +265,13 @@ class Predictor(nn.Module):
         return self.out(self.norm(x))
 
 
-__all__ = ["Features", "ViTConfig", "VisionTransformer", "build_vit", "DINOHead", "Predictor", "PRESETS"]
+__all__ = [
+    "Features",
+    "ViTConfig",
+    "VisionTransformer",
+    "build_vit",
+    "DINOHead",
+    "Predictor",
+    "PRESETS",
+    "use_fused_attention",
+]

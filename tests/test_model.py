@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from edge_vsd.model import PRESETS, DINOHead, Predictor, build_vit, resize_pos_embed
+from edge_vsd.model import (
+    PRESETS,
+    DINOHead,
+    Predictor,
+    build_vit,
+    resize_pos_embed,
+    use_fused_attention,
+)
 
 
 @pytest.mark.parametrize("arch", list(PRESETS))
@@ -51,3 +58,38 @@ def test_heads_and_predictor():
     assert out.abs().max() <= 1.0 + 1e-5
     pred = Predictor(192, (4, 4))
     assert pred(torch.randn(2, 16, 192), (4, 4)).shape == (2, 16, 192)
+
+
+def _onnx_ops(model, tmp_path) -> list[str]:
+    onnx = pytest.importorskip("onnx")
+    from edge_vsd.export.onnx_export import export_onnx
+
+    path = export_onnx(model, tmp_path / "m.onnx", (32, 32))
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_fused_attention_matches_explicit(train_mode):
+    torch.manual_seed(0)
+    model = build_vit("vit_tiny", 32).train(train_mode)
+    x = torch.randn(3, 3, 32, 32)
+    outs, grads = [], []
+    for fused in (False, True):
+        use_fused_attention(model, fused)
+        assert all(b.attn.fused is fused for b in model.blocks)
+        model.zero_grad()
+        f = model(x)
+        (f.cls.square().sum() + f.patches.sum()).backward()
+        outs.append(torch.cat([f.cls.flatten(), f.patches.flatten()]).detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    # summation order differs between the kernels: compare the gradient as a whole
+    assert (grads[1] - grads[0]).norm() <= 1e-5 * grads[0].norm()
+
+
+def test_export_of_fused_model_keeps_explicit_attention(tmp_path):
+    """A backbone with fused attention switched on still exports the plain MatMul/Softmax graph."""
+    model = use_fused_attention(build_vit("vit_tiny", 32), True)
+    ops = _onnx_ops(model, tmp_path)
+    assert ops.count("Softmax") == len(model.blocks)
+    assert not {"Attention", "MultiHeadAttention"} & set(ops)
