@@ -88,7 +88,7 @@ def train_config(cfg: AblateConfig, arm: Arm, run_dir: Path):
 
 
 def finished_steps(run_dir: Path) -> int:
-    """Steps the arm's checkpoint holds (0 when none), read from its metrics (the checkpoint's last row)."""
+    """Steps the arm's checkpoint holds (0 when none)."""
     from edge_vsd.checkpoint import load_checkpoint
 
     ckpt = run_dir / "checkpoint.pt"

@@ -244,6 +244,7 @@ def evaluate_sequence(enc: Encode, seq: Sequence, s: PropagationSettings, batch:
         "F": float(np.mean(fs)) if fs else None,
         "per_object": {str(k): v for k, v in per_object.items()},
         "predictions": preds,
+        "gts": gts,
         "images": frames,
     }
 

@@ -130,7 +130,9 @@ def eval_davis(model: Model, cfg: EvalConfig, log) -> dict[str, Any]:
         per_seq.append(r)
     out = summarize(per_seq)
     out["input_size"] = list(model.image_size)
-    out["sequences"] = [{k: v for k, v in r.items() if k not in ("predictions", "images")} for r in per_seq]
+    out["sequences"] = [
+        {k: v for k, v in r.items() if k not in ("predictions", "gts", "images")} for r in per_seq
+    ]
     out["_first"] = per_seq[0]  # for the picture; not written to results.json
     return out
 
@@ -299,14 +301,7 @@ def run_eval(models: list[str], cfg: EvalConfig, report: str | Path, force: bool
         if "davis" in r:
             firsts.append((name, r["davis"].pop("_first")))
         results.append(r)
-    picture = None
-    if firsts:
-        first = firsts[0][1]
-        from edge_vsd.benchmarks.davis import read_mask
-
-        seq = load_davis(cfg.davis, [first["name"]], cfg.max_frames)[0]
-        first["gts"] = [read_mask(m) if m is not None else None for m in seq.masks]
-        picture = masks_picture(first, firsts)
+    picture = masks_picture(firsts[0][1], firsts) if firsts else None
     settings = {
         **{k: v for k, v in asdict(cfg).items() if k != "propagation"},
         "propagation": asdict(cfg.propagation),

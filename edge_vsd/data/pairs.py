@@ -1,11 +1,12 @@
-"""FramePairs: (frame t, frame t+delta) training samples over one or many cached videos. The anchor rule (what
-keeps ablation arms comparable): a sample index picks an anchor frame `a` of a shot (a whole video, or a
-part between scene cuts with `skip_cuts`). The pair is `(a, a + delta)` when that fits in the shot, else `(a
-- delta, a)`, else (a shot shorter than 2 * delta) the shot's last pair. So the sample -> anchor mapping and
-the run length do not depend on delta, and two runs that differ only in delta see the same anchor frames at
-every step, always forward in time and always exactly delta apart. A shot of `delta` frames or fewer gives
-no pairs and is left out (then the mapping does change: arms stay comparable only while every shot is longer
-than the largest delta)."""
+"""FramePairs: (frame t, frame t+delta) training samples over one or many cached videos.
+
+The anchor rule (what keeps ablation arms comparable): a sample index picks an anchor frame `a` of a shot
+(a whole video, or a part between scene cuts with `skip_cuts`). The pair is `(a, a + delta)` when that fits
+in the shot, else `(a - delta, a)`, else (a shot shorter than 2 * delta) the shot's last pair. So the
+sample -> anchor mapping and the run length do not depend on delta, and two runs that differ only in delta
+see the same anchor frames at every step, always forward in time and always exactly delta apart. A shot of
+`delta` frames or fewer gives no pairs and is left out (then the mapping does change: arms stay comparable
+only while every shot is longer than the largest delta)."""
 
 from __future__ import annotations
 
