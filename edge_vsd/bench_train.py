@@ -1,14 +1,17 @@
 """`edge-vsd bench-train`: training throughput of the real VSD step (not a test).
 
 Reports pairs/s, the step's achieved FLOP/s (counted with torch.utils.flop_counter) as a fraction of a
-large fp32 matmul's FLOP/s measured in the same run, and end-to-end pairs/s fed from a frame cache as a
-fraction of pairs/s on pre-loaded tensors."""
+large matmul's FLOP/s measured in the same run, the same fraction for a DINO reference step (same backbone,
+heads and views in DINO's structure: no predictor, no dense term, DINO's explicit attention), and
+end-to-end pairs/s fed from a frame cache as a fraction of pairs/s on pre-loaded tensors."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +25,27 @@ from edge_vsd.data.cache import build_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.data.synthetic import write_video
-from edge_vsd.train import Nets, build_nets, fast_cpu_math, schedules, train_step
+from edge_vsd.model import use_fused_attention
+from edge_vsd.train import Nets, build_nets, compile_nets, fast_cpu_math, schedules, train_step
+
+# named configurations: the issue's CPU point and the real GPU one (ViT-S/16 at 224, batch 64)
+PRESETS = {
+    "cpu": dict(arch="vit_tiny", img_size=112, batch_size=32),
+    "vit_s16_224": dict(arch="vit_small", img_size=224, batch_size=64),
+}
+SCHEDULE_STEPS = 10_000  # long enough that every timed step index has a schedule entry
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    """What to time besides the configuration itself."""
+
+    steps: int = 5  # timed steps per block
+    rounds: int = 3  # blocks per step kind, order rotating; the median is reported
+    attention: str = "auto"  # auto (fused on CUDA only), fused or explicit
+    compile: bool = False
+    dino: bool = True  # also time the DINO reference step
+    cache: bool = True  # also time the step fed from the frame cache
 
 
 def _sync(device: torch.device) -> None:
@@ -30,9 +53,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
-    """fp32 FLOP/s of an n x n x n matmul, the machine's practical dense peak."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_flops(
+    device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 2.0
+) -> float:
+    """FLOP/s of an n x n x n matmul in `dtype`, the machine's practical dense peak."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
     reps, start = 0, time.perf_counter()
@@ -43,72 +68,142 @@ def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> f
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
-def time_steps(nets: Nets, batches, cfg: TrainConfig, device: torch.device, steps: int) -> float:
-    """Seconds per optimizer step, after two warm-up steps."""
-    sched = schedules(cfg, steps + 2)
-    for s in range(2):
-        train_step(nets, batches, cfg, sched, s, 0, device)
-    _sync(device)
-    start = time.perf_counter()
-    for s in range(2, steps + 2):
-        train_step(nets, batches, cfg, sched, s, 0, device)
-    _sync(device)
-    return (time.perf_counter() - start) / steps
+def dino_config(cfg: TrainConfig) -> TrainConfig:
+    """DINO's structure on the same backbone and heads: two views, CLS loss only, no predictor."""
+    return dataclasses.replace(
+        cfg, method="dino", delta=0, delta_seconds=None, dense_weight=0.0, independent_crops=True
+    )
 
 
-def run_benchmark(cfg: TrainConfig, steps: int, video: str | None = None) -> dict[str, float]:
+class Stepper:
+    """One kind of training step (nets, config, schedule) that keeps its step counter across blocks."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, fused: bool, compiled: bool):
+        self.cfg, self.device, self.step = cfg, device, 0
+        student, teacher, loss_fn, opt = build_nets(cfg, device, fused_attention=fused)
+        if compiled:
+            compile_nets(student, teacher)
+        self.nets = Nets(student, student, teacher, loss_fn, opt)
+        self.sched = schedules(cfg, SCHEDULE_STEPS)
+
+    def run(self, batches, n: int) -> float:
+        """Seconds per step over `n` steps."""
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(n):
+            train_step(self.nets, batches, self.cfg, self.sched, self.step % SCHEDULE_STEPS, 0, self.device)
+            self.step += 1
+        _sync(self.device)
+        return (time.perf_counter() - start) / n
+
+    def flops(self, batch: dict[str, torch.Tensor]) -> float:
+        """FLOPs of one step, counted with explicit attention (the counter does not see the CPU fused
+        kernel; the arithmetic is the same)."""
+        fused = [m.fused for m in self.nets.student.modules() if hasattr(m, "fused")]
+        use_fused_attention(self.nets.student, False)
+        use_fused_attention(self.nets.teacher, False)
+        with FlopCounterMode(display=False) as counter:
+            self.run(itertools.repeat(batch), 1)
+        use_fused_attention(self.nets.student, any(fused))
+        use_fused_attention(self.nets.teacher, any(fused))
+        return counter.get_total_flops()
+
+
+def timed_rounds(blocks: dict[str, callable], rounds: int) -> dict[str, float]:
+    """Median seconds of each block over `rounds`, the order rotating each round."""
+    names, times = list(blocks), {k: [] for k in blocks}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(blocks[name]())
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None) -> dict:
+    """Measure the VSD step (and the DINO reference and frame-cache runs) for `cfg`."""
     fast_cpu_math()
     device = torch.device(cfg.device)
+    fused = {"auto": device.type == "cuda", "fused": True, "explicit": False}[opts.attention]
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         video = video or str(write_video(Path(tmp) / "bench.avi", n_frames=120, height=180, width=240))
-        data = FramePairs(
-            open_cache(
-                build_cache([video], Path(tmp) / "cache", cache_short_side(cfg.img_size), show_progress=False)
-            ),
-            cfg.img_size,
-            cfg.delta,
-        )
-        student, teacher, loss_fn, opt = build_nets(cfg, device)
-        nets = Nets(student, student, teacher, loss_fn, opt)
+        cache = build_cache([video], Path(tmp) / "cache", cache_short_side(cfg.img_size), show_progress=False)
+        data = FramePairs(open_cache(cache), cfg.img_size, cfg.delta)
         sampler = StepBatches(len(data), cfg.batch_size, 0, 0, 10**6)
         fixed = next(iter(DataLoader(data, batch_sampler=sampler)))
         fixed = {k: v.to(device) for k, v in fixed.items()}
-        with FlopCounterMode(display=False) as counter:
-            train_step(nets, itertools.repeat(fixed), cfg, schedules(cfg, 1), 0, 0, device)
-        step_flops = counter.get_total_flops()
-        t_preloaded = time_steps(nets, itertools.repeat(fixed), cfg, device, steps)
-        loader = DataLoader(
-            data,
-            batch_sampler=sampler,
-            num_workers=cfg.workers,
-            persistent_workers=cfg.workers > 0,
-            pin_memory=device.type == "cuda",
-        )
-        t_cache = time_steps(nets, iter(loader), cfg, device, steps)
+        ours = Stepper(cfg, device, fused, opts.compile)
+        # DINO's reference code computes attention with explicit matmuls, uncompiled
+        dino = Stepper(dino_config(cfg), device, False, False) if opts.dino else None
+        step_flops = ours.flops(fixed)
+        dino_flops = dino.flops(fixed) if dino else 0.0
+        start = time.perf_counter()
+        ours.run(itertools.repeat(fixed), 1)
+        first_step_s = time.perf_counter() - start  # includes compilation under --compile
+        ours.run(itertools.repeat(fixed), 1)
+        if dino:
+            dino.run(itertools.repeat(fixed), 2)
+        blocks = {"ours": lambda: ours.run(itertools.repeat(fixed), opts.steps)}
+        if dino:
+            blocks["dino"] = lambda: dino.run(itertools.repeat(fixed), opts.steps)
+        t = timed_rounds(blocks, opts.rounds)
+        t_cache = None
+        if opts.cache:
+            loader = DataLoader(
+                data,
+                batch_sampler=sampler,
+                num_workers=cfg.workers,
+                persistent_workers=cfg.workers > 0,
+                pin_memory=device.type == "cuda",
+            )
+            t_cache = ours.run(iter(loader), opts.steps)
     peak = matmul_flops(device)
-    return {
+    peak_bf16 = matmul_flops(device, torch.bfloat16) if cfg.bf16 else None
+    r = {
         "arch": cfg.arch,
         "img_size": cfg.img_size,
         "batch_size": cfg.batch_size,
         "device": str(device),
+        "bf16": cfg.bf16,
+        "attention": "fused" if fused else "explicit",
+        "compile": opts.compile,
         "threads": torch.get_num_threads(),
         "workers": cfg.workers,
-        "pairs_per_s_preloaded": cfg.batch_size / t_preloaded,
+        "first_step_s": first_step_s,
+        "step_s": t["ours"],
+        "pairs_per_s_preloaded": cfg.batch_size / t["ours"],
         "step_gflop": step_flops / 1e9,
-        "step_tflops": step_flops / t_preloaded / 1e12,
+        "step_tflops": step_flops / t["ours"] / 1e12,
         "matmul_tflops": peak / 1e12,
-        "flops_fraction_of_matmul": step_flops / t_preloaded / peak,
-        "pairs_per_s_from_cache": cfg.batch_size / t_cache,
-        "cache_fraction_of_preloaded": t_preloaded / t_cache,
+        "flops_fraction_of_matmul": step_flops / t["ours"] / peak,
     }
+    if peak_bf16:
+        r["matmul_bf16_tflops"] = peak_bf16 / 1e12
+        r["flops_fraction_of_bf16_matmul"] = step_flops / t["ours"] / peak_bf16
+    if dino:
+        r.update(
+            dino_step_s=t["dino"],
+            dino_step_gflop=dino_flops / 1e9,
+            dino_flops_fraction_of_matmul=dino_flops / t["dino"] / peak,
+            fraction_ratio_vs_dino=(step_flops / t["ours"]) / (dino_flops / t["dino"]),
+        )
+    if t_cache:
+        r["pairs_per_s_from_cache"] = cfg.batch_size / t_cache
+        r["cache_fraction_of_preloaded"] = t["ours"] / t_cache
+    return r
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", default="vit_tiny", choices=["vit_tiny", "vit_small", "vit_base"])
-    p.add_argument("--img-size", type=int, default=112)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (default 5)")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="cpu: vit_tiny at 112 px, batch 32; vit_s16_224: ViT-S/16 at 224 px, batch 64 "
+        "(--arch/--img-size/--batch-size override it)",
+    )
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small", "vit_base"], help="default vit_tiny")
+    p.add_argument("--img-size", type=int, help="default 112")
+    p.add_argument("--batch-size", type=int, help="default 32")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per block (default 5)")
+    p.add_argument("--rounds", type=int, default=3, help="timed blocks per step kind, median (default 3)")
     p.add_argument(
         "--workers",
         type=int,
@@ -116,33 +211,73 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="data-loading processes for the cache run (default 0; on 2 cores workers fight the step)",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (adds a bf16 matmul reference)")
+    p.add_argument(
+        "--attention",
+        choices=["auto", "fused", "explicit"],
+        default="auto",
+        help="our step's attention: scaled_dot_product_attention (fused), explicit matmuls, or auto "
+        "(fused on CUDA only, as `train` does)",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile our step's nets (first step includes it)"
+    )
+    p.add_argument("--no-dino", action="store_true", help="skip the DINO reference step")
+    p.add_argument("--no-cache", action="store_true", help="skip the frame-cache run")
     p.add_argument("--video", help="video for the cache run (default: a synthetic one)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(
-        arch=args.arch,
-        img_size=args.img_size,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        device=args.device,
-        bf16=args.bf16,
-        delta=10,
-    )
-    r = run_benchmark(cfg, args.steps, args.video)
-    print(f"{r['arch']} @ {r['img_size']} px, batch {r['batch_size']}, {r['device']}, {r['threads']} threads")
-    print(f"  training step            {r['step_gflop']:.1f} GFLOP")
-    print(f"  pairs/s (pre-loaded)     {r['pairs_per_s_preloaded']:.1f}")
-    print(
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < --preset < explicit --arch/--img-size/--batch-size."""
+    size = {**PRESETS["cpu"], **PRESETS.get(args.preset or "cpu", {})}
+    for k in ("arch", "img_size", "batch_size"):
+        if getattr(args, k) is not None:
+            size[k] = getattr(args, k)
+    return TrainConfig(**size, workers=args.workers, device=args.device, bf16=args.bf16, delta=10)
+
+
+def report(r: dict) -> str:
+    """The human-readable summary of `run_benchmark`'s result."""
+    lines = [
+        f"{r['arch']} @ {r['img_size']} px, batch {r['batch_size']}, {r['device']}, {r['threads']} threads, "
+        f"{'bf16' if r['bf16'] else 'fp32'}, {r['attention']} attention"
+        + (", compiled" if r["compile"] else ""),
+        f"  training step            {r['step_gflop']:.1f} GFLOP, first step {r['first_step_s']:.1f} s",
+        f"  pairs/s (pre-loaded)     {r['pairs_per_s_preloaded']:.1f}",
         f"  step FLOP/s              {r['step_tflops'] * 1e3:.1f} GFLOP/s = "
-        f"{r['flops_fraction_of_matmul']:.2f} x fp32 matmul ({r['matmul_tflops'] * 1e3:.1f} GFLOP/s)"
+        f"{r['flops_fraction_of_matmul']:.2f} x fp32 matmul ({r['matmul_tflops'] * 1e3:.1f} GFLOP/s)",
+    ]
+    if "flops_fraction_of_bf16_matmul" in r:
+        lines.append(
+            f"                           = {r['flops_fraction_of_bf16_matmul']:.2f} x bf16 matmul "
+            f"({r['matmul_bf16_tflops'] * 1e3:.1f} GFLOP/s)"
+        )
+    if "dino_step_s" in r:
+        lines.append(
+            f"  DINO reference step      {r['dino_step_gflop']:.1f} GFLOP, "
+            f"{r['dino_flops_fraction_of_matmul']:.2f} x fp32 matmul; ours / DINO = "
+            f"{r['fraction_ratio_vs_dino']:.2f}"
+        )
+    if "pairs_per_s_from_cache" in r:
+        lines.append(
+            f"  pairs/s (frame cache)    {r['pairs_per_s_from_cache']:.1f} = "
+            f"{r['cache_fraction_of_preloaded']:.2f} x pre-loaded ({r['workers']} workers)"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = BenchOptions(
+        steps=args.steps,
+        rounds=args.rounds,
+        attention=args.attention,
+        compile=args.compile,
+        dino=not args.no_dino,
+        cache=not args.no_cache,
     )
-    print(
-        f"  pairs/s (frame cache)    {r['pairs_per_s_from_cache']:.1f} = "
-        f"{r['cache_fraction_of_preloaded']:.2f} x pre-loaded ({r['workers']} workers)"
-    )
+    r = run_benchmark(config_from_args(args), opts, args.video)
+    print(report(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
     return 0

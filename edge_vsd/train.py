@@ -37,7 +37,14 @@ from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.distributed import barrier, cleanup, init_distributed
 from edge_vsd.errors import InputError
 from edge_vsd.losses import VSDLoss
-from edge_vsd.model import DropPath, VisionTransformer, ViTConfig, build_vit, resize_pos_embed
+from edge_vsd.model import (
+    DropPath,
+    VisionTransformer,
+    ViTConfig,
+    build_vit,
+    resize_pos_embed,
+    use_fused_attention,
+)
 from edge_vsd.preflight import check_inputs
 from edge_vsd.schedules import cosine, linear_then_constant
 from edge_vsd.vsd import VSDNet, build_vsd
@@ -165,15 +172,33 @@ class Nets:
     opt: torch.optim.Optimizer
 
 
+def adamw(params: list[dict[str, Any]], device: torch.device) -> torch.optim.AdamW:
+    """AdamW as one fused kernel over all parameters on CPU and CUDA (on the 2-core dev CPU 76 ms a step
+    for the default student against 292 ms for the per-parameter loop), else the foreach form."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, fused=fused or None, foreach=None if fused else True)
+
+
+def compile_nets(student: VSDNet, teacher: VSDNet) -> None:
+    """torch.compile the student and teacher forwards in place (state-dict keys unchanged)."""
+    student.compile()
+    teacher.compile()
+
+
 def build_nets(
-    cfg: TrainConfig, device: torch.device, backbone: VisionTransformer | None = None
+    cfg: TrainConfig,
+    device: torch.device,
+    backbone: VisionTransformer | None = None,
+    fused_attention: bool | None = None,
 ) -> tuple[VSDNet, VSDNet, VSDLoss, torch.optim.Optimizer]:
     """Student (with predictor), its EMA teacher (same init, no predictor, no drop-path, no gradients),
-    loss, AdamW."""
+    loss, AdamW. `fused_attention` (default: on CUDA only, where it pays) runs attention through
+    scaled_dot_product_attention in both nets; exported encoders keep explicit matmuls."""
     heads = (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.separate_patch_head)
     student = build_vsd(
         backbone or init_backbone(cfg), *heads, cfg.predictor_depth, cfg.dense, cfg.norm_last_layer
     ).to(device)
+    use_fused_attention(student, device.type == "cuda" if fused_attention is None else fused_attention)
     teacher = copy.deepcopy(student)
     teacher.predictor = None
     teacher.requires_grad_(False)
@@ -183,7 +208,7 @@ def build_nets(
             m.p = 0.0
     teacher.eval()
     loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum, cfg.dense_weight).to(device)
-    return student, teacher, loss_fn, torch.optim.AdamW(param_groups(student))
+    return student, teacher, loss_fn, adamw(param_groups(student), device)
 
 
 @torch.no_grad()
