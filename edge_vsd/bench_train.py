@@ -1,7 +1,7 @@
 """`edge-vsd bench-train`: training throughput of the real VSD step (not a test).
 
 Reports pairs/s, the step's achieved FLOP/s (counted with torch.utils.flop_counter) as a fraction of a
-large matmul's FLOP/s measured in the same run, the same fraction for a DINO reference step (same backbone,
+large matmul's FLOP/s measured in the same rounds, the same fraction for a DINO reference step (same backbone,
 heads and views in DINO's structure: no predictor, no dense term, DINO's explicit attention), and
 end-to-end pairs/s fed from a frame cache as a fraction of pairs/s on pre-loaded tensors."""
 
@@ -134,17 +134,17 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
         ours = Stepper(cfg, device, fused, opts.compile)
         # DINO's reference code computes attention with explicit matmuls, uncompiled
         dino = Stepper(dino_config(cfg), device, False, False) if opts.dino else None
+        first_step_s = ours.run(itertools.repeat(fixed), 1)  # includes compilation under --compile
         step_flops = ours.flops(fixed)
         dino_flops = dino.flops(fixed) if dino else 0.0
-        start = time.perf_counter()
-        ours.run(itertools.repeat(fixed), 1)
-        first_step_s = time.perf_counter() - start  # includes compilation under --compile
         ours.run(itertools.repeat(fixed), 1)
         if dino:
             dino.run(itertools.repeat(fixed), 2)
         blocks = {"ours": lambda: ours.run(itertools.repeat(fixed), opts.steps)}
         if dino:
             blocks["dino"] = lambda: dino.run(itertools.repeat(fixed), opts.steps)
+        # the fp32 matmul reference is a block of the same rounds, so it sees the same machine load
+        blocks["matmul"] = lambda: 1 / matmul_flops(device, seconds=1.0)
         t = timed_rounds(blocks, opts.rounds)
         t_cache = None
         if opts.cache:
@@ -156,7 +156,7 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
                 pin_memory=device.type == "cuda",
             )
             t_cache = ours.run(iter(loader), opts.steps)
-    peak = matmul_flops(device)
+    peak = 1 / t["matmul"]
     peak_bf16 = matmul_flops(device, torch.bfloat16) if cfg.bf16 else None
     r = {
         "arch": cfg.arch,
