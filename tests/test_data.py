@@ -75,7 +75,7 @@ def test_delta_longer_than_every_video(bad_files, tmp_path, capsys):
             "32",
         ]
     )
-    assert code == 2 and "not shorter than every video" in capsys.readouterr().err
+    assert code == 2 and "no (t, t+delta) pairs" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
