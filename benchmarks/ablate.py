@@ -80,7 +80,7 @@ def train_config(cfg: AblateConfig, arm: Arm, run_dir: Path):
         "workers": cfg.workers,
         "save_every": max(10, cfg.steps // 10),
     }
-    if arm.method == "vsd":
+    if arm.delta is not None:  # a VSD arm
         values["delta_seconds" if cfg.delta_seconds else "delta"] = (
             float(arm.delta) if cfg.delta_seconds else int(arm.delta)
         )
