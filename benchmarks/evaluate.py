@@ -20,7 +20,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from edge_vsd.benchmarks.accuracy import correspondence, encode_all
+from edge_vsd.benchmarks.accuracy import correspondence
 from edge_vsd.benchmarks.davis import (
     PropagationSettings,
     dino_size,
@@ -29,7 +29,8 @@ from edge_vsd.benchmarks.davis import (
     summarize,
 )
 from edge_vsd.benchmarks.report import check_report_dir
-from edge_vsd.benchmarks.seg_probe import IGNORE, load_seg_data, patch_labels, seg_probe
+from edge_vsd.benchmarks.runner import unique_names
+from edge_vsd.benchmarks.seg_probe import IGNORE, load_seg_data, patch_labels, seg_features, seg_probe
 from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
@@ -141,10 +142,8 @@ def eval_seg(model: Model, cfg: EvalConfig) -> dict[str, Any]:
     data = load_seg_data(cfg.seg_data, cfg.seg_images)
     enc = model.at_size(data.images.shape[1:3])
     size = model.image_size
-    probe = seg_probe(enc, data, size, epochs=PROBE_EPOCHS)
-    images = np.stack([cv2.resize(im, size[::-1], interpolation=cv2.INTER_AREA) for im in data.images])
-    labels = np.stack([cv2.resize(lb, size[::-1], interpolation=cv2.INTER_NEAREST) for lb in data.labels])
-    _, feats = encode_all(enc, images)
+    labels, feats = seg_features(enc, data, size)
+    probe = seg_probe(enc, data, size, epochs=PROBE_EPOCHS, features=(labels, feats))
     knn = knn_patch_probe(feats, labels, cfg.knn_k, cfg.knn_temperature)
     return {"linear": probe, "knn": knn, "input_size": list(size)}
 
@@ -293,7 +292,7 @@ def run_eval(models: list[str], cfg: EvalConfig, report: str | Path, force: bool
     if cfg.davis:
         load_davis(cfg.davis, cfg.sequences, cfg.max_frames)  # layout errors before any model loads
     opened = [Model(m) for m in models]
-    names = _unique([m.path.name for m in opened])
+    names = unique_names([m.path for m in opened])
     results, firsts = [], []
     for name, model in zip(names, opened):
         log(f"{name} ({model.kind}, {model.backend})")
@@ -325,15 +324,6 @@ def run_eval(models: list[str], cfg: EvalConfig, report: str | Path, force: bool
     for name, data in files.items():
         write_bytes_atomic(out / name, data)
     return doc
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

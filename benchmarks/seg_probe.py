@@ -135,6 +135,16 @@ def miou(pred: np.ndarray, target: np.ndarray, classes: np.ndarray) -> tuple[flo
     return (float(np.mean(ious)) if ious else 0.0), (float(np.mean(p == t)) if t.size else 0.0)
 
 
+def seg_features(
+    enc: Encode, data: SegData, image_size: tuple[int, int], batch: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N, H, W), patch features (N, h, w, D)) with images and labels brought to `image_size`."""
+    h, w = image_size
+    images = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in data.images])
+    labels = np.stack([cv2.resize(lb, (w, h), interpolation=cv2.INTER_NEAREST) for lb in data.labels])
+    return labels, encode_all(enc, images, batch)[1]
+
+
 def seg_probe(
     enc: Encode,
     data: SegData,
@@ -143,12 +153,12 @@ def seg_probe(
     epochs: int = 30,
     seed: int = 0,
     batch: int = 8,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Train the linear head on a split of `data`; mIoU (at the model's input resolution) on the rest."""
+    """Train the linear head on a split of `data`; mIoU (at the model's input resolution) on the rest.
+    `features`: what `seg_features` returned for the same encoder and size, to encode only once."""
     h, w = image_size
-    images = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in data.images])
-    labels = np.stack([cv2.resize(lb, (w, h), interpolation=cv2.INTER_NEAREST) for lb in data.labels])
-    _, feats = encode_all(enc, images, batch)
+    labels, feats = features if features is not None else seg_features(enc, data, image_size, batch)
     n, gh, gw, d = feats.shape
     order = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(n * holdout)))
