@@ -53,6 +53,7 @@ class TrainConfig:
     freeze_last_layer_steps: int | None = None  # default: one epoch, at most 10% of training
     drop_path: float = 0.1
     bf16: bool = False
+    compile: bool = False  # torch.compile the student and teacher forwards (compile time before step 1)
     # heads and loss
     out_dim: int = 4096
     head_hidden_dim: int = 1024

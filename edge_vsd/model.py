@@ -42,8 +42,9 @@ def arch_name(embed_dim: int, depth: int) -> str:
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if p == 0.0 or not training:
         return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
-    return x * keep / (1 - p)
+    # scale the (B, 1, ...) mask, not x: one pass over the activations instead of two
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p).div_(1 - p)
+    return x * keep
 
 
 class DropPath(nn.Module):
@@ -83,7 +84,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = qkv.unbind(0)  # unbind's backward stacks; indexing would zero-fill and add three times
         if self.fused and not torch.onnx.is_in_onnx_export():
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:

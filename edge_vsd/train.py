@@ -318,6 +318,8 @@ def train(
         vit_cfg = infer_config(backbone_state_dict(state, "student"), (cfg.img_size, cfg.img_size))
         backbone = VisionTransformer(vit_cfg, cfg.drop_path)
     student, teacher, loss_fn, opt = build_nets(cfg, device, backbone)
+    if cfg.compile:
+        compile_nets(student, teacher)  # state-dict keys stay plain, so checkpoints load either way
     step = 0
     if state is not None:
         student.load_state_dict(
@@ -461,6 +463,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="own projection head for patches (default: shared with CLS)",
     )
     p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the student and teacher (minutes of compilation first; see the README's "
+        "training table for where it paid)",
+    )
     m = p.add_argument_group("method and baselines (each is recorded in config.json and the checkpoint)")
     m.add_argument(
         "--method",
@@ -533,6 +542,7 @@ OPTION_FIELDS = [
     "local_crops",
     "separate_patch_head",
     "bf16",
+    "compile",
     "cache",
     "method",
     "dense_weight",
