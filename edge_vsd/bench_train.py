@@ -56,10 +56,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def matmul_size(device: torch.device) -> int:
+    """Matmul side for the peak reference: 2048 fills a CPU; a Hopper GPU needs 8192 to reach its peak."""
+    return 8192 if device.type == "cuda" else 2048
+
+
 def matmul_flops(
-    device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 2.0
+    device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None, seconds: float = 2.0
 ) -> float:
     """FLOP/s of an n x n x n matmul in `dtype`, the machine's practical dense peak."""
+    n = n or matmul_size(device)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
@@ -141,7 +147,7 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
     with tempfile.TemporaryDirectory() as tmp:
         video = video or str(write_video(Path(tmp) / "bench.avi", n_frames=120, height=180, width=240))
         cache = build_cache([video], Path(tmp) / "cache", cache_short_side(cfg.img_size), show_progress=False)
-        data = FramePairs(open_cache(cache), cfg.img_size, cfg.delta)
+        data = FramePairs(open_cache(cache), cfg.img_size, cfg.delta, defer_photometric=cfg.defer_photometric)
         sampler = StepBatches(len(data), cfg.batch_size, 0, 0, 10**6)
         fixed = next(iter(DataLoader(data, batch_sampler=sampler)))
         fixed = {k: v.to(device) for k, v in fixed.items()}
@@ -186,6 +192,8 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
         "reference": opts.reference,
         "compile": opts.compile,
         "threads": torch.get_num_threads(),
+        "matmul_n": matmul_size(device),
+        "photometric_on": "device" if cfg.defer_photometric else "loader",
         "workers": cfg.workers,
         "first_step_s": first_step_s,
         "step_s": t["ours"],
@@ -241,6 +249,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile our step's nets (first step includes it)"
     )
+    p.add_argument(
+        "--photometric-on",
+        choices=["auto", "loader", "device"],
+        default="auto",
+        help="colour jitter/blur/solarisation in the loader or batched on the device (auto: device on CUDA)",
+    )
     p.add_argument("--no-dino", action="store_true", help="skip the DINO reference step")
     p.add_argument(
         "--reference",
@@ -260,19 +274,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for k in ("arch", "img_size", "batch_size"):
         if getattr(args, k) is not None:
             size[k] = getattr(args, k)
-    return TrainConfig(**size, workers=args.workers, device=args.device, bf16=args.bf16, delta=10)
+    return TrainConfig(
+        **size,
+        workers=args.workers,
+        device=args.device,
+        bf16=args.bf16,
+        delta=10,
+        photometric_on=getattr(args, "photometric_on", "auto"),
+    )
 
 
 def report(r: dict) -> str:
     """The human-readable summary of `run_benchmark`'s result."""
     lines = [
         f"{r['arch']} @ {r['img_size']} px, batch {r['batch_size']}, {r['device']}, {r['threads']} threads, "
-        f"{'bf16' if r['bf16'] else 'fp32'}, {r['attention']} attention"
-        + (", compiled" if r["compile"] else ""),
+        f"{'bf16' if r['bf16'] else 'fp32'}, {r['attention']} attention, "
+        f"photometric on the {r['photometric_on']}" + (", compiled" if r["compile"] else ""),
         f"  training step            {r['step_gflop']:.1f} GFLOP, first step {r['first_step_s']:.1f} s",
         f"  pairs/s (pre-loaded)     {r['pairs_per_s_preloaded']:.1f}",
         f"  step FLOP/s              {r['step_tflops'] * 1e3:.1f} GFLOP/s = "
-        f"{r['flops_fraction_of_matmul']:.2f} x fp32 matmul ({r['matmul_tflops'] * 1e3:.1f} GFLOP/s)",
+        f"{r['flops_fraction_of_matmul']:.2f} x fp32 matmul ({r['matmul_tflops'] * 1e3:.1f} GFLOP/s, "
+        f"n={r['matmul_n']})",
     ]
     if "flops_fraction_of_bf16_matmul" in r:
         lines.append(

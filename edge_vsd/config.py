@@ -76,6 +76,7 @@ class TrainConfig:
     solarize_prob: float = 0.2
     hue: float = 0.1
     blur_sigma: str = "relative"
+    photometric_on: str = "auto"  # loader, device (batched after the copy), auto: device on CUDA
 
     def augment(self) -> AugmentConfig:
         return AugmentConfig(
@@ -86,6 +87,11 @@ class TrainConfig:
             hue=self.hue,
             blur_sigma=self.blur_sigma,
         )
+
+    @property
+    def defer_photometric(self) -> bool:
+        """Whether the loader ships uint8 crops and the photometric steps run on the training device."""
+        return self.photometric_on == "device" or (self.photometric_on == "auto" and self.device == "cuda")
 
     @property
     def dense(self) -> bool:
@@ -162,6 +168,7 @@ class TrainConfig:
         _choice("--method", self.method, tuple(METHOD_PRESETS))
         _choice("--clip-mode", self.clip_mode, ("per-param", "global"))
         _choice("--blur-sigma", self.blur_sigma, ("relative", "pixels"))
+        _choice("--photometric-on", self.photometric_on, ("auto", "loader", "device"))
         if not self.dense_weight >= 0:
             raise InputError(f"--dense-weight {self.dense_weight}: must be >= 0")
         if self.dense and self.independent_crops:

@@ -31,6 +31,7 @@ from edge_vsd.checkpoint import (
     save_atomic,
 )
 from edge_vsd.config import TrainConfig, resolve_config
+from edge_vsd.data.augment import finish_views
 from edge_vsd.data.cache import build_cache, cache_matches, is_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
@@ -223,6 +224,13 @@ def clip_gradients(model: nn.Module, clip: float, mode: str) -> None:
         p.grad.mul_(scale.clamp(max=1.0))
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a loader batch to `device` (non-blocking from pinned memory) and, when the loader deferred the
+    photometric augmentation (uint8 crops + drawn rows), apply it there (the rows stay on the CPU)."""
+    batch = {k: v if k.endswith("_photo") else v.to(device, non_blocking=True) for k, v in batch.items()}
+    return finish_views(batch) if batch["globals"].dtype == torch.uint8 else batch
+
+
 def train_step(
     nets: Nets,
     batches,
@@ -239,9 +247,8 @@ def train_step(
             g["weight_decay"] = float(sched["wd"][step])
     totals: dict[str, float] = {}
     for micro in range(cfg.accum):
-        batch = next(batches)
-        globals_ = batch["globals"].to(device, non_blocking=True)
-        locals_ = batch["locals"].to(device, non_blocking=True) if "locals" in batch else None
+        batch = to_device(next(batches), device)
+        globals_, locals_ = batch["globals"], batch.get("locals")
         last = micro == cfg.accum - 1
         sync = contextlib.nullcontext() if last or nets.model is nets.student else nets.model.no_sync()
         with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -301,6 +308,7 @@ def train(
         cfg.local_size,
         cfg.augment(),
         cfg.skip_cuts,
+        cfg.defer_photometric,
     )
     if cfg.skip_cuts and rank == 0:
         print(f"scene cuts: {data.cuts} found; pairs never span one", file=sys.stderr)
@@ -518,6 +526,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["relative", "pixels"],
         help="blur sigma 0.1-2.0 px at 224 scaled to the crop size (relative, default) or in pixels",
     )
+    a.add_argument(
+        "--photometric-on",
+        choices=["auto", "loader", "device"],
+        help="where colour jitter, blur and solarisation run: in the data loader, or batched on the training "
+        "device after the copy (loader then ships uint8 crops); auto (default): device on CUDA",
+    )
     p.add_argument("--cache", help="frame-cache folder for raw videos (default OUT/frame_cache)")
 
 
@@ -555,6 +569,7 @@ OPTION_FIELDS = [
     "solarize_prob",
     "hue",
     "blur_sigma",
+    "photometric_on",
 ]
 
 

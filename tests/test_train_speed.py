@@ -70,3 +70,53 @@ def test_bench_train_presets():
     assert (cfg.arch, cfg.img_size, cfg.batch_size) == ("vit_tiny", 112, 32)
     cfg = config_from_args(argparse.Namespace(preset="vit_s16_224", **{**ns, "batch_size": 8}))
     assert cfg.batch_size == 8
+
+
+def _frames(seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (2, 6, 8, 3), dtype=np.uint8).repeat(8, 1).repeat(8, 2)  # blocky: blur shows
+    return base
+
+
+def test_deferred_photometric_same_draws_as_loader_path():
+    from edge_vsd.data.augment import AugmentConfig, augment_pair, finish_views
+
+    cfg = AugmentConfig(blur_prob=(0.5, 0.5), solarize_prob=0.5)
+    seen = set()
+    for seed in range(12):
+        direct = augment_pair(_frames(seed), torch.Generator().manual_seed(seed), 32, 1, 16, cfg)
+        deferred = augment_pair(_frames(seed), torch.Generator().manual_seed(seed), 32, 1, 16, cfg, True)
+        assert deferred["globals"].dtype == torch.uint8 and deferred["locals"].dtype == torch.uint8
+        finished = finish_views(deferred)
+        # same draws in the same order: only the uint8 resize differs (within a level, which brightness x
+        # contrast x saturation can amplify 2.4x, over std ~0.22); other draws would differ by O(1)
+        for k in ("globals", "locals"):
+            assert (finished[k] - direct[k]).abs().max().item() < 3 / 255 / 0.2
+        rows = torch.cat([deferred["globals_photo"], deferred["locals_photo"]])
+        seen |= {
+            f for f, col in zip(("jitter", "gray", "blur", "solarize"), (0, 5, 6, 8)) if rows[:, col].any()
+        }
+    assert seen == {"jitter", "gray", "blur", "solarize"}  # every step was exercised
+
+
+def test_batched_photometric_matches_one_image_at_a_time():
+    from edge_vsd.data.augment import AugmentConfig, apply_photometric, draw_photometric
+
+    cfg = AugmentConfig()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(10, 3, 24, 24, generator=g)
+    rows = torch.stack([draw_photometric(g, 1.0, cfg, 24 * (1 + i), 0.5) for i in range(10)])  # mixed sigmas
+    assert len({int(2 * s) for s in rows[:, 7].tolist()}) > 1  # kernels of several widths in one batch
+    batched = apply_photometric(x, rows)
+    single = torch.cat([apply_photometric(x[i : i + 1], rows[i : i + 1]) for i in range(10)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(batched, x)
+
+
+def test_photometric_on_auto_is_device_on_cuda_only():
+    assert TrainConfig(device="cuda").defer_photometric
+    assert not TrainConfig(device="cpu").defer_photometric
+    assert TrainConfig(device="cpu", photometric_on="device").defer_photometric
+    assert not TrainConfig(device="cuda", photometric_on="loader").defer_photometric

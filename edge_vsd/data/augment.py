@@ -66,54 +66,114 @@ def crop_resize(x: torch.Tensor, box: tuple[int, int, int, int], size: int, flip
     return x.flip(-1) if flip else x
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (_LUMA[0] * x[0] + _LUMA[1] * x[1] + _LUMA[2] * x[2]).unsqueeze(0)
+# one row per view: what `draw_photometric` drew (off steps hold identity values)
+PHOTO_FIELDS = ("jitter", "brightness", "contrast", "saturation", "hue", "gray", "blur", "sigma", "solarize")
+_F = {k: i for i, k in enumerate(PHOTO_FIELDS)}
+
+
+def draw_photometric(
+    g: torch.Generator, blur_p: float, cfg: AugmentConfig, size: int, solarize_p: float = 0.0
+) -> torch.Tensor:
+    """Draw one view's colour jitter (p 0.8), grayscale (p 0.2), blur (p blur_p) and solarisation, in that
+    order, as a row of PHOTO_FIELDS. Applying it is separate, so it can run later on a batch and a GPU."""
+    p = dict(jitter=0, brightness=1, contrast=1, saturation=1, hue=0, gray=0, blur=0, sigma=1, solarize=0)
+    if _u(g) < 0.8:
+        p.update(jitter=1, brightness=_u(g, 0.6, 1.4), contrast=_u(g, 0.6, 1.4), saturation=_u(g, 0.8, 1.2))
+        if cfg.hue > 0:
+            p["hue"] = _u(g, -cfg.hue, cfg.hue)
+    if _u(g) < 0.2:
+        p["gray"] = 1
+    if _u(g) < blur_p:
+        sigma = _u(g, 0.1, 2.0)
+        p.update(blur=1, sigma=sigma * size / DINO_SIGMA_AT if cfg.blur_sigma == "relative" else sigma)
+    if solarize_p and _u(g) < solarize_p:
+        p["solarize"] = 1
+    return torch.tensor([float(p[k]) for k in PHOTO_FIELDS])
+
+
+def _gray_batch(x: torch.Tensor) -> torch.Tensor:
+    return (_LUMA[0] * x[:, 0] + _LUMA[1] * x[:, 1] + _LUMA[2] * x[:, 2]).unsqueeze(1)
+
+
+def _hue_matrices(turns: torch.Tensor) -> torch.Tensor:
+    """(B,) turns of the colour circle -> (B, 3, 3) RGB matrices rotating the YIQ chroma plane."""
+    c, s = torch.cos(2 * math.pi * turns), torch.sin(2 * math.pi * turns)
+    rot = torch.zeros(turns.shape[0], 3, 3, dtype=turns.dtype, device=turns.device)
+    rot[:, 0, 0], rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = 1, c, -s, s, c
+    yiq, inv = _YIQ.to(turns.device, turns.dtype), _YIQ_INV.to(turns.device, turns.dtype)
+    return inv @ rot @ yiq
+
+
+def _blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with a sigma per image (`sigma` on the CPU), reflect padding; kernels
+    zero-padded to the widest."""
+    radius = [max(1, int(2 * s)) for s in sigma.tolist()]
+    r = max(radius)
+    taps = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-(taps**2) / (2 * sigma.float()[:, None] ** 2))
+    k = k * (taps.abs() <= torch.tensor(radius)[:, None])  # each image's own support
+    k = (k / k.sum(1, keepdim=True)).to(x.device, x.dtype, non_blocking=True)
+    b, c, h, w = x.shape
+    if b == 1:  # one kernel for all channels: a plain single-channel convolution is faster on CPU
+        y, k, groups = x.reshape(c, 1, h, w), k, 1
+    else:
+        y, k, groups = x.reshape(1, b * c, h, w), k.repeat_interleave(c, 0), b * c  # (B*C, taps)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k[:, None, None, :], groups=groups)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k[:, None, :, None], groups=groups)
+    return y.reshape(b, c, h, w)
 
 
 def shift_hue(x: torch.Tensor, turns: float) -> torch.Tensor:
-    """Rotate hue by `turns` of a full circle (YIQ chroma rotation, close to torchvision's HSV shift)."""
-    c, s = math.cos(2 * math.pi * turns), math.sin(2 * math.pi * turns)
-    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    m = _YIQ_INV @ rot @ _YIQ
+    """Rotate hue of one (3, H, W) image by `turns` of a full circle (YIQ chroma rotation, close to
+    torchvision's HSV shift)."""
+    m = _hue_matrices(torch.tensor([float(turns)]))[0]
     return torch.einsum("ij,jhw->ihw", m, x).clamp(0, 1)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a (3, H, W) image, reflect padding."""
-    r = max(1, int(2 * sigma))
-    k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
-    k = (k / k.sum()).view(1, 1, -1)
-    x = x.unsqueeze(1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.unsqueeze(2))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.unsqueeze(3)).squeeze(1)
+def apply_photometric(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Apply drawn rows `p` (B, len(PHOTO_FIELDS)) to images x (B, 3, H, W) in [0, 1], on x's device. Each
+    step runs only when some image drew it, and leaves the others exactly as they were. Pass `p` on the CPU:
+    the decisions read it there, so a GPU batch needs no device-to-host sync."""
+    flags = p.cpu()
+    on = {k: flags[:, _F[k]] > 0 for k in ("jitter", "gray", "blur", "solarize")}
+    col = p.to(x.device, x.dtype, non_blocking=True)[:, :, None, None, None].unbind(1)
+
+    def where(field: str, y: torch.Tensor) -> torch.Tensor:
+        if bool(on[field].all()):
+            return y
+        return torch.where(on[field].to(x.device, non_blocking=True)[:, None, None, None], y, x)
+
+    if on["jitter"].any():
+        y = (x * col[_F["brightness"]]).clamp(0, 1)  # brightness 0.4
+        m = _gray_batch(y).mean((1, 2, 3), keepdim=True)
+        y = ((y - m) * col[_F["contrast"]] + m).clamp(0, 1)  # contrast 0.4, around the mean gray level
+        gray = _gray_batch(y)
+        y = ((y - gray) * col[_F["saturation"]] + gray).clamp(0, 1)  # saturation 0.2
+        hue = flags[:, _F["hue"]]
+        if hue.any():
+            rot = _hue_matrices(hue.to(x.dtype)).to(x.device, non_blocking=True)
+            y = torch.einsum("bij,bjhw->bihw", rot, y).clamp(0, 1)
+        x = where("jitter", y)
+    if on["gray"].any():
+        x = where("gray", _gray_batch(x).expand(-1, 3, -1, -1))
+    if on["blur"].any():
+        # blur the whole batch and keep it where drawn: a subset would give the GPU convolution a new group
+        # count every batch, and a new kernel plan costs ~40 ms each time
+        x = where("blur", _blur_batch(x, flags[:, _F["sigma"]]))
+    if on["solarize"].any():
+        x = where("solarize", torch.where(x >= 0.5, 1.0 - x, x))
+    return x
 
 
 def photometric(
     x: torch.Tensor, g: torch.Generator, blur_p: float, cfg: AugmentConfig, solarize_p: float = 0.0
 ) -> torch.Tensor:
     """Colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur (p blur_p), solarisation on one (3, H, W)."""
-    if _u(g) < 0.8:
-        x = (x * _u(g, 0.6, 1.4)).clamp(0, 1)  # brightness 0.4
-        m = _gray(x).mean()
-        x = ((x - m) * _u(g, 0.6, 1.4) + m).clamp(0, 1)  # contrast 0.4, around the mean gray level
-        gray = _gray(x)
-        x = ((x - gray) * _u(g, 0.8, 1.2) + gray).clamp(0, 1)  # saturation 0.2
-        if cfg.hue > 0:
-            x = shift_hue(x, _u(g, -cfg.hue, cfg.hue))
-    if _u(g) < 0.2:
-        x = _gray(x).expand(3, -1, -1)
-    if _u(g) < blur_p:
-        sigma = _u(g, 0.1, 2.0)
-        if cfg.blur_sigma == "relative":
-            sigma *= x.shape[-1] / DINO_SIGMA_AT
-        x = gaussian_blur(x, sigma)
-    if solarize_p and _u(g) < solarize_p:
-        x = torch.where(x >= 0.5, 1.0 - x, x)
-    return x
+    return apply_photometric(x[None], draw_photometric(g, blur_p, cfg, x.shape[-1], solarize_p)[None])[0]
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    return (x - _MEAN) / _STD
+    return (x - _MEAN.to(x.device)) / _STD.to(x.device)
 
 
 def augment_pair(
@@ -123,10 +183,18 @@ def augment_pair(
     n_local: int = 0,
     local_size: int = 48,
     cfg: AugmentConfig | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Two uint8 RGB frames (2, H, W, 3) -> global views (2, 3, S, S) and local crops (2*n_local, 3, s, s)."""
+    defer_photometric: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Two uint8 RGB frames (2, H, W, 3) -> {"globals": (2, 3, S, S), "locals": (2*n_local, 3, s, s) if any},
+    normalised. With `defer_photometric` the views stay uint8 crops and "globals_photo"/"locals_photo" hold
+    the drawn photometric rows, for `finish_views` to apply on the training device (same draws and order)."""
     cfg = cfg or AugmentConfig()
-    x = to_float(frames)
+    # deferred: crop and resize the uint8 frames themselves (torch's uint8 antialiased path, ~8x faster)
+    x = (
+        torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        if defer_photometric
+        else to_float(frames)
+    )
     h, w = x.shape[-2:]
     if cfg.independent_crops:
         views = torch.cat(
@@ -135,18 +203,34 @@ def augment_pair(
     else:
         views = crop_resize(x, crop_box(g, h, w, cfg.crop_scale), img_size, _u(g) < 0.5)
     solarize = (0.0, cfg.solarize_prob)
-    globals_ = torch.stack(
-        [
-            normalize(photometric(v, g, blur_p, cfg, sol))
-            for v, blur_p, sol in zip(views, cfg.blur_prob, solarize)
-        ]
+    out = {"globals": views}
+    out["globals_photo"] = torch.stack(
+        [draw_photometric(g, blur_p, cfg, img_size, sol) for blur_p, sol in zip(cfg.blur_prob, solarize)]
     )
-    if n_local == 0:
-        return globals_, None
-    locals_ = []
-    for frame in x:
-        for _ in range(n_local):
-            box = crop_box(g, h, w, cfg.local_scale)
-            crop = crop_resize(frame[None], box, local_size, _u(g) < 0.5)[0]
-            locals_.append(normalize(photometric(crop, g, 0.5, cfg)))
-    return globals_, torch.stack(locals_)
+    if n_local:
+        crops, rows = [], []
+        for frame in x:
+            for _ in range(n_local):
+                box = crop_box(g, h, w, cfg.local_scale)
+                crops.append(crop_resize(frame[None], box, local_size, _u(g) < 0.5)[0])
+                rows.append(draw_photometric(g, 0.5, cfg, local_size))
+        out["locals"], out["locals_photo"] = torch.stack(crops), torch.stack(rows)
+    if defer_photometric:  # uint8 crops, as DINO's PIL pipeline holds them: a quarter of the bytes to copy
+        return {k: v.contiguous() for k, v in out.items()}
+    return finish_views(out)
+
+
+def finish_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Apply the photometric rows to the views and normalise: {"globals", "locals"?} float. Works on a
+    sample or a batch (views (..., 3, S, S), rows (..., len(PHOTO_FIELDS))) on any device."""
+    out = {}
+    for name in ("globals", "locals"):
+        if name not in batch:
+            continue
+        v, rows = batch[name], batch[f"{name}_photo"]
+        if v.dtype == torch.uint8:
+            v = v.float().div_(255.0)
+        shape = v.shape
+        flat = apply_photometric(v.reshape(-1, *shape[-3:]), rows.reshape(-1, rows.shape[-1]))
+        out[name] = normalize(flat).reshape(shape)
+    return out

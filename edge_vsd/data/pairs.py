@@ -81,8 +81,10 @@ class FramePairs(Dataset):
         local_size: int = 48,
         augment: AugmentConfig | None = None,
         skip_cuts: bool = False,
+        defer_photometric: bool = False,
     ):
         self.videos, self.img_size, self.n_local, self.local_size = videos, img_size, n_local, local_size
+        self.defer_photometric = defer_photometric  # uint8 crops + drawn rows; `finish_views` on the device
         self.augment = augment or AugmentConfig()
         self.deltas = resolve_delta(videos, delta, delta_seconds)
         all_shots = find_shots(videos, skip_cuts)
@@ -121,11 +123,9 @@ class FramePairs(Dataset):
         frames = self.videos[v].frames
         pair = np.stack([frames[t0], frames[t1]])
         g = torch.Generator().manual_seed(seed)
-        globals_, locals_ = augment_pair(pair, g, self.img_size, self.n_local, self.local_size, self.augment)
-        out = {"globals": globals_}
-        if locals_ is not None:
-            out["locals"] = locals_
-        return out
+        return augment_pair(
+            pair, g, self.img_size, self.n_local, self.local_size, self.augment, self.defer_photometric
+        )
 
 
 class StepBatches:
