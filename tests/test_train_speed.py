@@ -120,3 +120,16 @@ def test_photometric_on_auto_is_device_on_cuda_only():
     assert not TrainConfig(device="cpu").defer_photometric
     assert TrainConfig(device="cpu", photometric_on="device").defer_photometric
     assert not TrainConfig(device="cuda", photometric_on="loader").defer_photometric
+
+
+def test_quickstart_trains_with_the_faster_measured_step(capsys):
+    from edge_vsd.quickstart import choose_precision
+
+    asked = argparse.Namespace(precision="bf16", batch_size=2, img_size=32)
+    assert choose_precision(asked, 64) is True and capsys.readouterr().out == ""  # no probe when asked
+    auto = argparse.Namespace(precision="auto", batch_size=2, img_size=32)
+    use_bf16 = choose_precision(auto, 64)
+    line = capsys.readouterr().out
+    fp32, bf16 = (float(line.split(name)[1].split()[0]) for name in ("fp32 ", "bf16 autocast "))
+    assert fp32 > 0 and bf16 > 0
+    assert use_bf16 == (bf16 < 0.9 * fp32) and f"training in {'bf16' if use_bf16 else 'fp32'}" in line
