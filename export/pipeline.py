@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -98,7 +99,7 @@ def export_artifact(cfg: ExportConfig) -> Path:
             log.note(gate.summary(fp32_parity))
         record: dict = {}
         backend = "onnxruntime"
-        cpu_graphs: dict[str, onnx.ModelProto] = {}  # extra candidate files of a cpu artifact
+        cpu_graphs: dict[str, Any] = {}  # extra candidate graphs of a cpu artifact (ONNX or OpenVINO IR)
         cpu_cands: list[dict] = []
         if cfg.int8 and cfg.target == "jetson":
             with log.stage("NNCF INT8 (symmetric Q/DQ for TensorRT) + fidelity gate"):
@@ -128,7 +129,7 @@ def export_artifact(cfg: ExportConfig) -> Path:
                 cpu_cands = cpu_int8.fp32_candidates(ONNX_FILE, cpu_int8.FP32_NAMES, choosable=True)
         onnx.save(final, str(staging.dir / ONNX_FILE))
         for name, model in cpu_graphs.items():
-            onnx.save(model, str(staging.dir / name))
+            cpu_int8.save_graph(model, staging.dir / name)
         trt_info = None
         if cfg.target == "jetson":
             with log.stage(f"TensorRT: {BUILD_TXT}, engine where TensorRT and a GPU are present"):
@@ -300,6 +301,12 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log):
     ]
     if nncf_model is not None and cpu_int8.openvino_available():
         candidates.append(cpu_int8.Candidate("openvino_nncf_qdq", "openvino", nncf_model))
+        ir = cpu_int8.Candidate("openvino_ir_int8", "openvino")
+        try:  # the same scheme quantized on OpenVINO's own graph (no Q/DQ round trip through ONNX)
+            ir.model = cpu_int8.openvino_ir_int8(fp32_model, calib_x, scheme)
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot be built is recorded, not fatal
+            ir.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        candidates.append(ir)
     for cand in candidates:
         if cand.model is None:
             continue
@@ -322,9 +329,12 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log):
             )
             + "; nothing written"
         )
-    default = passing[0]  # NNCF Q/DQ when it passed, else ORT dynamic: encoder.onnx until tuning decides
+    # NNCF Q/DQ when it passed, else ORT dynamic: encoder.onnx (an ONNX graph) until tuning decides
+    default = next((c for c in passing if isinstance(c.model, onnx.ModelProto)), None)
+    if default is None:
+        raise gate.GateFailed("only the OpenVINO IR candidate passed the fidelity gate; nothing written")
     files = {id(default.model): ONNX_FILE}
-    graphs: dict[str, onnx.ModelProto] = {}
+    graphs: dict[str, Any] = {}
     for c in passing:
         if id(c.model) not in files:
             files[id(c.model)] = cpu_int8.GRAPH_FILES[c.name]
@@ -385,8 +395,9 @@ def _verify_cpu_candidates(
         raise gate.GateFailed(
             f"no candidate passes the fidelity gate {cfg.gate} through edge_vsd.runtimes; nothing written"
         )
-    used = {ONNX_FILE} | {c["file"] for c in kept}
-    for name in [n for n in manifest["files"] if n.endswith(".onnx") and n not in used]:
+    used = {ONNX_FILE} | {f for c in kept for f in cpu_int8.graph_files(c["file"])}
+    graphs = [n for n in manifest["files"] if n.endswith((".onnx", ".xml", ".bin"))]
+    for name in [n for n in graphs if n not in used]:
         (folder / name).unlink()
         del manifest["files"][name]
     manifest["candidates"] = kept

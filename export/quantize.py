@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -92,13 +93,14 @@ def attention_matmuls(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(
-    model: onnx.ModelProto,
+    model: Any,
     calib: np.ndarray,
     scheme: Scheme,
     batch: int = 1,
     ignored: list[str] | None = None,
-) -> onnx.ModelProto:
-    """Q/DQ INT8 model calibrated on normalised NCHW frames `calib` (fed `batch` at a time)."""
+) -> Any:
+    """Q/DQ INT8 model calibrated on normalised NCHW frames `calib` (fed `batch` at a time). `model` is an
+    onnx.ModelProto (returns Q/DQ ONNX) or an openvino.Model (returns it with FakeQuantize nodes)."""
     import nncf
     from nncf.common.quantization.structs import QuantizationScheme
     from nncf.quantization.advanced_parameters import (
@@ -108,7 +110,10 @@ def quantize_int8(
     )
 
     items = [calib[i : i + batch] for i in range(0, len(calib) - batch + 1, batch)]
-    dataset = nncf.Dataset(items, lambda x: {"image": np.ascontiguousarray(x, np.float32)})
+    if isinstance(model, onnx.ModelProto):
+        dataset = nncf.Dataset(items, lambda x: {"image": np.ascontiguousarray(x, np.float32)})
+    else:  # an OpenVINO model takes its one input positionally
+        dataset = nncf.Dataset(items, lambda x: np.ascontiguousarray(x, np.float32))
     advanced = AdvancedQuantizationParameters(
         # SmoothQuant moves per-channel activation outliers (the LayerNorm outputs of ViTs have a few huge
         # channels) into the following MatMul's weights, which per-channel weight scales absorb. Only MatMul
@@ -139,7 +144,9 @@ def quantize_int8(
             ignored_scope=nncf.IgnoredScope(names=list(ignored or []), validate=False),
             advanced_parameters=advanced,
         )
-    return canonicalize_axes(to_signed_symmetric(quantized)) if scheme.symmetric else quantized
+    if scheme.symmetric and isinstance(model, onnx.ModelProto):
+        return canonicalize_axes(to_signed_symmetric(quantized))
+    return quantized
 
 
 def to_signed_symmetric(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -35,6 +35,10 @@ def test_bounds_are_ratios_to_the_right_peers():
     rows = _rows()
     rows[peers.OURS]["cls_cosine"] = 0.98
     assert not peers.bounds(rows)["fidelity"]["met"]
+    # the encoder-only row is context: reported as a ratio, never a bound that decides all_met
+    with_encoder = peers.bounds(_rows(**{peers.OURS: 22.0, peers.OURS_ENCODER: 19.0}))
+    assert with_encoder["encoder_only_vs_openvino_nncf_default"] == pytest.approx(0.95)
+    assert not with_encoder["vs_openvino_nncf_default"]["met"] and not with_encoder["all_met"]
 
 
 def test_peers_input_errors_are_one_line(tmp_path, capsys):

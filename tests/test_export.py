@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import edge_vsd.runtimes as rt
 import numpy as np
 import onnx
 import pytest
@@ -403,7 +404,22 @@ def test_cpu_int8_measures_openvino_when_installed(ckpt, vtest, tmp_path):
     )
     manifest = assert_manifest_files_match(art)
     names = {c["name"]: c for c in manifest["cpu_int8"]["candidates"]}
-    ov = names["openvino_nncf_qdq"]
-    assert ov["backend"] == "openvino" and ov["latency_ms"] > 0 and ov["fidelity"]["cls_cosine"] >= 0.99
+    for name in ("openvino_nncf_qdq", "openvino_ir_int8"):  # Q/DQ ONNX and NNCF on OpenVINO's own IR
+        ov = names[name]
+        assert ov["backend"] == "openvino" and ov["latency_ms"] > 0 and ov["fidelity"]["cls_cosine"] >= 0.99
     chosen = names[manifest["cpu_int8"]["chosen"]]
     assert manifest["backend"] == chosen["backend"]
+    # the IR candidate is an .xml graph whose weights are the .bin beside it; both are hashed
+    ir = {c["name"]: c for c in manifest["candidates"]}["openvino_ir_int8"]
+    assert ir["file"] == "encoder.ov_int8.xml" and {"encoder.ov_int8.xml", "encoder.ov_int8.bin"} <= set(
+        manifest["files"]
+    )
+    import openvino
+
+    ir_model = openvino.Core().read_model(str(art / ir["file"]))
+    assert any(op.get_type_name() == "FakeQuantize" for op in ir_model.get_ops())  # an INT8 graph
+    frames = load_frames([vtest], (SIZE, SIZE), 4, 4).heldout
+    with rt.load(art, candidate="openvino_ir_int8") as enc, rt.load(art, candidate="fp32_reference") as ref:
+        ours, want = enc(list(frames)), ref(list(frames))
+    cos = (ours.cls * want.cls).sum(1) / np.linalg.norm(ours.cls, axis=1) / np.linalg.norm(want.cls, axis=1)
+    assert cos.min() > 0.99
