@@ -219,9 +219,13 @@ def clip_gradients(model: nn.Module, clip: float, mode: str) -> None:
     if mode == "global":
         nn.utils.clip_grad_norm_(params, clip)
         return
-    for p in params:
-        scale = clip / (p.grad.norm(2) + 1e-6)
-        p.grad.mul_(scale.clamp(max=1.0))
+    grads = [p.grad for p in params]
+    # DINO's per-parameter rule, as foreach kernels: each gradient scaled by min(1, clip / (its norm + 1e-6))
+    scales = torch._foreach_add(torch._foreach_norm(grads), 1e-6)
+    torch._foreach_reciprocal_(scales)
+    torch._foreach_mul_(scales, clip)
+    torch._foreach_clamp_max_(scales, 1.0)
+    torch._foreach_mul_(grads, scales)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
