@@ -280,7 +280,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=args.device,
         bf16=args.bf16,
         delta=10,
-        photometric_on=getattr(args, "photometric_on", "auto"),
+        photometric_on=args.photometric_on,
     )
 
 

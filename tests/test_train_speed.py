@@ -63,7 +63,9 @@ def test_bench_train_reports_both_fractions(synthetic_video):
 
 
 def test_bench_train_presets():
-    ns = dict(workers=0, device="cpu", bf16=False, arch=None, img_size=None, batch_size=None)
+    ns = dict(
+        workers=0, device="cpu", bf16=False, arch=None, img_size=None, batch_size=None, photometric_on="auto"
+    )
     cfg = config_from_args(argparse.Namespace(preset="vit_s16_224", **ns))
     assert (cfg.arch, cfg.img_size, cfg.batch_size, cfg.patch_size) == ("vit_small", 224, 64, 16)
     cfg = config_from_args(argparse.Namespace(preset=None, **ns))
