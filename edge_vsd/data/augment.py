@@ -165,13 +165,6 @@ def apply_photometric(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def photometric(
-    x: torch.Tensor, g: torch.Generator, blur_p: float, cfg: AugmentConfig, solarize_p: float = 0.0
-) -> torch.Tensor:
-    """Colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur (p blur_p), solarisation on one (3, H, W)."""
-    return apply_photometric(x[None], draw_photometric(g, blur_p, cfg, x.shape[-1], solarize_p)[None])[0]
-
-
 def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - _MEAN.to(x.device)) / _STD.to(x.device)
 
@@ -217,7 +210,15 @@ def augment_pair(
         out["locals"], out["locals_photo"] = torch.stack(crops), torch.stack(rows)
     if defer_photometric:  # uint8 crops, as DINO's PIL pipeline holds them: a quarter of the bytes to copy
         return {k: v.contiguous() for k, v in out.items()}
-    return finish_views(out)
+    # in the loader, one view at a time, so each step runs only on the views that drew it (a batch call would
+    # blur both views whenever one drew blur)
+    return {
+        k: torch.stack(
+            [normalize(apply_photometric(v[None], r[None])[0]) for v, r in zip(out[k], out[f"{k}_photo"])]
+        )
+        for k in ("globals", "locals")
+        if k in out
+    }
 
 
 def finish_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
