@@ -27,7 +27,15 @@ from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.data.synthetic import write_video
 from edge_vsd.dino_reference import as_dino_code, dino_optimizer, dino_step
 from edge_vsd.model import use_fused_attention
-from edge_vsd.train import Nets, build_nets, compile_nets, fast_cpu_math, schedules, train_step
+from edge_vsd.train import (
+    Nets,
+    build_nets,
+    compile_nets,
+    fast_cpu_math,
+    schedules,
+    to_device,
+    train_step,
+)
 
 # named configurations: the issue's CPU point and the real GPU one (ViT-S/16 at 224, batch 64)
 PRESETS = {
@@ -35,6 +43,7 @@ PRESETS = {
     "vit_s16_224": dict(arch="vit_small", img_size=224, batch_size=64),
 }
 CACHE_WARMUP = 3  # steps fed from the cache before its timing starts
+PREFETCH = 4  # batches each loader worker keeps ready
 SCHEDULE_STEPS = 10_000  # long enough that every timed step index has a schedule entry
 
 
@@ -129,6 +138,18 @@ class Stepper:
         return counter.get_total_flops()
 
 
+def seconds_per_batch(batches, n: int, use, device: torch.device | None = None, skip: int = 0) -> float:
+    """Seconds per batch drawn from `batches` and passed to `use`, over `n` batches after `skip` untimed."""
+    for _ in range(skip):
+        next(batches)
+    start = time.perf_counter()
+    for _ in range(n):
+        use(next(batches))
+    if device is not None:
+        _sync(device)
+    return (time.perf_counter() - start) / n
+
+
 def timed_rounds(blocks: dict[str, callable], rounds: int) -> dict[str, float]:
     """Median seconds of each block over `rounds`, the order rotating each round."""
     names, times = list(blocks), {k: [] for k in blocks}
@@ -175,11 +196,17 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
                 num_workers=cfg.workers,
                 persistent_workers=cfg.workers > 0,
                 pin_memory=device.type == "cuda",
-                prefetch_factor=4 if cfg.workers > 0 else None,
+                prefetch_factor=PREFETCH if cfg.workers > 0 else None,
             )
             batches = iter(loader)
             ours.run(batches, CACHE_WARMUP)  # worker start-up and the first batches in flight
             t_cache = ours.run(batches, opts.steps * opts.rounds)
+            # where a shortfall comes from: the loader alone, then the loader with the copy (and the device
+            # photometric steps) but no training step
+            # each after taking the batches the workers hold ready (prefetch 4 each), which would flatter it
+            ready, n = cfg.workers * PREFETCH, max(opts.steps * opts.rounds, 2 * cfg.workers * PREFETCH)
+            t_loader = seconds_per_batch(batches, n, lambda b: b, skip=ready)
+            t_copy = seconds_per_batch(batches, n, lambda b: to_device(b, device)["globals"], device, ready)
     peak = 1 / t["matmul"]
     peak_bf16 = matmul_flops(device, torch.bfloat16) if cfg.bf16 else None
     r = {
@@ -216,6 +243,8 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
     if t_cache:
         r["pairs_per_s_from_cache"] = cfg.batch_size / t_cache
         r["cache_fraction_of_preloaded"] = t["ours"] / t_cache
+        r["pairs_per_s_loader_alone"] = cfg.batch_size / t_loader
+        r["pairs_per_s_loader_and_copy"] = cfg.batch_size / t_copy
     return r
 
 
@@ -311,6 +340,10 @@ def report(r: dict) -> str:
         lines.append(
             f"  pairs/s (frame cache)    {r['pairs_per_s_from_cache']:.1f} = "
             f"{r['cache_fraction_of_preloaded']:.2f} x pre-loaded ({r['workers']} workers)"
+        )
+        lines.append(
+            f"    no training step: loader alone {r['pairs_per_s_loader_alone']:.1f}, loader + copy to "
+            f"{r['device']} (+ photometric there) {r['pairs_per_s_loader_and_copy']:.1f} pairs/s"
         )
     return "\n".join(lines)
 

@@ -60,6 +60,7 @@ def test_bench_train_reports_both_fractions(synthetic_video):
     assert 0 < ours and 0 < dino
     assert abs(r["fraction_ratio_vs_dino"] - ours / dino) < 1e-9
     assert 0 < r["cache_fraction_of_preloaded"]
+    assert r["pairs_per_s_loader_alone"] > 0 and r["pairs_per_s_loader_and_copy"] > 0
 
 
 def test_bench_train_presets():
