@@ -86,8 +86,9 @@ def ort_dynamic_int8(fp32: onnx.ModelProto) -> onnx.ModelProto:
 
 def openvino_ir_int8(fp32: onnx.ModelProto, calib: np.ndarray, scheme: Any) -> Any:
     """NNCF on the OpenVINO model itself (read from the fp32 ONNX), with the ONNX candidate's scheme
-    (TRANSFORMER placement, SmoothQuant, per-channel weights). OpenVINO runs this IR faster than the same
-    scheme's Q/DQ ONNX graph: 11.7 against 14.4 ms for ViT-S/16 on an AMX Xeon (README)."""
+    (TRANSFORMER placement, SmoothQuant, per-channel weights). OpenVINO ran this IR faster than the same
+    scheme's Q/DQ ONNX graph in one tune of ViT-S/16 on an AMX Xeon: 12.0 against 13.0 ms (11.5 against
+    12.1 with bf16 float parts; README)."""
     import openvino as ov
     from edge_vsd.export import quantize
 
