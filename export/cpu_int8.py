@@ -109,11 +109,6 @@ def save_graph(model: Any, path: Path) -> None:
         ov.save_model(model, str(path), compress_to_fp16=False)
 
 
-def graph_files(name: str) -> list[str]:
-    """The files one candidate graph occupies: an IR's .xml has its weights in the .bin of the same name."""
-    return [name, name[: -len(".xml")] + ".bin"] if name.endswith(".xml") else [name]
-
-
 def _openvino_runner(model: Any):
     """OpenVINO compiles the NNCF Q/DQ graph (or IR model) into its own INT8 kernels (FakeQuantize fusion)."""
     import openvino as ov

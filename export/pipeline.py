@@ -371,7 +371,7 @@ def _verify_cpu_candidates(
     """Gate every candidate (graph on an engine) through edge_vsd.runtimes.load against PyTorch; drop the
     ones that miss the gate or whose engine is absent here, and their files when nothing else uses them."""
     import edge_vsd.runtimes as rt
-    from edge_vsd.runtimes.backend import engine_importable
+    from edge_vsd.runtimes.backend import engine_importable, graph_files
     from edge_vsd.runtimes.manifest import write_manifest
 
     inputs, ref = _runtime_inputs(frames, manifest, torch_ref, backbone)
@@ -395,7 +395,7 @@ def _verify_cpu_candidates(
         raise gate.GateFailed(
             f"no candidate passes the fidelity gate {cfg.gate} through edge_vsd.runtimes; nothing written"
         )
-    used = {ONNX_FILE} | {f for c in kept for f in cpu_int8.graph_files(c["file"])}
+    used = {ONNX_FILE} | {f for c in kept for f in graph_files(c["file"])}
     graphs = [n for n in manifest["files"] if n.endswith((".onnx", ".xml", ".bin"))]
     for name in [n for n in graphs if n not in used]:
         (folder / name).unlink()

@@ -30,6 +30,11 @@ PIP_PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt"
 log = logging.getLogger("edge_vsd.runtimes")
 
 
+def graph_files(name: str) -> list[str]:
+    """The files one candidate graph occupies: an OpenVINO IR .xml has its weights in the .bin beside it."""
+    return [name, name[: -len(".xml")] + ".bin"] if name.endswith(".xml") else [name]
+
+
 class Backend(Protocol):
     """One inference engine bound to one artifact."""
 

@@ -21,6 +21,7 @@ from edge_vsd.runtimes.backend import (
     candidates,
     create_backend,
     engine_importable,
+    graph_files,
 )
 from edge_vsd.runtimes.cpuinfo import cpu_fingerprint
 from edge_vsd.runtimes.encoder import Encoder
@@ -61,8 +62,10 @@ def tune(
     frame: np.ndarray | None = None,
     write: bool = True,
     log: Callable[[str], None] | None = None,
+    keep_chosen: bool = False,
 ) -> dict[str, Any]:
-    """Time every candidate through the runtime's own load path; record and return the tuning section."""
+    """Time every candidate through the runtime's own load path; record and return the tuning section.
+    `keep_chosen`: then drop every other candidate's graph files (encoder.onnx, the fallback, stays)."""
     artifact_dir = Path(artifact_dir)
     protocol = protocol or Protocol()
     manifest = read_manifest(artifact_dir)
@@ -129,8 +132,25 @@ def tune(
         manifest["candidates"] = cands
         manifest["tuning"] = record
         manifest["backend"] = record["engine"]
+        drop = prune(manifest, chosen) if keep_chosen else []
         write_manifest(artifact_dir, manifest)
+        for name in drop:  # after the manifest stops listing them: a kill here leaves extra files, not gaps
+            (artifact_dir / name).unlink(missing_ok=True)
     return record
+
+
+def prune(manifest: dict[str, Any], chosen: str) -> list[str]:
+    """Keep the chosen candidate's graph and encoder.onnx (what ONNX Runtime falls back to) with the
+    candidates they serve; drop the other graph files from `manifest`. Returns the file names dropped."""
+    by_name = {c["name"]: c for c in manifest["candidates"]}
+    keep = {ONNX_FILE, *graph_files(by_name[chosen]["file"])}
+    listed = {f for c in manifest["candidates"] for f in graph_files(c["file"])}  # a file may serve several
+    drop = sorted(f for f in listed - keep if f in manifest["files"])
+    manifest["candidates"] = [c for c in manifest["candidates"] if set(graph_files(c["file"])) <= keep]
+    for name in drop:
+        del manifest["files"][name]
+    manifest["tuning"]["pruned"] = drop
+    return drop
 
 
 def _versions() -> dict[str, str | None]:
@@ -168,6 +188,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--warmup", type=int, default=Protocol.warmup, help="untimed calls per block (default: %(default)s)"
     )
     p.add_argument("--dry-run", action="store_true", help="print the timings, leave manifest.json as it is")
+    p.add_argument(
+        "--keep",
+        choices=["all", "chosen"],
+        default="all",
+        help="chosen: delete the other candidates' graphs after choosing (smaller artifact for the device "
+        "it was tuned on; encoder.onnx stays as the ONNX Runtime fallback; no re-tuning among them later)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,9 +209,12 @@ def run(args: argparse.Namespace) -> int:
         protocol,
         write=not args.dry_run,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        keep_chosen=args.keep == "chosen",
     )
     print("\n".join(summary_lines(record)))
     where = "not written (--dry-run)" if args.dry_run else "recorded in manifest.json"
+    if record.get("pruned"):
+        where += f"; removed {len(record['pruned'])} other graph file(s): {', '.join(record['pruned'])}"
     print(
         f"{args.artifact}: {record['chosen']} on {record['engine']} for {record['cpu']['model']} "
         f"({record['cpu']['int8_path']}); {where}",

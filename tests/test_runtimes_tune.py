@@ -176,3 +176,41 @@ def test_tune_runs_where_torch_cannot_be_imported(tmp_path):
     )
     assert "RC 0 BAD []" in proc.stdout, proc.stderr[-2000:]
     assert read_manifest(art)["tuning"]["chosen"]
+
+
+def test_tune_keep_chosen_removes_the_other_graphs_and_still_verifies(tmp_path, capsys):
+    art = make_toy_artifact(tmp_path / "art")
+    manifest = read_manifest(art)
+    # a second graph file (an IR-style pair too) carried as candidates, as a cpu-int8 export does
+    (art / "encoder.other.onnx").write_bytes((art / "encoder.onnx").read_bytes())
+    import openvino as ov
+
+    ov.save_model(ov.Core().read_model(str(art / "encoder.onnx")), str(art / "encoder.ir.xml"))
+    from edge_vsd.runtimes.manifest import file_entry
+
+    for name in ("encoder.other.onnx", "encoder.ir.xml", "encoder.ir.bin"):
+        manifest["files"][name] = file_entry(art / name)
+    manifest["candidates"] = [
+        {"name": "main_ort", "file": "encoder.onnx", "engine": "onnxruntime", "precision": "fp32"},
+        {"name": "other_ort", "file": "encoder.other.onnx", "engine": "onnxruntime", "precision": "fp32"},
+        # one file serving two engines, as the fp32 reference does
+        {"name": "other_ov", "file": "encoder.other.onnx", "engine": "openvino", "precision": "fp32"},
+        {"name": "ir_ov", "file": "encoder.ir.xml", "engine": "openvino", "precision": "fp32"},
+    ]
+    write_manifest(art, manifest)
+    assert main(["tune", str(art), "--keep", "chosen", "--rounds", "1", "--iters", "2", "--warmup", "0"]) == 0
+    tuned = read_manifest(art)
+    verify_files(art, tuned)  # every listed file present with its hash
+    chosen = {c["name"]: c for c in manifest["candidates"]}[tuned["tuning"]["chosen"]]
+    kept_files = {"encoder.onnx", chosen["file"]} | (
+        {"encoder.ir.bin"} if chosen["name"] == "ir_ov" else set()
+    )
+    on_disk = {p.name for p in art.iterdir()} - {"manifest.json"}
+    assert on_disk == set(tuned["files"]) == kept_files
+    assert (
+        set(tuned["tuning"]["pruned"])
+        == {"encoder.other.onnx", "encoder.ir.xml", "encoder.ir.bin"} - kept_files
+    )
+    assert {c["file"] for c in tuned["candidates"]} <= kept_files
+    assert load(art).backend_name.endswith(chosen["name"])  # the chosen graph still runs
+    assert "removed" in capsys.readouterr().err
