@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -28,12 +29,12 @@ from edge_vsd.data.synthetic import write_video
 from edge_vsd.dino_reference import as_dino_code, dino_optimizer, dino_step
 from edge_vsd.model import use_fused_attention
 from edge_vsd.train import (
+    DeviceBatches,
     Nets,
     build_nets,
     compile_nets,
     fast_cpu_math,
     schedules,
-    to_device,
     train_step,
 )
 
@@ -58,6 +59,7 @@ class BenchOptions:
     dino: bool = True  # also time the DINO reference step
     reference: str = "dino-code"  # the reference's layers: DINO's own arithmetic, or ours ("our-blocks")
     cache: bool = True  # also time the step fed from the frame cache
+    profile: str | None = None  # write torch.profiler tables of pre-loaded and cache-fed steps here
 
 
 def _sync(device: torch.device) -> None:
@@ -150,6 +152,25 @@ def seconds_per_batch(batches, n: int, use, device: torch.device | None = None, 
     return (time.perf_counter() - start) / n
 
 
+def profile_steps(stepper: Stepper, batches, n: int) -> tuple[dict[str, float], str]:
+    """Run `n` steps under torch.profiler: per-step wall ms, CPU ms inside each of train_step's named ranges
+    (vsd.data/forward/backward/optimizer) and, on CUDA, GPU kernel ms; plus the profiler's op tables."""
+    cuda = stepper.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        wall = stepper.run(batches, n)
+    events = prof.key_averages()
+    summary = {"wall_ms": wall * 1e3}
+    for e in events:
+        if e.key.startswith("vsd."):
+            summary[f"{e.key}_cpu_ms"] = e.cpu_time_total / n / 1e3
+    tables = events.table(sort_by="self_cpu_time_total", row_limit=25)
+    if cuda:
+        summary["gpu_kernel_ms"] = sum(e.self_device_time_total for e in events) / n / 1e3
+        tables += "\n" + events.table(sort_by="self_device_time_total", row_limit=25)
+    return summary, tables
+
+
 def timed_rounds(blocks: dict[str, callable], rounds: int) -> dict[str, float]:
     """Median seconds of each block over `rounds`, the order rotating each round."""
     names, times = list(blocks), {k: [] for k in blocks}
@@ -198,15 +219,23 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
                 pin_memory=device.type == "cuda",
                 prefetch_factor=PREFETCH if cfg.workers > 0 else None,
             )
-            batches = iter(loader)
+            batches = DeviceBatches(iter(loader), device)
             ours.run(batches, CACHE_WARMUP)  # worker start-up and the first batches in flight
             t_cache = ours.run(batches, opts.steps * opts.rounds)
             # where a shortfall comes from: the loader alone, then the loader with the copy (and the device
             # photometric steps) but no training step
             # each after taking the batches the workers hold ready (prefetch 4 each), which would flatter it
             ready, n = cfg.workers * PREFETCH, max(opts.steps * opts.rounds, 2 * cfg.workers * PREFETCH)
-            t_loader = seconds_per_batch(batches, n, lambda b: b, skip=ready)
-            t_copy = seconds_per_batch(batches, n, lambda b: to_device(b, device)["globals"], device, ready)
+            t_loader = seconds_per_batch(batches.batches, n, lambda b: b, skip=ready)
+            t_copy = seconds_per_batch(batches, n, lambda b: b["globals"], device, ready)
+            if opts.profile:
+                profiles = {
+                    "pre-loaded": profile_steps(ours, itertools.repeat(fixed), opts.steps),
+                    "frame cache": profile_steps(ours, batches, opts.steps),
+                }
+                Path(opts.profile).write_text(
+                    "".join(f"## {k}\n{json.dumps(v[0], indent=1)}\n{v[1]}\n" for k, v in profiles.items())
+                )
     peak = 1 / t["matmul"]
     peak_bf16 = matmul_flops(device, torch.bfloat16) if cfg.bf16 else None
     r = {
@@ -294,6 +323,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-cache", action="store_true", help="skip the frame-cache run")
     p.add_argument("--video", help="video for the cache run (default: a synthetic one)")
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="after the cache run, write torch.profiler summaries of pre-loaded and cache-fed steps: CPU "
+        "ms in each part of the step, GPU kernel ms, top ops",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
 
 
@@ -357,6 +392,7 @@ def run(args: argparse.Namespace) -> int:
         dino=not args.no_dino,
         reference=args.reference,
         cache=not args.no_cache,
+        profile=args.profile,
     )
     r = run_benchmark(config_from_args(args), opts, args.video)
     print(report(r))

@@ -44,10 +44,11 @@ class VSDLoss(nn.Module):
         student_patches: torch.Tensor | None,
         teacher_patches: torch.Tensor | None,
         teacher_temp: float,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """student_cls: logits per view [frame t, frame t+delta, locals...]; teacher_cls: [t, t+delta];
         student_patches: (B, N, K) predicted logits of frame t+delta; teacher_patches: (B, N, K); both
-        None without the dense term. Stats: the terms, teacher entropies and KL (nats) for each."""
+        None without the dense term. Stats: the terms and teacher entropies (nats), as 0-d tensors that
+        `read_stats` brings to the host in one transfer (each `.item()` would stall a GPU)."""
         if not self.centers_ready:
             self._init_centers(torch.cat(teacher_cls).detach().float(), teacher_patches)
         t_probs = [F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach() for t in teacher_cls]
@@ -62,8 +63,7 @@ class VSDLoss(nn.Module):
         with torch.no_grad():
             entropy = torch.stack([_entropy(p) for p in t_probs]).mean()
             self._accumulate("center", torch.cat(teacher_cls).detach().float())
-        g, h = loss_global.item(), entropy.item()
-        stats = {"loss_global": g, "teacher_entropy": h, "kl": g - h}
+        stats = {"loss_global": loss_global.detach(), "teacher_entropy": entropy}
         if student_patches is None or teacher_patches is None or self.dense_weight == 0:
             return loss_global, stats
         tpp = F.softmax((teacher_patches.float() - self.patch_center) / teacher_temp, dim=-1).detach()
@@ -71,11 +71,9 @@ class VSDLoss(nn.Module):
             -(tpp * F.log_softmax(student_patches.float() / self.student_temp, dim=-1)).sum(-1).mean()
         )
         with torch.no_grad():
-            patch_entropy = _entropy(tpp).item()
+            stats.update(loss_dense=loss_dense.detach(), patch_entropy=_entropy(tpp))
             self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))
         loss = (loss_global + self.dense_weight * loss_dense) / (1 + self.dense_weight)
-        d = loss_dense.item()
-        stats.update(loss_dense=d, patch_entropy=patch_entropy, kl_dense=d - patch_entropy)
         return loss, stats
 
     def near_uniform(self, stats: dict[str, float], tolerance: float = 0.02) -> bool:
@@ -107,6 +105,16 @@ class VSDLoss(nn.Module):
                 buf.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)
             self._sums[name] = torch.zeros_like(self._sums[name])
             self._counts[name] = 0
+
+
+def read_stats(loss: torch.Tensor, stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """{"loss", **stats, "kl", "kl_dense"?} as floats, read from the device in one synchronisation."""
+    values = torch.stack([loss.detach().float(), *(v.float() for v in stats.values())]).tolist()
+    out = dict(zip(["loss", *stats], values))
+    out["kl"] = out["loss_global"] - out["teacher_entropy"]
+    if "loss_dense" in out:
+        out["kl_dense"] = out["loss_dense"] - out["patch_entropy"]
+    return out
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:

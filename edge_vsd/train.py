@@ -10,6 +10,7 @@ import logging
 import math
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -37,7 +39,7 @@ from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.distributed import barrier, cleanup, init_distributed
 from edge_vsd.errors import InputError
-from edge_vsd.losses import VSDLoss
+from edge_vsd.losses import VSDLoss, read_stats
 from edge_vsd.model import (
     DropPath,
     VisionTransformer,
@@ -235,6 +237,38 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return finish_views(batch) if batch["globals"].dtype == torch.uint8 else batch
 
 
+class DeviceBatches:
+    """Loader batches copied to `device` and finished there (`to_device`). On CUDA the next batch is
+    prepared on a side stream as soon as one is handed out, so its copy and photometric kernels run beside
+    the step that uses the current one instead of in front of the next."""
+
+    def __init__(self, batches: Iterator[dict[str, torch.Tensor]], device: torch.device):
+        self.batches, self.device = batches, device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.ready: dict[str, torch.Tensor] | None = None
+
+    def __iter__(self) -> DeviceBatches:
+        return self
+
+    def _prepare(self) -> None:
+        with torch.cuda.stream(self.stream):
+            self.ready = to_device(next(self.batches), self.device)
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.stream is None:
+            return to_device(next(self.batches), self.device)
+        if self.ready is None:
+            self._prepare()
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self.stream)
+        batch, self.ready = self.ready, None
+        for t in batch.values():
+            t.record_stream(current)  # made on the side stream: keep its memory until the step is done
+        with contextlib.suppress(StopIteration):
+            self._prepare()
+        return batch
+
+
 def train_step(
     nets: Nets,
     batches,
@@ -251,31 +285,37 @@ def train_step(
             g["weight_decay"] = float(sched["wd"][step])
     totals: dict[str, float] = {}
     for micro in range(cfg.accum):
-        batch = to_device(next(batches), device)
+        with record_function("vsd.data"):  # named ranges for `bench-train --profile`
+            batch = to_device(next(batches), device)
         globals_, locals_ = batch["globals"], batch.get("locals")
         last = micro == cfg.accum - 1
         sync = contextlib.nullcontext() if last or nets.model is nets.student else nets.model.no_sync()
-        with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            with torch.no_grad():
-                t_cls, t_patches = nets.teacher(globals_)
-            s_cls, s_patches = nets.model(globals_, locals_)
-            loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, float(sched["teacher_temp"][step]))
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss is {value} at step {step}; lower --lr")
-            (loss / cfg.accum).backward()
-        for k, v in {"loss": value, **stats}.items():
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+        with sync:
+            with autocast, record_function("vsd.forward"):
+                with torch.no_grad():
+                    t_cls, t_patches = nets.teacher(globals_)
+                s_cls, s_patches = nets.model(globals_, locals_)
+                temp = float(sched["teacher_temp"][step])
+                loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, temp)
+                values = read_stats(loss, stats)  # the step's one device-to-host synchronisation
+                if not math.isfinite(values["loss"]):
+                    raise FloatingPointError(f"loss is {values['loss']} at step {step}; lower --lr")
+            with record_function("vsd.backward"):
+                (loss / cfg.accum).backward()
+        for k, v in values.items():
             totals[k] = totals.get(k, 0.0) + v / cfg.accum
-    if cfg.clip_grad:
-        clip_gradients(nets.student, cfg.clip_grad, cfg.clip_mode)
-    if step < freeze_steps:
-        for n, p in nets.student.named_parameters():
-            if "last_layer" in n:
-                p.grad = None
-    nets.opt.step()
-    nets.opt.zero_grad(set_to_none=True)
-    ema_update(nets.student, nets.teacher, float(sched["momentum"][step]))
-    nets.loss_fn.update_centers()
+    with record_function("vsd.optimizer"):
+        if cfg.clip_grad:
+            clip_gradients(nets.student, cfg.clip_grad, cfg.clip_mode)
+        if step < freeze_steps:
+            for n, p in nets.student.named_parameters():
+                if "last_layer" in n:
+                    p.grad = None
+        nets.opt.step()
+        nets.opt.zero_grad(set_to_none=True)
+        ema_update(nets.student, nets.teacher, float(sched["momentum"][step]))
+        nets.loss_fn.update_centers()
     return totals
 
 
@@ -355,7 +395,7 @@ def train(
         generator=torch.Generator(),
         pin_memory=device.type == "cuda",
     )
-    batches = iter(loader)
+    batches = DeviceBatches(iter(loader), device)
     stop = min(total, step + stop_after) if stop_after else total
     bar = tqdm(
         total=total,

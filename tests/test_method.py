@@ -15,7 +15,7 @@ from edge_vsd.data.cuts import detect_cuts
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.synthetic import make_frames
 from edge_vsd.errors import InputError
-from edge_vsd.losses import VSDLoss
+from edge_vsd.losses import VSDLoss, read_stats
 from edge_vsd.train import build_nets, clip_gradients, param_groups, train
 
 TINY = dict(img_size=32, batch_size=4, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16)
@@ -92,10 +92,13 @@ def test_dense_weight_zero_is_the_global_term_only():
     cls = [torch.randn(4, 16) for _ in range(2)]
     t_cls = [torch.randn(4, 16) for _ in range(2)]
     s_p, t_p = torch.randn(4, 9, 16), torch.randn(4, 9, 16)
-    mean_loss, stats = VSDLoss(16)(cls, t_cls, s_p, t_p, 0.04)
+    mean_loss, raw = VSDLoss(16)(cls, t_cls, s_p, t_p, 0.04)
+    stats = read_stats(mean_loss, raw)
+    assert stats["loss"] == pytest.approx(mean_loss.item()) and stats["kl"] >= -1e-5
     assert mean_loss.item() == pytest.approx(0.5 * (stats["loss_global"] + stats["loss_dense"]), rel=1e-5)
     assert {"patch_entropy", "kl_dense"} <= set(stats)
-    cls_only, stats0 = VSDLoss(16, dense_weight=0.0)(cls, t_cls, s_p, t_p, 0.04)
+    cls_only, raw0 = VSDLoss(16, dense_weight=0.0)(cls, t_cls, s_p, t_p, 0.04)
+    stats0 = read_stats(cls_only, raw0)
     assert cls_only.item() == pytest.approx(stats0["loss_global"]) and "loss_dense" not in stats0
 
 

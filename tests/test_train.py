@@ -276,3 +276,26 @@ def test_resume_after_init_with_another_arch(synthetic_video, tmp_path):
     train(TrainConfig(**cfg), show_progress=False, stop_after=2)
     ckpt = train(TrainConfig(**cfg), resume=True, show_progress=False)
     assert load_checkpoint(ckpt)["step"] == 3 and load_encoder(ckpt).cfg.embed_dim == 384
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to PyTorch)")
+def test_device_batches_prefetch_on_a_side_stream_gives_the_same_views(synthetic_video, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from edge_vsd.data.cache import build_cache, open_cache
+    from edge_vsd.data.pairs import FramePairs, StepBatches
+    from edge_vsd.train import DeviceBatches, to_device
+
+    cache = build_cache([synthetic_video], tmp_path / "cache", 72, show_progress=False)
+    data = FramePairs(open_cache(cache), 64, 2, defer_photometric=True)
+
+    def loader():
+        return iter(DataLoader(data, batch_sampler=StepBatches(len(data), 4, 0, 0, 5), pin_memory=True))
+
+    device = torch.device("cuda")
+    plain = [to_device(b, device) for b in loader()]
+    ahead = list(DeviceBatches(loader(), device))
+    assert len(ahead) == len(plain) == 5
+    for a, b in zip(ahead, plain):
+        assert torch.equal(a["globals"], b["globals"])
