@@ -48,9 +48,9 @@ def step_seconds(batch_size: int, img_size: int, out_dim: int, bf16: bool, steps
 
     from edge_vsd.bench_train import Stepper
     from edge_vsd.config import TrainConfig
-    from edge_vsd.train import fast_cpu_math
+    from edge_vsd.train import fast_math
 
-    fast_cpu_math()
+    fast_math()
     cfg = TrainConfig(img_size=img_size, batch_size=batch_size, out_dim=out_dim, delta=15, bf16=bf16)
     stepper = Stepper(cfg, torch.device("cpu"), fused=False, compiled=False)
     batch = itertools.repeat({"globals": torch.randn(batch_size, 2, 3, img_size, img_size)})

@@ -159,11 +159,14 @@ def make_checkpoint(
     }
 
 
-def fast_cpu_math() -> None:
-    """Flush denormals to zero. The sharp teacher softmax (temperature 0.04) and Adam's second moments make
+def fast_math(device: torch.device | None = None) -> None:
+    """Flush denormals to zero: the sharp teacher softmax (temperature 0.04) and Adam's second moments make
     denormal floats early in training, and x86 CPUs process those ~20x slower. Call it before the first
-    parallel op: the intra-op threads inherit the setting when they are created."""
+    parallel op: the intra-op threads inherit the setting when they are created. On CUDA, let cuDNN time
+    its algorithms for the step's fixed shapes (as DINO does): the patch embedding's default took 0.8 ms."""
     torch.set_flush_denormal(True)
+    if device is not None and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 @dataclass
@@ -325,8 +328,8 @@ def train(
     """Run VSD training; returns the checkpoint path. Resumes from OUT/checkpoint.pt when `resume`;
     `stop_after` ends this session after that many steps (checkpoint saved, schedule of the full run kept)."""
     cfg.validate()
-    fast_cpu_math()
     rank, world, device = init_distributed(cfg.device)
+    fast_math(device)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.exists():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-try:  # before any torch op, so the intra-op threads inherit it (see edge_vsd.train.fast_cpu_math)
+try:  # before any torch op, so the intra-op threads inherit it (see edge_vsd.train.fast_math)
     import torch
 
     torch.set_flush_denormal(True)

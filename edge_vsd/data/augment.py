@@ -20,8 +20,8 @@ _MEAN = torch.tensor(MEAN).view(3, 1, 1)
 _STD = torch.tensor(STD).view(3, 1, 1)
 _LUMA = (0.299, 0.587, 0.114)
 # RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_INV = torch.linalg.inv(_YIQ)
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_INV = np.linalg.inv(_YIQ)
 DINO_SIGMA_AT = 224  # DINO draws blur sigma in [0.1, 2.0] pixels for 224-pixel crops
 
 
@@ -95,24 +95,25 @@ def _gray_batch(x: torch.Tensor) -> torch.Tensor:
     return (_LUMA[0] * x[:, 0] + _LUMA[1] * x[:, 1] + _LUMA[2] * x[:, 2]).unsqueeze(1)
 
 
-def _hue_matrices(turns: torch.Tensor) -> torch.Tensor:
-    """(B,) turns of the colour circle -> (B, 3, 3) RGB matrices rotating the YIQ chroma plane."""
-    c, s = torch.cos(2 * math.pi * turns), torch.sin(2 * math.pi * turns)
-    rot = torch.zeros(turns.shape[0], 3, 3, dtype=turns.dtype, device=turns.device)
+def _hue_matrices(turns: np.ndarray) -> torch.Tensor:
+    """(B,) turns of the colour circle -> (B, 3, 3) float32 RGB matrices rotating the YIQ chroma plane.
+    Computed in numpy: a tiny torch CPU op in the training process took 2-8 ms beside busy loader workers."""
+    c, s = np.cos(2 * math.pi * turns), np.sin(2 * math.pi * turns)
+    rot = np.zeros((len(turns), 3, 3))
     rot[:, 0, 0], rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = 1, c, -s, s, c
-    yiq, inv = _YIQ.to(turns.device, turns.dtype), _YIQ_INV.to(turns.device, turns.dtype)
-    return inv @ rot @ yiq
+    return torch.from_numpy((_YIQ_INV @ rot @ _YIQ).astype(np.float32))
 
 
 def _blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with a sigma per image (`sigma` on the CPU), reflect padding; kernels
     zero-padded to the widest."""
-    radius = [max(1, int(2 * s)) for s in sigma.tolist()]
-    r = max(radius)
-    taps = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-(taps**2) / (2 * sigma.float()[:, None] ** 2))
-    k = k * (taps.abs() <= torch.tensor(radius)[:, None])  # each image's own support
-    k = (k / k.sum(1, keepdim=True)).to(x.device, x.dtype, non_blocking=True)
+    sigma = sigma.double().numpy()
+    radius = np.maximum(1, (2 * sigma).astype(int))
+    r = int(radius.max())
+    taps = np.arange(-r, r + 1)
+    k = np.exp(-(taps**2) / (2 * sigma[:, None] ** 2)) * (np.abs(taps) <= radius[:, None])  # own support
+    k = torch.from_numpy((k / k.sum(1, keepdims=True)).astype(np.float32))
+    k = k.to(x.device, x.dtype, non_blocking=True)
     b, c, h, w = x.shape
     if b == 1:  # one kernel for all channels: a plain single-channel convolution is faster on CPU
         y, k, groups = x.reshape(c, 1, h, w), k, 1
@@ -126,7 +127,7 @@ def _blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 def shift_hue(x: torch.Tensor, turns: float) -> torch.Tensor:
     """Rotate hue of one (3, H, W) image by `turns` of a full circle (YIQ chroma rotation, close to
     torchvision's HSV shift)."""
-    m = _hue_matrices(torch.tensor([float(turns)]))[0]
+    m = _hue_matrices(np.array([turns]))[0]
     return torch.einsum("ij,jhw->ihw", m, x).clamp(0, 1)
 
 
@@ -136,12 +137,12 @@ def apply_photometric(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     the decisions read it there, so a GPU batch needs no device-to-host sync."""
     flags = p.cpu()
     on = {k: flags[:, _F[k]] > 0 for k in ("jitter", "gray", "blur", "solarize")}
-    col = p.to(x.device, x.dtype, non_blocking=True)[:, :, None, None, None].unbind(1)
+    col = p.to(x.device, x.dtype, non_blocking=True)[:, :, None, None, None].unbind(1)  # masks come from it
 
     def where(field: str, y: torch.Tensor) -> torch.Tensor:
         if bool(on[field].all()):
             return y
-        return torch.where(on[field].to(x.device, non_blocking=True)[:, None, None, None], y, x)
+        return torch.where(col[_F[field]] > 0, y, x)
 
     if on["jitter"].any():
         y = (x * col[_F["brightness"]]).clamp(0, 1)  # brightness 0.4
@@ -151,7 +152,7 @@ def apply_photometric(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         y = ((y - gray) * col[_F["saturation"]] + gray).clamp(0, 1)  # saturation 0.2
         hue = flags[:, _F["hue"]]
         if hue.any():
-            rot = _hue_matrices(hue.to(x.dtype)).to(x.device, non_blocking=True)
+            rot = _hue_matrices(hue.double().numpy()).to(x.device, x.dtype, non_blocking=True)
             y = torch.einsum("bij,bjhw->bihw", rot, y).clamp(0, 1)
         x = where("jitter", y)
     if on["gray"].any():
