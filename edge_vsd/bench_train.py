@@ -220,10 +220,10 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
             loader = DataLoader(
                 data,
                 batch_sampler=sampler,
-                num_workers=cfg.workers,
-                persistent_workers=cfg.workers > 0,
+                num_workers=cfg.loader_workers,
+                persistent_workers=cfg.loader_workers > 0,
                 pin_memory=device.type == "cuda",
-                prefetch_factor=PREFETCH if cfg.workers > 0 else None,
+                prefetch_factor=PREFETCH if cfg.loader_workers > 0 else None,
             )
             batches = DeviceBatches(iter(loader), device)
             ours.run(batches, CACHE_WARMUP)  # worker start-up and the first batches in flight
@@ -231,7 +231,8 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
             # where a shortfall comes from: the loader alone, then the loader with the copy (and the device
             # photometric steps) but no training step
             # each after taking the batches the workers hold ready (prefetch 4 each), which would flatter it
-            ready, n = cfg.workers * PREFETCH, max(opts.steps * opts.rounds, 2 * cfg.workers * PREFETCH)
+            workers = cfg.loader_workers
+            ready, n = workers * PREFETCH, max(opts.steps * opts.rounds, 2 * workers * PREFETCH)
             t_loader = seconds_per_batch(batches.batches, n, lambda b: b, skip=ready)
             t_copy = seconds_per_batch(batches, n, lambda b: b["globals"], device, ready)
             if opts.profile:
@@ -256,7 +257,7 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
         "threads": torch.get_num_threads(),
         "matmul_n": matmul_size(device),
         "photometric_on": "device" if cfg.defer_photometric else "loader",
-        "workers": cfg.workers,
+        "workers": cfg.loader_workers,
         "first_step_s": first_step_s,
         "step_s": t["ours"],
         "pairs_per_s_preloaded": cfg.batch_size / t["ours"],
@@ -298,8 +299,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=0,
-        help="data-loading processes for the cache run (default 0; on 2 cores workers fight the step)",
+        help="data-loading processes for the cache run (default as `train`: 0 on the CPU, up to 4 on CUDA)",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (adds a bf16 matmul reference)")

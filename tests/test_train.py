@@ -299,3 +299,12 @@ def test_device_batches_prefetch_on_a_side_stream_gives_the_same_views(synthetic
     assert len(ahead) == len(plain) == 5
     for a, b in zip(ahead, plain):
         assert torch.equal(a["globals"], b["globals"])
+
+
+def test_loader_workers_default_by_device(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert TrainConfig(device="cpu").loader_workers == 0  # workers fight the step on a small CPU
+    assert TrainConfig(device="cuda").loader_workers == 4
+    assert TrainConfig(device="cuda", workers=9).loader_workers == 9
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    assert TrainConfig(device="cuda").loader_workers == 1  # two cores stay with the training process
