@@ -51,28 +51,33 @@ class VSDLoss(nn.Module):
         `read_stats` brings to the host in one transfer (each `.item()` would stall a GPU)."""
         if not self.centers_ready:
             self._init_centers(torch.cat(teacher_cls).detach().float(), teacher_patches)
-        t_probs = [F.softmax((t.float() - self.center) / teacher_temp, dim=-1).detach() for t in teacher_cls]
-        s_logp = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_cls]
-        terms = [
-            -(tp * s_logp[v]).sum(-1).mean()
-            for iq, tp in enumerate(t_probs)
-            for v in range(len(s_logp))
-            if v != iq
-        ]
-        loss_global = torch.stack(terms).mean()
-        with torch.no_grad():
-            entropy = torch.stack([_entropy(p) for p in t_probs]).mean()
-            self._accumulate("center", torch.cat(teacher_cls).detach().float())
-        stats = {"loss_global": loss_global.detach(), "teacher_entropy": entropy}
-        if student_patches is None or teacher_patches is None or self.dense_weight == 0:
-            return loss_global, stats
-        tpp = F.softmax((teacher_patches.float() - self.patch_center) / teacher_temp, dim=-1).detach()
-        loss_dense = (
-            -(tpp * F.log_softmax(student_patches.float() / self.student_temp, dim=-1)).sum(-1).mean()
-        )
-        with torch.no_grad():
-            stats.update(loss_dense=loss_dense.detach(), patch_entropy=_entropy(tpp))
-            self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))
+        with torch.autocast(teacher_cls[0].device.type, enabled=False):  # float32, whatever the step runs in
+            t_logits = [(t.detach().float() - self.center) / teacher_temp for t in teacher_cls]
+            t_probs = [F.softmax(z, dim=-1) for z in t_logits]
+            s_logp = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_cls]
+            terms = [
+                _cross_entropy(tp, s_logp[v])
+                for iq, tp in enumerate(t_probs)
+                for v in range(len(s_logp))
+                if v != iq
+            ]
+            loss_global = torch.stack(terms).mean()
+            with torch.no_grad():
+                entropy = torch.stack([_softmax_entropy(z, p) for z, p in zip(t_logits, t_probs)]).mean()
+                self._accumulate("center", torch.cat(teacher_cls).detach().float())
+            stats = {"loss_global": loss_global.detach(), "teacher_entropy": entropy}
+            if student_patches is None or teacher_patches is None or self.dense_weight == 0:
+                return loss_global, stats
+            with torch.no_grad():
+                # (B, N, K) tensors: every pass over them is memory traffic, so in place where safe
+                z = (teacher_patches.float() - self.patch_center).div_(teacher_temp)
+                tpp = F.softmax(z, dim=-1)
+            loss_dense = _cross_entropy(
+                tpp, F.log_softmax(student_patches.float() / self.student_temp, dim=-1)
+            )
+            with torch.no_grad():
+                stats.update(loss_dense=loss_dense.detach(), patch_entropy=_softmax_entropy(z, tpp))
+                self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))
         loss = (loss_global + self.dense_weight * loss_dense) / (1 + self.dense_weight)
         return loss, stats
 
@@ -117,9 +122,17 @@ def read_stats(loss: torch.Tensor, stats: dict[str, torch.Tensor]) -> dict[str, 
     return out
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of the distributions along the last axis."""
-    return -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+def _cross_entropy(p: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -sum_k p log q, as one dot product: no (rows, K) product is written."""
+    return -torch.dot(p.reshape(-1), logq.reshape(-1)) / (p.numel() // p.shape[-1])
+
+
+def _softmax_entropy(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of p = softmax(z) along the last axis: log p = z - logsumexp(z), so the entropy
+    is logsumexp(z) - <p, z>, two reads of z and no log of p."""
+    return torch.logsumexp(z, dim=-1).mean() - torch.dot(p.reshape(-1), z.reshape(-1)) / (
+        p.numel() // p.shape[-1]
+    )
 
 
 def _all_mean(total: torch.Tensor, count: int) -> torch.Tensor:
