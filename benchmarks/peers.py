@@ -32,7 +32,7 @@ TORCH, ORT_FP32, ORT_DYN, OV_FP32, OV_NNCF, OURS, OURS_ENCODER = (
     "openvino_fp32",
     "openvino_nncf_default_int8",
     "ours_tuned",
-    "ours_tuned_encoder_only",  # the same engine and graph fed the peers' preprocessed tensor (not a bound)
+    "ours_tuned_encoder_only",  # the same engine and graph fed the frame at model size (not a bound)
 )
 # Item-6 bounds for our artifact, end to end.
 MAX_VS_TORCH = 0.40
@@ -157,6 +157,7 @@ def build_paths(
     raw = frames.raw_heldout[0] if frames.raw_heldout else frames.heldout[0]
     frame = cv2.resize(raw, FRAME_WH, interpolation=cv2.INTER_AREA)
     x1 = np.ascontiguousarray(enc.preprocess(frame))  # every peer gets this frame, preprocessed
+    x_ours = enc.prepare(frame)  # what our engine takes: the same, or resized uint8 if it normalises in-graph
 
     backbone = load_encoder(str(ckpt)).eval()
     torch.set_num_threads(s.threads)
@@ -201,8 +202,8 @@ def build_paths(
             OURS_ENCODER,
             enc.backend_name,
             enc.manifest.get("precision"),
-            "tensor",
-            lambda: enc.backend.run(x1),
+            "resized uint8 frame" if enc.takes_uint8 else "tensor",
+            lambda: enc.backend.run(x_ours),
             (ours.cls, ours.patches),
         )
     )
@@ -230,7 +231,7 @@ def bounds(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     cos = min(ours["cls_cosine"], ours["patch_cosine"])
     out["fidelity"] = {"min_of_cls_patch_cosine": cos, "min": MIN_COSINE, "met": cos >= MIN_COSINE}
     out["all_met"] = all(v["met"] for v in out.values() if isinstance(v, dict))
-    if OURS_ENCODER in ms:  # context, not a bound: the same comparison without our preprocessing
+    if OURS_ENCODER in ms:  # context, not a bound: the same comparison without our resize
         out["encoder_only_vs_openvino_nncf_default"] = round(ms[OURS_ENCODER] / ms[OV_NNCF], 3)
     return out
 
@@ -304,7 +305,8 @@ def markdown(results: dict[str, Any]) -> str:
         + f"; fidelity {b['fidelity']['min_of_cls_patch_cosine']:.4f} (min 0.99) "
         + ("met" if b["fidelity"]["met"] else "NOT met")
         + (
-            f". Without our preprocessing (same tensor as the peers), ours / OpenVINO on NNCF default = "
+            f". Fed the frame at model size (the peers' tensor, or its uint8 pixels where our graph "
+            f"normalises), ours / OpenVINO on NNCF default = "
             f"{b['encoder_only_vs_openvino_nncf_default']:.3f}"
             if "encoder_only_vs_openvino_nncf_default" in b
             else ""

@@ -39,6 +39,8 @@ class Backend(Protocol):
     """One inference engine bound to one artifact."""
 
     name: str
+    # optional `takes_uint8 = True`: the engine normalises in its graph and `run` gets the resized uint8
+    # (B, H, W, 3) frames in the manifest's colour order (see `Encoder.prepare`)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalised (B, 3, H, W) input -> (cls (B, D), patches (B, h, w, D)) numpy arrays."""

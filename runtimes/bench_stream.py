@@ -62,8 +62,8 @@ def decode_frames(source: str | Path, limit: int) -> list[np.ndarray]:
 
 
 def encoder_only_fps(enc: Encoder, frames: list[np.ndarray], batch: int, warmup: int = 20) -> float:
-    """Frames per second of the backend alone on preprocessed frames, `batch` frames per call."""
-    x = enc.preprocess(frames)
+    """Frames per second of the backend alone on prepared frames (`Encoder.prepare`), `batch` per call."""
+    x = enc.prepare(frames)
     for i in range(min(warmup, len(x))):
         enc.run_tensor(x[i : i + batch])
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import numpy as np
 from edge_vsd.runtimes.backend import Backend
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import input_spec
-from edge_vsd.runtimes.preprocess import Preprocessor
+from edge_vsd.runtimes.preprocess import Preprocessor, as_frame_list
 
 DEFAULT_MAX_BATCH = 16  # chunk size for dynamic-batch artifacts: bounds memory, keeps batching benefits
 
@@ -56,12 +56,24 @@ class Encoder:
         """Model input size (H, W)."""
         return self.spec.image_size
 
+    @property
+    def takes_uint8(self) -> bool:
+        """Whether the backend normalises in its own graph and so takes resized uint8 (N, H, W, 3) frames."""
+        return bool(getattr(self.backend, "takes_uint8", False))
+
+    def prepare(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Frames -> what the backend takes: the normalised (N, 3, H, W) tensor, or the resized uint8
+        (N, H, W, 3) frames in the manifest's colour order when the backend folds the normalisation."""
+        if self.takes_uint8:
+            return np.stack([self.preprocess.resize(f) for f in as_frame_list(frames)])
+        return self.preprocess(frames)
+
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> Features:
         """uint8 BGR/gray/BGRA frame, list of frames or (N, H, W, 3) batch -> Features with N rows."""
-        return self.run_tensor(self.preprocess(frames))
+        return self.run_tensor(self.prepare(frames))
 
     def run_tensor(self, x: np.ndarray) -> Features:
-        """Already preprocessed (N, 3, H, W) input -> Features; loops over the artifact's batch size."""
+        """`prepare`'s output -> Features; loops over the artifact's batch size."""
         n = x.shape[0]
         cls_parts, patch_parts = [], []
         for start in range(0, n, self.max_batch):

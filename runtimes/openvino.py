@@ -12,7 +12,9 @@ from edge_vsd.runtimes.errors import RuntimeInputError
 
 
 class OpenVINOBackend:
-    """Runs `encoder.onnx` (or another of the artifact's ONNX candidates) through OpenVINO's CPU plugin."""
+    """Runs `encoder.onnx` (or another of the artifact's graphs) through OpenVINO's CPU plugin. With
+    `fold_preprocessing` (default) the compiled model takes the resized uint8 frames (B, H, W, 3) in the
+    manifest's colour order and does the rest itself: to float, mean and std, HWC to CHW."""
 
     name = "openvino-cpu"
 
@@ -24,6 +26,7 @@ class OpenVINOBackend:
         device: str = "CPU",
         onnx_file: str = ONNX_FILE,
         precision_hint: str | None = None,
+        fold_preprocessing: bool = True,
     ) -> None:
         path = Path(artifact_dir) / onnx_file
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
@@ -34,12 +37,16 @@ class OpenVINOBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         core = ov.Core()
+        self.input_name = manifest["input"]["name"]
+        self.takes_uint8 = fold_preprocessing and _foldable(manifest["input"])
         try:
-            self.compiled = core.compile_model(core.read_model(str(path)), device, config)
+            model = core.read_model(str(path))
+            if self.takes_uint8:
+                model = _with_preprocessing(model, manifest["input"])
+            self.compiled = core.compile_model(model, device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line messages
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeInputError(f"{path}: OpenVINO cannot compile it ({first})") from None
-        self.input_name = manifest["input"]["name"]
         names = {n for port in self.compiled.outputs for n in port.get_names()}
         wanted = [manifest["outputs"]["cls"]["name"], manifest["outputs"]["patches"]["name"]]
         if not set(wanted) <= names:
@@ -49,7 +56,8 @@ class OpenVINOBackend:
         self.name = f"openvino-{device.lower()}"
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 3, H, W) -> (cls, patches); copies, because the request reuses its output buffers."""
+        """(B, 3, H, W) normalised, or (B, H, W, 3) uint8 when `takes_uint8` -> (cls, patches); copies,
+        because the request reuses its output buffers."""
         result = self.request.infer({self.input_name: x})
         return np.array(result[self.cls_port]), np.array(result[self.patches_port])
 
@@ -57,3 +65,24 @@ class OpenVINOBackend:
         """Drop the compiled model."""
         self.request = None
         self.compiled = None
+
+
+def _foldable(spec: dict[str, Any]) -> bool:
+    """Whether the graph's input is float32 (the manifest's layout is always NCHW)."""
+    return spec["dtype"] == "float32"
+
+
+def _with_preprocessing(model: ov.Model, spec: dict[str, Any]) -> ov.Model:
+    """`model` with a uint8 NHWC input whose conversion, normalisation and transpose run in the graph
+    ((x * scale - mean) / std = (x - mean / scale) / (std / scale)), where OpenVINO fuses them."""
+    from openvino.preprocess import PrePostProcessor
+
+    scale = float(spec["scale"])
+    ppp = PrePostProcessor(model)
+    inp = ppp.input(spec["name"])
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    inp.model().set_layout(ov.Layout("NCHW"))
+    inp.preprocess().convert_element_type(ov.Type.f32).mean([m / scale for m in spec["mean"]]).scale(
+        [s / scale for s in spec["std"]]
+    )
+    return ppp.build()

@@ -97,7 +97,7 @@ class StreamItem(tuple):
 @dataclass
 class _Pending:
     grab: Grab
-    tensor: Any  # (1, 3, H, W) array, a Future of (array, seconds), or None (prepared by the consumer)
+    tensor: Any  # `Encoder.prepare`'s array, a Future of (array, seconds), or None (prepared by the consumer)
     prep_s: float = 0.0
 
 
@@ -191,8 +191,7 @@ class FeatureStream:
 
     def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
-        prep = self.encoder.preprocess
-        return prep.normalize(prep.resize(frame)[None]), time.perf_counter() - start
+        return self.encoder.prepare(frame), time.perf_counter() - start
 
     def _decode(self) -> None:
         try:

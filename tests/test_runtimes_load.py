@@ -198,6 +198,12 @@ def test_openvino_backend_matches_reference(artifacts):
         assert enc.backend_name == "openvino-cpu"
         np.testing.assert_allclose(out.cls, cls, atol=1e-4)
         np.testing.assert_allclose(out.patches, patches, atol=1e-4)
+        # by default the graph normalises: it takes the resized uint8 frames, NHWC
+        prepared = enc.prepare(frames)
+        assert enc.takes_uint8 and prepared.dtype == np.uint8 and prepared.shape == (3, *enc.image_size, 3)
+        plain = rt.load(artifacts[kind], backend="openvino", threads=1, fold_preprocessing=False)
+        assert not plain.takes_uint8 and plain.prepare(frames).dtype == np.float32
+        np.testing.assert_allclose(plain(frames).cls, out.cls, atol=1e-5)
 
 
 def test_openvino_missing_is_one_line_error(artifacts, monkeypatch):
