@@ -162,22 +162,24 @@ def make_checkpoint(
 
 
 def keep_freed_memory() -> None:
-    """Have glibc serve large blocks from the heap and keep freed ones, instead of mapping and unmapping
-    them: the dense term's (B, N, K) tensors otherwise cost fresh zeroed pages at every op (on the dev CPU
-    a (32, 49, 4096) division took 2.4 ms so, 0.9 ms from kept memory). No-op off glibc."""
+    """Have glibc serve large blocks from the heap and keep freed ones, instead of mapping fresh zeroed
+    pages for each: every op over the dense term's (B, N, K) tensors paid for them (on the dev CPU a
+    (32, 49, 4096) division took 2.4 ms with fresh pages, 0.9 ms with kept ones). No-op off glibc."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
         return
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 31)
+    if not mallopt(M_MMAP_THRESHOLD, 1 << 30):  # older glibc caps the threshold at 32 MiB
+        mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(M_TRIM_THRESHOLD, 1 << 31)
 
 
 def fast_math(device: torch.device | None = None) -> None:
     """Flush denormals to zero: the sharp teacher softmax (temperature 0.04) and Adam's second moments make
     denormal floats early in training, and x86 CPUs process those ~20x slower. Call it before the first
-    parallel op: the intra-op threads inherit the setting when they are created. On CUDA, let cuDNN time
-    its algorithms for the step's fixed shapes (as DINO does): the patch embedding's default took 0.8 ms."""
+    parallel op: the intra-op threads inherit the setting when they are created. Keep freed memory (see
+    `keep_freed_memory`). On CUDA, let cuDNN time its algorithms for the step's fixed shapes (as DINO
+    does): the patch embedding's default took 0.8 ms."""
     torch.set_flush_denormal(True)
     keep_freed_memory()
     if device is not None and device.type == "cuda":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from edge_vsd.checkpoint import load_checkpoint
 from edge_vsd.cli import main
@@ -100,6 +101,18 @@ def test_dense_weight_zero_is_the_global_term_only():
     cls_only, raw0 = VSDLoss(16, dense_weight=0.0)(cls, t_cls, s_p, t_p, 0.04)
     stats0 = read_stats(cls_only, raw0)
     assert cls_only.item() == pytest.approx(stats0["loss_global"]) and "loss_dense" not in stats0
+
+
+def test_dot_product_loss_terms_equal_their_textbook_forms():
+    from edge_vsd.losses import _cross_entropy, _softmax_entropy
+
+    torch.manual_seed(1)
+    for sharpness in (1.0, 25.0):  # 25: a teacher at temperature 0.04, nearly one-hot
+        z = torch.randn(3, 7, 64) * sharpness
+        p, logq = F.softmax(z, -1), F.log_softmax(torch.randn(3, 7, 64), -1)
+        assert _cross_entropy(p, logq).item() == pytest.approx(-(p * logq).sum(-1).mean().item(), rel=1e-5)
+        textbook = -(p * p.clamp_min(1e-30).log()).sum(-1).mean().item()
+        assert _softmax_entropy(z, p).item() == pytest.approx(textbook, abs=1e-4)
 
 
 def test_near_uniform_teacher_is_detected():
