@@ -32,14 +32,16 @@ class VSDNet(nn.Module):
         (None without the dense term)."""
         b = globals_.shape[0]
         tokens, grid = self.backbone.tokens(globals_.transpose(0, 1).flatten(0, 1))
-        cls = list(self.head(tokens[:, 0]).chunk(2))
-        patch_head = self.patch_head if self.patch_head is not None else self.head
-        if not self.dense:
-            patches = None
-        elif self.predictor is None:
-            patches = patch_head(tokens[b:, 1:])
+        patches = None
+        if self.dense:
+            patches = tokens[b:, 1:] if self.predictor is None else self.predictor(tokens[:b, 1:], grid)
+        if patches is not None and self.patch_head is None:
+            # one head call over CLS and patch rows: larger matmuls, one weight-norm of the last layer
+            rows = self.head(torch.cat([tokens[:, 0], patches.flatten(0, 1)]))
+            cls, patches = list(rows[: 2 * b].chunk(2)), rows[2 * b :].unflatten(0, patches.shape[:2])
         else:
-            patches = patch_head(self.predictor(tokens[:b, 1:], grid))
+            cls = list(self.head(tokens[:, 0]).chunk(2))
+            patches = self.patch_head(patches) if patches is not None else None
         if locals_ is not None:
             n = locals_.shape[1]
             local_tokens, _ = self.backbone.tokens(locals_.transpose(0, 1).flatten(0, 1))
