@@ -317,7 +317,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--photometric-on",
         choices=["auto", "loader", "device"],
         default="auto",
-        help="colour jitter/blur/solarisation in the loader or batched on the device (auto: device on CUDA)",
+        help="colour jitter/blur/solarisation in the loader or batched on the device (auto: as `train`)",
     )
     p.add_argument("--no-dino", action="store_true", help="skip the DINO reference step")
     p.add_argument(

@@ -595,7 +595,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--photometric-on",
         choices=["auto", "loader", "device"],
         help="where colour jitter, blur and solarisation run: in the data loader, or batched on the training "
-        "device after the copy (loader then ships uint8 crops); auto (default): device on CUDA",
+        "device after the copy (loader then ships uint8 crops); auto (default): device on CUDA or with "
+        "--bf16",
     )
     p.add_argument("--cache", help="frame-cache folder for raw videos (default OUT/frame_cache)")
 

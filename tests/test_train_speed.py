@@ -118,9 +118,11 @@ def test_batched_photometric_matches_one_image_at_a_time():
     assert not torch.allclose(batched, x)
 
 
-def test_photometric_on_auto_is_device_on_cuda_only():
+def test_photometric_on_auto_is_device_on_cuda_or_in_bf16():
     assert TrainConfig(device="cuda").defer_photometric
     assert not TrainConfig(device="cpu").defer_photometric
+    assert TrainConfig(device="cpu", bf16=True).defer_photometric
+    assert not TrainConfig(device="cpu", bf16=True, photometric_on="loader").defer_photometric
     assert TrainConfig(device="cpu", photometric_on="device").defer_photometric
     assert not TrainConfig(device="cuda", photometric_on="loader").defer_photometric
 
