@@ -89,14 +89,19 @@ def openvino_ir_int8(fp32: onnx.ModelProto, calib: np.ndarray, scheme: Any) -> A
     (TRANSFORMER placement, SmoothQuant, per-channel weights). OpenVINO ran this IR faster than the same
     scheme's Q/DQ ONNX graph in one tune of ViT-S/16 on an AMX Xeon: 12.0 against 13.0 ms (11.5 against
     12.1 with bf16 float parts; README)."""
-    import openvino as ov
     from edge_vsd.export import quantize
 
+    return quantize.quantize_int8(_openvino_model(fp32), calib, scheme)
+
+
+def _openvino_model(model: onnx.ModelProto) -> Any:
+    """The ONNX graph as an openvino.Model (read through a temporary file)."""
+    import openvino as ov
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "fp32.onnx")
-        onnx.save(fp32, str(path))
-        model = ov.Core().read_model(str(path))
-    return quantize.quantize_int8(model, calib, scheme)
+        path = Path(tmp, "model.onnx")
+        onnx.save(model, str(path))
+        return ov.Core().read_model(str(path))
 
 
 def save_graph(model: Any, path: Path) -> None:
@@ -113,13 +118,9 @@ def _openvino_runner(model: Any):
     """OpenVINO compiles the NNCF Q/DQ graph (or IR model) into its own INT8 kernels (FakeQuantize fusion)."""
     import openvino as ov
 
-    core = ov.Core()
     if isinstance(model, onnx.ModelProto):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp, "model.onnx")
-            onnx.save(model, str(path))
-            model = core.read_model(str(path))
-    compiled = core.compile_model(model, "CPU")
+        model = _openvino_model(model)
+    compiled = ov.Core().compile_model(model, "CPU")
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         res = compiled(x)

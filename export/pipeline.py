@@ -305,7 +305,7 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log):
         try:  # the same scheme quantized on OpenVINO's own graph (no Q/DQ round trip through ONNX)
             ir.model = cpu_int8.openvino_ir_int8(fp32_model, calib_x, scheme)
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot be built is recorded, not fatal
-            ir.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            ir.error = _error_line(exc)
         candidates.append(ir)
     for cand in candidates:
         if cand.model is None:
@@ -313,7 +313,7 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log):
         try:
             cpu_int8.score(cand, held_x, fp32_out, cfg.gate)
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is recorded, not fatal
-            cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            cand.error = _error_line(exc)
         log.note(f"{cand.name:<18} {gate.summary(cand.fidelity) if cand.fidelity else cand.error}")
     record = {
         "isa": cpu_int8.cpu_isa(),
@@ -349,6 +349,11 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log):
     on_default = [c.backend for c in passing if c.model is default.model]
     backend = "openvino" if "openvino" in on_default else "onnxruntime"
     return default.model, backend, {"cpu_int8": record, "vs_fp32": default.fidelity}, graphs, cands
+
+
+def _error_line(exc: Exception) -> str:
+    """A candidate's failure as one line: the exception type and the first line of its message."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
 
 
 def _runtime_inputs(frames: calibration.FrameSet, manifest: dict, torch_ref, backbone):
