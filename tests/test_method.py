@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from edge_vsd.checkpoint import load_checkpoint
 from edge_vsd.cli import main
 from edge_vsd.config import TrainConfig, resolve_config
-from edge_vsd.data.augment import AugmentConfig, augment_pair, shift_hue
+from edge_vsd.data.augment import PHOTO_FIELDS, AugmentConfig, apply_photometric, augment_pair
 from edge_vsd.data.cache import CachedVideo
 from edge_vsd.data.cuts import detect_cuts
 from edge_vsd.data.pairs import FramePairs, StepBatches
@@ -159,6 +159,12 @@ def test_independent_crops_differ_shared_crops_match():
 def test_augmentation_pieces():
     red = torch.zeros(3, 4, 4)
     red[0] = 0.8
+
+    def shift_hue(x: torch.Tensor, turns: float) -> torch.Tensor:  # a jitter row that only turns the hue
+        row = dict.fromkeys(PHOTO_FIELDS, 0.0)
+        row.update(jitter=1.0, brightness=1.0, contrast=1.0, saturation=1.0, hue=turns)
+        return apply_photometric(x[None], torch.tensor([[row[k] for k in PHOTO_FIELDS]]))[0]
+
     assert torch.allclose(shift_hue(red, 0.0), red, atol=1e-5)
     green_ish = shift_hue(red, 1 / 3)
     assert green_ish[1].mean() > green_ish[0].mean()  # a third of the circle takes red towards green

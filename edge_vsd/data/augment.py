@@ -124,13 +124,6 @@ def _blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
-def shift_hue(x: torch.Tensor, turns: float) -> torch.Tensor:
-    """Rotate hue of one (3, H, W) image by `turns` of a full circle (YIQ chroma rotation, close to
-    torchvision's HSV shift)."""
-    m = _hue_matrices(np.array([turns]))[0]
-    return torch.einsum("ij,jhw->ihw", m, x).clamp(0, 1)
-
-
 def apply_photometric(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Apply drawn rows `p` (B, len(PHOTO_FIELDS)) to images x (B, 3, H, W) in [0, 1], on x's device. Each
     step runs only when some image drew it, and leaves the others exactly as they were. Pass `p` on the CPU:
