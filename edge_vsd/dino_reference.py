@@ -13,7 +13,7 @@ from torch import nn
 
 from edge_vsd.config import TrainConfig
 from edge_vsd.model import Attention, DropPath
-from edge_vsd.train import Nets, param_groups, to_device
+from edge_vsd.train import Nets, param_groups
 
 
 def _dino_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,7 @@ def dino_step(
         g["lr"] = float(sched["lr"][step])
         if i == 0:
             g["weight_decay"] = float(sched["wd"][step])
-    images = to_device(batch, device)["globals"]
+    images = batch["globals"]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         t_cls, _ = nets.teacher(images)
         s_cls, _ = nets.student(images)

@@ -306,7 +306,7 @@ def train_step(
     totals: dict[str, float] = {}
     for micro in range(cfg.accum):
         with record_function("vsd.data"):  # named ranges for `bench-train --profile`
-            batch = to_device(next(batches), device)
+            batch = next(batches)  # on the device and finished (`DeviceBatches`)
         globals_, locals_ = batch["globals"], batch.get("locals")
         last = micro == cfg.accum - 1
         sync = contextlib.nullcontext() if last or nets.model is nets.student else nets.model.no_sync()
