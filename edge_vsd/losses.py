@@ -130,9 +130,7 @@ def _cross_entropy(p: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 def _softmax_entropy(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of p = softmax(z) along the last axis: log p = z - logsumexp(z), so the entropy
     is logsumexp(z) - <p, z>, two reads of z and no log of p."""
-    return torch.logsumexp(z, dim=-1).mean() - torch.dot(p.reshape(-1), z.reshape(-1)) / (
-        p.numel() // p.shape[-1]
-    )
+    return torch.logsumexp(z, dim=-1).mean() + _cross_entropy(p, z)
 
 
 def _all_mean(total: torch.Tensor, count: int) -> torch.Tensor:
