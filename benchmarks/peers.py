@@ -94,16 +94,17 @@ def _ort_path(name: str, precision: str, path: Path, threads: int, x1, held) -> 
     return PeerPath(name, "onnxruntime", precision, "tensor", lambda: sess.run(None, {inp: x1}), feats(held))
 
 
-def _ov_path(name: str, precision: str, model, threads: int, x1, held) -> PeerPath:
+def _ov_path(name: str, precision: str, model, threads: int, x1, held, float_parts: str | None) -> PeerPath:
+    """OpenVINO's CPU plugin on `model`; `float_parts` pins the precision of the unquantized ops, None
+    leaves OpenVINO's default (bf16 on CPUs with AMX or AVX-512 BF16, as a user of NNCF's defaults gets).
+    The engine column names what it resolved to."""
     import openvino as ov
 
-    # f32 for the float parts: the artifact's OpenVINO backend does the same (no silent bf16 on AMX CPUs).
-    config = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_NUM_THREADS": threads,
-        "INFERENCE_PRECISION_HINT": "f32",
-    }
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    if float_parts:
+        config["INFERENCE_PRECISION_HINT"] = float_parts
     compiled = ov.Core().compile_model(model, "CPU", config)
+    engine = f"openvino ({compiled.get_property('INFERENCE_PRECISION_HINT').to_string()} float parts)"
     req = compiled.create_infer_request()
     outs = (compiled.output("cls"), compiled.output("patches"))
 
@@ -111,7 +112,7 @@ def _ov_path(name: str, precision: str, model, threads: int, x1, held) -> PeerPa
         res = [req.infer({0: x[i : i + 1]}) for i in range(len(x))]
         return tuple(np.concatenate([np.array(r[o]) for r in res]) for o in outs)
 
-    return PeerPath(name, "openvino", precision, "tensor", lambda: req.infer({0: x1}), feats(held))
+    return PeerPath(name, engine, precision, "tensor", lambda: req.infer({0: x1}), feats(held))
 
 
 def _quantize_dynamic_defaults(src: Path, dst: Path) -> None:
@@ -182,10 +183,11 @@ def build_paths(
     import openvino as ov
 
     paths.append(
-        _ov_path(OV_FP32, "fp32", ov.Core().read_model(str(work / "fp32.onnx")), s.threads, x1, held_x)
+        _ov_path(OV_FP32, "fp32", ov.Core().read_model(str(work / "fp32.onnx")), s.threads, x1, held_x, "f32")
     )
     _log(f"[peers] nncf.quantize (defaults) on {len(calib_x)} frames")
-    paths.append(_ov_path(OV_NNCF, "int8", _nncf_default(work / "fp32.onnx", calib_x), s.threads, x1, held_x))
+    nncf_default = _nncf_default(work / "fp32.onnx", calib_x)
+    paths.append(_ov_path(OV_NNCF, "int8", nncf_default, s.threads, x1, held_x, None))
     ours = enc(list(frames.heldout))
     paths.append(
         PeerPath(

@@ -301,12 +301,13 @@ def _cpu_int8(cfg, fp32_model, calib_x, held_x, fp32_out, log):
     ]
     if nncf_model is not None and cpu_int8.openvino_available():
         candidates.append(cpu_int8.Candidate("openvino_nncf_qdq", "openvino", nncf_model))
-        ir = cpu_int8.Candidate("openvino_ir_int8", "openvino")
-        try:  # the same scheme quantized on OpenVINO's own graph (no Q/DQ round trip through ONNX)
-            ir.model = cpu_int8.openvino_ir_int8(fp32_model, calib_x, scheme)
-        except Exception as exc:  # noqa: BLE001 - a candidate that cannot be built is recorded, not fatal
-            ir.error = _error_line(exc)
-        candidates.append(ir)
+        for name, ir_scheme in cpu_int8.ir_schemes(scheme).items():
+            ir = cpu_int8.Candidate(name, "openvino")
+            try:  # quantized on OpenVINO's own graph (no Q/DQ round trip through ONNX)
+                ir.model = cpu_int8.openvino_ir_int8(fp32_model, calib_x, ir_scheme)
+            except Exception as exc:  # noqa: BLE001 - a candidate that cannot be built is recorded, not fatal
+                ir.error = _error_line(exc)
+            candidates.append(ir)
     for cand in candidates:
         if cand.model is None:
             continue

@@ -404,7 +404,8 @@ def test_cpu_int8_measures_openvino_when_installed(ckpt, vtest, tmp_path):
     )
     manifest = assert_manifest_files_match(art)
     names = {c["name"]: c for c in manifest["cpu_int8"]["candidates"]}
-    for name in ("openvino_nncf_qdq", "openvino_ir_int8"):  # Q/DQ ONNX and NNCF on OpenVINO's own IR
+    # Q/DQ ONNX, and NNCF on OpenVINO's own IR with asymmetric and with symmetric activations
+    for name in ("openvino_nncf_qdq", "openvino_ir_int8", "openvino_ir_int8_symmetric"):
         ov = names[name]
         assert ov["backend"] == "openvino" and ov["latency_ms"] > 0 and ov["fidelity"]["cls_cosine"] >= 0.99
     chosen = names[manifest["cpu_int8"]["chosen"]]

@@ -68,6 +68,21 @@ def test_keep_frames_returns_the_decoded_frame(encoder, video):
         np.testing.assert_array_equal(feats.frame, frames[index])
 
 
+def test_video_files_decode_on_one_thread_on_two_cores_with_the_same_frames(encoder, monkeypatch):
+    import edge_vsd.runtimes.sources as sources
+
+    monkeypatch.setattr(sources.os, "cpu_count", lambda: 16)
+    assert sources.decode_threads() is None  # the decoder's own default where cores are spare
+    monkeypatch.setattr(sources.os, "cpu_count", lambda: 2)
+    assert sources.decode_threads() == 1
+    vtest = opencv_sample("vtest.avi")  # MPEG-4, which FFmpeg decodes with threads by default
+    items = list(encoder.stream(vtest, max_frames=40, keep_frames=True))
+    frames = _decode_all(vtest)[:40]
+    assert len(items) == 40
+    for index, _, feats in items:
+        np.testing.assert_array_equal(feats.frame, frames[index])
+
+
 def test_image_folder_natural_order_and_unreadable_images(encoder, tmp_path, caplog):
     frames = make_frames(5, 40, 60, seed=1)
     for i, frame in enumerate(frames):
