@@ -5,10 +5,11 @@
 
 End-to-end = `enc.stream(source)` (background decode + resize + normalise, overlapped with inference);
 encoder-only = the backend on already preprocessed frames of the same video, at batch 1 and at the stream's
-batch size. Memory: the source is streamed again and again (features discarded) for `--frames` frames; RSS is
-sampled after a warm-up and at the end. `--extract-checks` instead runs `edge-vsd extract` in child
-processes: peak resident memory at two shard sizes (rows go to disk as they arrive, so it should not depend
-on the shard size), and the FPS cost of `--latency-log` (rounds alternating the order, median of rounds).
+batch size; each the median of `--rounds` rounds that time the two in separate blocks, order alternating.
+Memory: the source is streamed again and again (features discarded) for `--frames` frames; RSS is sampled
+after a warm-up and at the end. `--extract-checks` instead runs `edge-vsd extract` in child processes: peak
+resident memory at two shard sizes (rows go to disk as they arrive, so it should not depend on the shard
+size), and the FPS cost of `--latency-log` (rounds alternating the order, median of rounds).
 Prints one JSON object. Torch-free.
 """
 
@@ -118,13 +119,26 @@ def run_benchmark(
     probe_frames: int = 300,
     workers: int | None = None,
     spinning: bool | None = None,
+    rounds: int = 3,
+    park_s: float = 0.3,
 ) -> dict[str, Any]:
-    """All numbers for one artifact and video."""
+    """All numbers for one artifact and video. The FPS figures are medians of `rounds` rounds, each timing
+    the stream and the encoder alone in its own block (order alternating, a pause between blocks)."""
     options = {} if spinning is None else {"spinning": spinning}
     enc = load(artifact, backend=backend, threads=threads, **options)
     batch = enc.static_batch or 4  # the stream's default batch size
     sample = decode_frames(source, probe_frames)
-    stream_rate, processed = stream_fps(enc, source, workers=workers)
+    streams, singles, batched = [], [], []
+    for r in range(rounds):
+        blocks = ["stream", "encoder"] if r % 2 == 0 else ["encoder", "stream"]
+        for block in blocks:
+            time.sleep(park_s)
+            if block == "stream":
+                stream_rate, processed = stream_fps(enc, source, workers=workers)
+                streams.append(stream_rate)
+            else:
+                singles.append(encoder_only_fps(enc, sample, 1))
+                batched.append(singles[-1] if batch == 1 else encoder_only_fps(enc, sample, batch))
     result: dict[str, Any] = {
         "artifact": str(artifact),
         "source": str(source),
@@ -134,12 +148,16 @@ def run_benchmark(
         "workers": workers if workers is not None else default_workers(),
         "cpu_count": os.cpu_count(),
         "stream_batch": batch,
-        "encoder_only_fps_batch1": encoder_only_fps(enc, sample, 1),
-        f"encoder_only_fps_batch{batch}": encoder_only_fps(enc, sample, batch),
-        "end_to_end_fps": stream_rate,
+        "rounds": rounds,
+        "encoder_only_fps_batch1": statistics.median(singles),
+        f"encoder_only_fps_batch{batch}": statistics.median(batched),
+        "end_to_end_fps": statistics.median(streams),
         "end_to_end_frames": processed,
+        "end_to_end_over_encoder_only_by_round": [
+            round(a / b, 3) for a, b in zip(streams, batched, strict=True)
+        ],
     }
-    result["end_to_end_over_encoder_only"] = stream_rate / result[f"encoder_only_fps_batch{batch}"]
+    result["end_to_end_over_encoder_only"] = statistics.median(streams) / statistics.median(batched)
     if frames > 0:
         result["memory"] = rss_growth(enc, source, frames, workers=workers)
     enc.close()
@@ -201,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-spinning", action="store_true", help="ONNX Runtime: idle threads sleep")
     parser.add_argument("--extract-checks", action="store_true", help="extract memory + latency-log cost")
     parser.add_argument("--max-frames", type=int, default=400, help="frames per --extract-checks run")
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds; FPS are medians of rounds")
     args = parser.parse_args(argv)
     if args.extract_checks:
         json.dump(extract_checks(args.artifact, args.source, args.max_frames), sys.stdout, indent=2)
@@ -214,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         args.backend,
         workers=args.workers,
         spinning=False if args.no_spinning else None,
+        rounds=args.rounds,
     )
     json.dump(result, sys.stdout, indent=2)
     print()
