@@ -87,16 +87,16 @@ def ort_dynamic_int8(fp32: onnx.ModelProto) -> onnx.ModelProto:
 
 def ir_schemes(scheme: Any) -> dict[str, Any]:
     """The IR candidates: the ONNX candidate's scheme, and the same with symmetric int8 activations, which
-    OpenVINO ran 8-10% faster on an AMX Xeon (ViT-S/16, no zero-point terms; README). Tune picks."""
+    OpenVINO ran in 9.8-10.2 against 10.8-11.2 ms (ViT-S/16, 2-core AMX Xeon; README). Tune picks."""
     symmetric = replace(scheme, name=f"{scheme.name}_symmetric", symmetric=True)
     return {"openvino_ir_int8": scheme, "openvino_ir_int8_symmetric": symmetric}
 
 
 def openvino_ir_int8(fp32: onnx.ModelProto, calib: np.ndarray, scheme: Any) -> Any:
-    """NNCF on the OpenVINO model itself (read from the fp32 ONNX), with the ONNX candidate's scheme
-    (TRANSFORMER placement, SmoothQuant, per-channel weights). OpenVINO ran this IR faster than the same
-    scheme's Q/DQ ONNX graph in one tune of ViT-S/16 on an AMX Xeon: 12.0 against 13.0 ms (11.5 against
-    12.1 with bf16 float parts; README)."""
+    """NNCF on the OpenVINO model itself (read from the fp32 ONNX) with `scheme` (TRANSFORMER placement,
+    SmoothQuant, per-channel weights). OpenVINO ran this IR faster than the same scheme's Q/DQ ONNX graph
+    in one tune of ViT-S/16 on an AMX Xeon: 12.0 against 13.0 ms (11.5 against 12.1 with bf16 float parts;
+    README)."""
     from edge_vsd.export import quantize
 
     return quantize.quantize_int8(_openvino_model(fp32), calib, scheme)

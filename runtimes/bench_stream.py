@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=400, help="frames per --extract-checks run")
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds; FPS are medians of rounds")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.extract_checks:
         json.dump(extract_checks(args.artifact, args.source, args.max_frames), sys.stdout, indent=2)
         print()

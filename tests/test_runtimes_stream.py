@@ -68,6 +68,7 @@ def test_keep_frames_returns_the_decoded_frame(encoder, video):
         np.testing.assert_array_equal(feats.frame, frames[index])
 
 
+@pytest.mark.realdata
 def test_video_files_decode_on_one_thread_on_two_cores_with_the_same_frames(encoder, monkeypatch):
     import edge_vsd.runtimes.sources as sources
 
