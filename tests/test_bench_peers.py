@@ -39,6 +39,10 @@ def test_bounds_are_ratios_to_the_right_peers():
     with_encoder = peers.bounds(_rows(**{peers.OURS: 22.0, peers.OURS_ENCODER: 19.0}))
     assert with_encoder["encoder_only_vs_openvino_nncf_default"] == pytest.approx(0.95)
     assert not with_encoder["vs_openvino_nncf_default"]["met"] and not with_encoder["all_met"]
+    # so is the peer fed the same frame: ours (22) / NNCF default with its preprocessing (24)
+    from_frame = peers.bounds(_rows(**{peers.OURS: 22.0, peers.OV_NNCF_FRAME: 24.0}))
+    assert from_frame["vs_openvino_nncf_default_from_frame"] == pytest.approx(0.917, abs=1e-3)
+    assert not from_frame["vs_openvino_nncf_default"]["met"] and not from_frame["all_met"]
 
 
 def test_peers_input_errors_are_one_line(tmp_path, capsys):
