@@ -4,7 +4,9 @@ same checkpoint, in one run, same frame, same threads, timed with the fair proto
 PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime dynamic INT8 (`quantize_dynamic` defaults), OpenVINO
 fp32, OpenVINO on NNCF's default INT8 (`nncf.quantize` defaults), and the artifact through
 `edge_vsd.runtimes.load` fed a 640x480 BGR frame (preprocessing included; the peers get the preprocessed
-tensor). Fidelity is each path's cosine to PyTorch fp32 on held-out real frames. Needs the export extra."""
+tensor). Context rows, not bounds: our engine fed the frame at model size, and NNCF's default INT8 fed the
+640x480 frame with its preprocessing timed. Fidelity is each path's cosine to PyTorch fp32 on held-out real
+frames. Needs the export extra."""
 
 from __future__ import annotations
 
