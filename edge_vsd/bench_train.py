@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from edge_vsd.config import TrainConfig
+from edge_vsd.config import COMPILE_MODES, TrainConfig
 from edge_vsd.data.cache import build_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
@@ -110,7 +110,7 @@ class Stepper:
             as_dino_code(teacher)
             opt = dino_optimizer(student)
         if compiled:
-            compile_nets(student, teacher)
+            compile_nets(student, teacher, cfg.compile_mode)
         self.nets = Nets(student, student, teacher, loss_fn, opt)
         self.sched = schedules(cfg, SCHEDULE_STEPS)
 
@@ -261,6 +261,7 @@ def run_benchmark(cfg: TrainConfig, opts: BenchOptions, video: str | None = None
         "attention": "fused" if fused else "explicit",
         "reference": opts.reference,
         "compile": opts.compile,
+        "compile_mode": cfg.compile_mode,
         "threads": torch.get_num_threads(),
         "matmul_n": matmul_size(device),
         "photometric_on": "device" if cfg.defer_photometric else "loader",
@@ -321,6 +322,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--compile", action="store_true", help="torch.compile our step's nets (first step includes it)"
     )
     p.add_argument(
+        "--compile-mode",
+        choices=list(COMPILE_MODES),
+        help="torch.compile mode, implies --compile; reduce-overhead adds CUDA graphs (for launch-bound "
+        "GPU steps)",
+    )
+    p.add_argument(
         "--photometric-on",
         choices=["auto", "loader", "device"],
         default="auto",
@@ -358,6 +365,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         bf16=args.bf16,
         delta=10,
         photometric_on=args.photometric_on,
+        compile=bool(args.compile or args.compile_mode),
+        compile_mode=args.compile_mode or "default",
     )
 
 
@@ -366,7 +375,8 @@ def report(r: dict) -> str:
     lines = [
         f"{r['arch']} @ {r['img_size']} px, batch {r['batch_size']}, {r['device']}, {r['threads']} threads, "
         f"{'bf16' if r['bf16'] else 'fp32'}, {r['attention']} attention, "
-        f"photometric on the {r['photometric_on']}" + (", compiled" if r["compile"] else ""),
+        f"photometric on the {r['photometric_on']}"
+        + (f", compiled ({r.get('compile_mode', 'default')})" if r["compile"] else ""),
         f"  training step            {r['step_gflop']:.1f} GFLOP, first step {r['first_step_s']:.1f} s",
         f"  pairs/s (pre-loaded)     {r['pairs_per_s_preloaded']:.1f}",
         f"  step FLOP/s              {r['step_tflops'] * 1e3:.1f} GFLOP/s = "
@@ -401,7 +411,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         rounds=args.rounds,
         attention=args.attention,
-        compile=args.compile,
+        compile=bool(args.compile or args.compile_mode),
         dino=not args.no_dino,
         reference=args.reference,
         cache=not args.no_cache,

@@ -20,6 +20,9 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile modes
+
+
 @dataclass
 class TrainConfig:
     video: list[str] = field(default_factory=list)  # videos, folders, globs, or one frame-cache folder
@@ -54,6 +57,8 @@ class TrainConfig:
     drop_path: float = 0.1
     bf16: bool = False
     compile: bool = False  # torch.compile the student and teacher forwards (compile time before step 1)
+    # torch.compile's mode; "reduce-overhead" adds CUDA graphs, for GPU steps bound by kernel launches
+    compile_mode: str = "default"
     # heads and loss
     out_dim: int = 4096
     head_hidden_dim: int = 1024
@@ -120,6 +125,7 @@ class TrainConfig:
         _choice("--arch", self.arch, tuple(PRESETS))
         _choice("--patch-size", self.patch_size, (8, 16))
         _choice("--device", self.device, ("cpu", "cuda"))
+        _choice("--compile-mode", self.compile_mode, COMPILE_MODES)
         if self.img_size <= 0 or self.img_size % self.patch_size:
             raise InputError(
                 f"--img-size {self.img_size}: must be a positive multiple of the patch size {self.patch_size}"

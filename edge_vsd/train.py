@@ -33,7 +33,7 @@ from edge_vsd.checkpoint import (
     load_encoder,
     save_atomic,
 )
-from edge_vsd.config import TrainConfig, resolve_config
+from edge_vsd.config import COMPILE_MODES, TrainConfig, resolve_config
 from edge_vsd.data.augment import finish_views
 from edge_vsd.data.cache import build_cache, cache_matches, is_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
@@ -202,10 +202,10 @@ def adamw(params: list[dict[str, Any]], device: torch.device) -> torch.optim.Ada
     return torch.optim.AdamW(params, fused=fused or None, foreach=None if fused else True)
 
 
-def compile_nets(student: VSDNet, teacher: VSDNet) -> None:
-    """torch.compile the student and teacher forwards in place (state-dict keys unchanged)."""
-    student.compile()
-    teacher.compile()
+def compile_nets(student: VSDNet, teacher: VSDNet, mode: str = "default") -> None:
+    """torch.compile the student and teacher forwards in place with `mode` (state-dict keys unchanged)."""
+    student.compile(mode=mode)
+    teacher.compile(mode=mode)
 
 
 def build_nets(
@@ -391,7 +391,8 @@ def train(
         backbone = VisionTransformer(vit_cfg, cfg.drop_path)
     student, teacher, loss_fn, opt = build_nets(cfg, device, backbone)
     if cfg.compile:
-        compile_nets(student, teacher)  # state-dict keys stay plain, so checkpoints load either way
+        # state-dict keys stay plain, so checkpoints load either way
+        compile_nets(student, teacher, cfg.compile_mode)
     step = 0
     if state is not None:
         student.load_state_dict(
@@ -543,6 +544,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="torch.compile the student and teacher (minutes of compilation first; see the README's "
         "training table for where it paid)",
     )
+    p.add_argument(
+        "--compile-mode",
+        choices=list(COMPILE_MODES),
+        default=None,
+        help="torch.compile mode, implies --compile (default: default); reduce-overhead adds CUDA graphs",
+    )
     m = p.add_argument_group("method and baselines (each is recorded in config.json and the checkpoint)")
     m.add_argument(
         "--method",
@@ -623,6 +630,7 @@ OPTION_FIELDS = [
     "separate_patch_head",
     "bf16",
     "compile",
+    "compile_mode",
     "cache",
     "method",
     "dense_weight",
@@ -653,6 +661,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         cfg.steps = None
     if args.delta is not None:
         cfg.delta_seconds = None
+    if args.compile_mode is not None:  # a mode asks for compilation
+        cfg.compile = True
     return cfg
 
 

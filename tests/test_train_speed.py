@@ -3,6 +3,7 @@ bench-train DINO reference step."""
 
 import argparse
 
+import pytest
 import torch
 
 from edge_vsd.bench_train import BenchOptions, config_from_args, dino_config, run_benchmark
@@ -67,12 +68,31 @@ def test_bench_train_presets():
     ns = dict(
         workers=0, device="cpu", bf16=False, arch=None, img_size=None, batch_size=None, photometric_on="auto"
     )
+    ns.update(compile=False, compile_mode=None)
     cfg = config_from_args(argparse.Namespace(preset="vit_s16_224", **ns))
     assert (cfg.arch, cfg.img_size, cfg.batch_size, cfg.patch_size) == ("vit_small", 224, 64, 16)
+    assert not cfg.compile and cfg.compile_mode == "default"
     cfg = config_from_args(argparse.Namespace(preset=None, **ns))
     assert (cfg.arch, cfg.img_size, cfg.batch_size) == ("vit_tiny", 112, 32)
     cfg = config_from_args(argparse.Namespace(preset="vit_s16_224", **{**ns, "batch_size": 8}))
     assert cfg.batch_size == 8
+    cfg = config_from_args(argparse.Namespace(preset=None, **{**ns, "compile_mode": "reduce-overhead"}))
+    assert cfg.compile and cfg.compile_mode == "reduce-overhead"  # a mode implies compiling
+
+
+def test_train_compile_mode_flag_and_its_check():
+    from edge_vsd.errors import InputError
+    from edge_vsd.train import add_arguments
+    from edge_vsd.train import config_from_args as train_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    plain = train_config(parser.parse_args(["--video", "v.avi"]))
+    assert not plain.compile and plain.compile_mode == "default"
+    cfg = train_config(parser.parse_args(["--video", "v.avi", "--compile-mode", "reduce-overhead"]))
+    assert cfg.compile and cfg.compile_mode == "reduce-overhead"
+    with pytest.raises(InputError, match="--compile-mode"):
+        TrainConfig(compile_mode="fastest").validate()
 
 
 def _frames(seed: int = 0):
