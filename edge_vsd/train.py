@@ -305,6 +305,10 @@ def train_step(
             g["weight_decay"] = float(sched["wd"][step])
     totals: dict[str, float] = {}
     for micro in range(cfg.accum):
+        if cfg.compile and cfg.compile_mode == "reduce-overhead":
+            # CUDA graphs reuse their output memory from one iteration to the next; torch's docs ask
+            # training loops to mark where each iteration starts
+            torch.compiler.cudagraph_mark_step_begin()
         with record_function("vsd.data"):  # named ranges for `bench-train --profile`
             batch = next(batches)  # on the device and finished (`DeviceBatches`)
         globals_, locals_ = batch["globals"], batch.get("locals")
