@@ -407,17 +407,18 @@ def report(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     opts = BenchOptions(
         steps=args.steps,
         rounds=args.rounds,
         attention=args.attention,
-        compile=bool(args.compile or args.compile_mode),
+        compile=cfg.compile,
         dino=not args.no_dino,
         reference=args.reference,
         cache=not args.no_cache,
         profile=args.profile,
     )
-    r = run_benchmark(config_from_args(args), opts, args.video)
+    r = run_benchmark(cfg, opts, args.video)
     print(report(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
