@@ -15,6 +15,7 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, umask_mode(0o666))  # mkstemp makes it owner-only; the result should read like any file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -25,6 +26,13 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def umask_mode(mode: int) -> int:
+    """`mode` less this process's umask: what `open()` or `mkdir()` would have given."""
+    mask = os.umask(0o022)  # the only way to read it; set back at once
+    os.umask(mask)
+    return mode & ~mask
 
 
 def fsync_dir(folder: str | Path) -> None:

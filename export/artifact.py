@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edge_vsd.atomic import fsync_dir
+from edge_vsd.atomic import fsync_dir, umask_mode
 from edge_vsd.errors import InputError
 
 
@@ -34,6 +34,7 @@ class Staging:
             self.dir = Path(
                 tempfile.mkdtemp(prefix=f".{self.out.name}.{os.getpid()}.", suffix=".partial", dir=parent)
             )
+            self.dir.chmod(umask_mode(0o777))  # mkdtemp makes it owner-only; a robot's other users read it
         except OSError as exc:
             self._remove_new_dirs()
             raise InputError(f"{self.out}: cannot write the artifact here ({exc.strerror or exc})") from None

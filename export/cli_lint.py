@@ -8,7 +8,7 @@ from edge_vsd.export.trt_lint import errors, lint_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("onnx", nargs="+", help="Q/DQ ONNX file(s) to check")
+    parser.add_argument("onnx", nargs="+", help="Q/DQ ONNX file(s) or artifact folder(s) to check")
     parser.add_argument("--max-lines", type=int, default=50, help="findings printed per file (default 50)")
 
 

@@ -426,8 +426,10 @@ def lint_file(path: str | Path) -> list[Finding]:
     from edge_vsd.errors import InputError
 
     path = Path(path)
+    if path.is_dir() and (path / "encoder.onnx").is_file():  # an artifact folder: its graph
+        path = path / "encoder.onnx"
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: {'a folder without encoder.onnx' if path.is_dir() else 'no such file'}")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - any parse failure means not an ONNX file

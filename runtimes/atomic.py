@@ -14,6 +14,7 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, umask_mode(0o666))  # mkstemp makes it owner-only; the result should read like any file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -24,6 +25,23 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def can_create_in(folder: str | Path) -> bool:
+    """Whether a file can be created in `folder`, found by creating (and removing) one: permission bits do
+    not tell for root, read-only mounts or pseudo file systems such as /proc."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edge-vsd-probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def umask_mode(mode: int) -> int:
+    """`mode` less this process's umask: what `open()` or `mkdir()` would have given."""
+    mask = os.umask(0o022)  # the only way to read it; set back at once
+    os.umask(mask)
+    return mode & ~mask
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -9,7 +9,7 @@ Needs no torch: numpy, OpenCV and the artifact's inference engine only.
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import signal
 import sys
 import threading
@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import numpy as np
 from edge_vsd.runtimes import BACKEND_CHOICES, load
+from edge_vsd.runtimes.atomic import can_create_in
 from edge_vsd.runtimes.backend import auto_backend
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.geometry import PatchGrid
@@ -116,6 +117,8 @@ def _check(args: argparse.Namespace) -> None:
     for flag, value in [("--duration", args.duration), ("--read-timeout", args.read_timeout)]:
         if value is not None and not value > 0:
             raise RuntimeInputError(f"{flag} must be > 0 seconds, got {value}")
+    if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
+        raise RuntimeInputError(f"--fps must be a positive frame rate, got {args.fps}")
     _check_outputs(args)
 
 
@@ -131,7 +134,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         probe = path.parent
         while not probe.exists():
             probe = probe.parent
-        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        if not probe.is_dir() or not can_create_in(probe):
             raise RuntimeInputError(f"{path}: cannot write here ({probe} is not a writable folder) ({flag})")
 
 

@@ -82,7 +82,18 @@ class Encoder:
             if self.static_batch and real < self.static_batch:
                 pad = np.zeros((self.static_batch - real, *chunk.shape[1:]), chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            cls, patches = self.backend.run(np.ascontiguousarray(chunk))
+            try:
+                cls, patches = self.backend.run(np.ascontiguousarray(chunk))
+            except RuntimeInputError:
+                raise
+            except Exception as exc:  # an engine's own multi-line error; the model is the likely cause
+                lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
+                first = next((t for t in lines if not t.startswith("Exception from")), type(exc).__name__)
+                first = first[:200]
+                raise RuntimeInputError(
+                    f"{self.artifact_dir}: {self.backend_name} failed on a {chunk.dtype} input of shape "
+                    f"{tuple(chunk.shape)} (does the manifest match the model?): {first}"
+                ) from exc
             cls_parts.append(np.asarray(cls[:real], np.float32))
             patch_parts.append(np.asarray(patches[:real], np.float32))
         out = Features(

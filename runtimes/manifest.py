@@ -219,6 +219,10 @@ def _inside(root: Path, path: Path) -> bool:
 def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
     """Load and validate `ARTIFACT/manifest.json`."""
     artifact_dir = Path(artifact_dir)
+    if artifact_dir.is_file():
+        checkpoint = artifact_dir.suffix in (".pt", ".pth")
+        hint = "; export a checkpoint with `edge-vsd export` first" if checkpoint else ""
+        raise RuntimeInputError(f"{artifact_dir}: a file, not an artifact folder{hint}")
     if not artifact_dir.is_dir():
         raise RuntimeInputError(f"{artifact_dir}: artifact folder not found")
     path = artifact_dir / MANIFEST_NAME

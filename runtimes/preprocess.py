@@ -42,6 +42,11 @@ def as_frame_list(frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]
     if isinstance(frames, np.ndarray):
         if frames.ndim == 2 or (frames.ndim == 3 and frames.shape[2] in (1, 3, 4)):
             return [frames]
+        if frames.ndim == 3 and frames.shape[2] == 2:  # two channels, not 2-pixel-wide gray frames
+            raise RuntimeInputError(
+                f"a frame must be (H, W), (H, W, 3) BGR or (H, W, 4) BGRA, "
+                f"got shape {frames.shape} (2 channels)"
+            )
         if frames.ndim in (3, 4):
             if len(frames) == 0:
                 raise RuntimeInputError(f"no frames given (an array of shape {frames.shape})")

@@ -7,6 +7,7 @@ deserialized first and the TensorRT version, GPU name and compute capability are
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,11 @@ def register_engine(artifact_dir: str | Path, engine: str | Path | None = None) 
             f"{path}: the engine must be {artifact_dir / ENGINE_FILE} (build it in place)"
         )
     if not path.is_file() or path.stat().st_size == 0:
-        raise RuntimeInputError(f"{path}: no engine there; build it with the command in BUILD_ON_DEVICE.txt")
+        if (artifact_dir / "BUILD_ON_DEVICE.txt").is_file():
+            how = "with the command in BUILD_ON_DEVICE.txt"
+        else:
+            how = f"on the board: trtexec --onnx={artifact_dir / 'encoder.onnx'} --saveEngine={path}"
+        raise RuntimeInputError(f"{path}: no engine there; build it {how}")
     info = _check_with_tensorrt(path)
     manifest["files"][ENGINE_FILE] = file_entry(path)
     trt_record = dict(manifest.get("tensorrt") or {})
@@ -63,4 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     path = register_engine(args.artifact)
     print(f"{path}: {ENGINE_FILE} registered; edge_vsd.runtimes.load now runs it where TensorRT imports")
+    if "version" not in read_manifest(args.artifact)["tensorrt"]:
+        print(
+            f"WARNING: TensorRT does not import here, so {ENGINE_FILE} was hashed but not deserialized; "
+            "run register-engine on the board to check it and record its GPU",
+            file=sys.stderr,
+        )
     return 0

@@ -444,6 +444,8 @@ def open_source(
     pipeline string, or any iterable of frames."""
     if color not in ("bgr", "rgb"):
         raise RuntimeInputError(f"color must be 'bgr' or 'rgb', got {color!r}")
+    if fps is not None and not (fps > 0 and math.isfinite(fps)):
+        raise RuntimeInputError(f"fps must be a positive number of frames a second, got {fps}")
     policy = policy or LivePolicy()
     if not (policy.read_timeout > 0 and math.isfinite(policy.read_timeout)):
         raise RuntimeInputError(

@@ -307,3 +307,14 @@ def test_real_nncf_output(symmetric):
         assert float((ref * out).sum() / np.linalg.norm(ref) / np.linalg.norm(out)) > 0.99
     else:
         assert found & {"zero-point-zero", "int8-not-uint8"}, found
+
+
+def test_an_artifact_folder_is_linted_through_its_encoder_onnx(tmp_path, capsys):
+    art = tmp_path / "art"
+    art.mkdir()
+    onnx.save(qdq_graph(), str(art / "encoder.onnx"))
+    assert main(["lint-trt", str(art)]) == 0
+    assert "OK (0 errors" in capsys.readouterr().out
+    (art / "encoder.onnx").unlink()
+    assert main(["lint-trt", str(art)]) == 2
+    assert "a folder without encoder.onnx" in capsys.readouterr().err

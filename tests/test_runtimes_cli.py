@@ -126,9 +126,23 @@ def test_bad_inputs_exit_2_with_one_line(artifact, video, tmp_path, capsys):
     assert "manifest.json" in _one_line_error(capsys, video, "--artifact", tmp_path, "--out", out)
     assert ".npz" in _one_line_error(capsys, video, "--artifact", artifact, "--out", tmp_path / "f.txt")
     assert "stride" in _one_line_error(capsys, video, "--artifact", artifact, "--out", out, "--stride", 0)
+    for fps in (0, -5, "nan"):
+        assert "--fps" in _one_line_error(capsys, video, "--artifact", artifact, "--out", out, "--fps", fps)
     (tmp_path / "junk.mp4").write_bytes(os.urandom(2048))
     assert "junk.mp4" in _one_line_error(capsys, tmp_path / "junk.mp4", "--artifact", artifact, "--out", out)
     assert not out.exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a /proc file system to write into")
+def test_unwritable_side_output_fails_before_the_old_output_is_replaced(artifact, video, tmp_path, capsys):
+    """/proc passes permission checks for root, yet no file can be made there: found before any work."""
+    out = tmp_path / "f.npz"
+    assert _extract(video, "--artifact", artifact, "--out", out, "--max-frames", 4) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    png = "/proc/edge-vsd-test.png"
+    err = _one_line_error(capsys, video, "--artifact", artifact, "--out", out, "--force", "--pca-png", png)
+    assert "--pca-png" in err and out.read_bytes() == before
 
 
 def test_tampered_artifact_exits_2(artifact, video, tmp_path, capsys):

@@ -104,6 +104,10 @@ def test_missing_manifest_and_missing_folder(artifacts, tmp_path):
         rt.load(art)
     with pytest.raises(RuntimeInputError, match="not found"):
         rt.load(tmp_path / "nowhere")
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"not read")
+    with pytest.raises(RuntimeInputError, match="a file, not an artifact folder; export a checkpoint"):
+        rt.load(ckpt)
 
 
 @pytest.mark.parametrize(
@@ -147,6 +151,19 @@ def test_manifest_that_disagrees_with_the_graph_is_caught(artifacts, tmp_path):
     write_manifest(art, manifest)
     with pytest.raises(RuntimeInputError, match="does not match the manifest"):
         rt.load(art)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_manifest_size_the_graph_cannot_take_is_one_line(artifacts, tmp_path, backend):
+    """A manifest rewritten with its digest but a size the static graph refuses: the engine's own multi-line
+    error becomes one line naming the artifact and the input."""
+    art = _copy(artifacts["static1"], tmp_path / "a")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["model"]["image_size"] = [48, 48]  # the graph takes 64x64
+    write_manifest(art, manifest)
+    with pytest.raises(RuntimeInputError, match=r"failed on a .* input of shape") as err:
+        rt.load(art, backend=backend)(_frames(1))
+    assert str(art) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_valid_onnx_hash_but_garbage_model(tmp_path, artifacts):

@@ -99,3 +99,8 @@ def test_bad_frames_raise_one_line_input_errors(bad):
 def test_gray_batch_splits_into_frames():
     assert len(as_frame_list(np.zeros((5, 20, 30), np.uint8))) == 5
     assert len(as_frame_list(np.zeros((20, 30), np.uint8))) == 1
+
+
+def test_two_channel_frame_is_refused_not_read_as_gray_frames():
+    with pytest.raises(RuntimeInputError, match=r"\(2 channels\)"):
+        Preprocessor(_spec())(np.zeros((48, 64, 2), np.uint8))

@@ -29,6 +29,7 @@ def test_register_then_tamper(tmp_path, capsys):
     engine = art / "encoder.engine"
     engine.write_bytes(b"plan bytes as trtexec would write them")
     assert main(["register-engine", str(art)]) == 0
+    assert "not deserialized" in capsys.readouterr().err  # said, since nothing could check the plan here
     manifest = json.loads((art / "manifest.json").read_text())
     assert manifest["files"]["encoder.engine"]["sha256"] == sha256_file(engine)
     assert manifest["tensorrt"]["engine_built"] is True and manifest["backend"] == "tensorrt"
@@ -44,7 +45,10 @@ def test_missing_engine_is_one_line_error(tmp_path, capsys):
     before = (art / "manifest.json").read_text()
     assert main(["register-engine", str(art)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "encoder.engine" in err and "BUILD_ON_DEVICE" in err
+    assert len(err.splitlines()) == 1 and "encoder.engine" in err and "trtexec --onnx=" in err
     assert (art / "manifest.json").read_text() == before
+    (art / "BUILD_ON_DEVICE.txt").write_text("trtexec ...\n")  # a jetson artifact's: the command to use
+    assert main(["register-engine", str(art)]) == 2
+    assert "BUILD_ON_DEVICE.txt" in capsys.readouterr().err
     with pytest.raises(RuntimeInputError, match="build it in place"):
         register_engine(art, tmp_path / "elsewhere.engine")
