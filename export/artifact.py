@@ -23,10 +23,10 @@ class Staging:
             remove_stale(self.out)
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"{self.out}: exists and is a file, not an artifact folder")
+        if self.out.exists() and not (self.out / "manifest.json").is_file() and any(self.out.iterdir()):
+            raise InputError(f"{self.out}: exists and is not an artifact folder; choose another --out")
         if self.out.exists() and not force:
             raise InputError(f"{self.out}: already exists; pass --force to replace it")
-        if self.out.exists() and not (self.out / "manifest.json").is_file() and any(self.out.iterdir()):
-            raise InputError(f"{self.out}: exists and is not an artifact folder; refusing to replace it")
         parent = self.out.parent.absolute()
         self._new_dirs = [p for p in (parent, *parent.parents) if not p.exists()]
         try:

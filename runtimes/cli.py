@@ -27,7 +27,7 @@ from edge_vsd.runtimes.geometry import PatchGrid
 from edge_vsd.runtimes.manifest import read_manifest
 from edge_vsd.runtimes.pca import EvenSample, PCAVideoWriter, save_png
 from edge_vsd.runtimes.stream import MODES, FeatureStream
-from edge_vsd.runtimes.writer import DTYPES, FeatureWriter
+from edge_vsd.runtimes.writer import DTYPES, INDEX_NAME, FeatureWriter
 from tqdm import tqdm
 
 DEFAULT_SHARD_SIZE = 2000
@@ -129,6 +129,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
     for flag, path in outs:
         if path is None:
             continue
+        if path == args.out.with_suffix("") and path.exists() and not (path / INDEX_NAME).is_file():
+            raise RuntimeInputError(
+                f"{path}: a folder that no extract wrote is where features longer than one shard would go; "
+                "choose another --out"
+            )
         if path.exists() and not args.force:
             raise RuntimeInputError(f"{path}: already exists; pass --force to replace it ({flag})")
         probe = path.parent

@@ -126,5 +126,15 @@ def test_existing_output_needs_force(tmp_path, capsys, ckpt):
     assert (existing / "manifest.json").read_text() == "{}"
 
 
+def test_someone_elses_folder_is_refused_without_asking_for_force(tmp_path, capsys, ckpt):
+    mine = tmp_path / "work" / "userdir"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep")
+    for extra in ([], ["--force"]):
+        out = run_export(tmp_path, capsys, str(ckpt), "--out", str(mine), *extra)
+        one_line_error(*out, "not an artifact folder; choose another --out")
+    assert (mine / "notes.txt").read_text() == "keep"
+
+
 def test_bad_image_size(tmp_path, capsys, ckpt):
     one_line_error(*run_export(tmp_path, capsys, str(ckpt), "--img-size", "100"), "patch size 16")

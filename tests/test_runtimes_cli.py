@@ -145,6 +145,15 @@ def test_unwritable_side_output_fails_before_the_old_output_is_replaced(artifact
     assert "--pca-png" in err and out.read_bytes() == before
 
 
+def test_a_foreign_folder_where_shards_would_go_is_named(artifact, video, tmp_path, capsys):
+    (tmp_path / "myproj").mkdir()
+    (tmp_path / "myproj" / "notes.txt").write_text("keep")
+    for extra in ([], ["--force"]):
+        err = _one_line_error(capsys, video, "--artifact", artifact, "--out", tmp_path / "myproj.npz", *extra)
+        assert "choose another --out" in err
+    assert (tmp_path / "myproj" / "notes.txt").read_text() == "keep"
+
+
 def test_tampered_artifact_exits_2(artifact, video, tmp_path, capsys):
     import shutil
 
