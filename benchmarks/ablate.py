@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_vsd.benchmarks.davis import PropagationSettings
-from edge_vsd.benchmarks.evaluate import EvalConfig, run_eval
+from edge_vsd.benchmarks.evaluate import EvalConfig, load_inputs, run_eval
 from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
@@ -136,7 +136,9 @@ def run_arm(cfg: AblateConfig, arm: Arm, log) -> dict[str, Any]:
             train(tcfg, resume=done > 0)
         finally:  # an interrupted session's time still counts
             timing["seconds"] += time.perf_counter() - start
-            write_bytes_atomic(timing_file, (json.dumps(timing) + "\n").encode())
+            # a failed new run removes its folder: nothing to record, and the original error must surface
+            if run_dir.is_dir():
+                write_bytes_atomic(timing_file, (json.dumps(timing) + "\n").encode())
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines() if r.strip()]
     last = rows[-1] if rows else {}
     return {
@@ -224,10 +226,34 @@ def _has(table: list[dict[str, Any]], key: str) -> bool:
     return any(r.get(key) is not None for r in table)
 
 
+def preflight(cfg: AblateConfig, plan: list[Arm]) -> None:
+    """Before any arm trains: OUT writable, the labelled data's layout, the --init checkpoint, every arm's
+    training settings, and every Δ against the videos' lengths (one-line errors naming the input)."""
+    from edge_vsd.benchmarks.report import check_writable
+
+    from edge_vsd.errors import InputError
+    from edge_vsd.preflight import check_inputs, check_videos
+
+    check_writable(cfg.out, "--out")
+    load_inputs(EvalConfig(davis=cfg.davis, seg_data=cfg.seg_data, max_frames=cfg.max_frames))
+    first = True
+    for arm in plan:
+        if arm.method == "init":
+            continue
+        tcfg = train_config(cfg, arm, Path(cfg.out) / "runs" / arm.name).validate()
+        try:
+            # as `train` checks each arm, but all of them before the first one spends minutes training
+            check_inputs(tcfg) if first else check_videos(tcfg)
+        except InputError as exc:
+            raise RuntimeInputError(f"{exc} (arm {arm.name})") from None
+        first = False
+
+
 def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
     """Train every arm, evaluate all of them, write ablation.{md,json} and the two plots into OUT."""
     out = Path(cfg.out)
     plan = arms(cfg)
+    preflight(cfg, plan)
     trained = {}
     for i, arm in enumerate(plan, 1):
         log(f"[{i}/{len(plan)}] {arm.name}")

@@ -4,11 +4,14 @@ device)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from edge_vsd.benchmarks import SCHEMA, SCHEMA_VERSION
 from edge_vsd.runtimes.errors import RuntimeInputError
+
+log = logging.getLogger(__name__)
 
 ACCURACY_KEYS = ("cls_cosine", "patch_cosine", "corr_acc", "knn_agreement")
 
@@ -49,12 +52,6 @@ def compare(
     notes: list[str] = []
     old_by = {a["name"]: a for a in old["artifacts"]}
     new_by = {a["name"]: a for a in new["artifacts"]}
-    if (old.get("fingerprint") or {}).get("cpu", {}).get("model") != (new.get("fingerprint") or {}).get(
-        "cpu", {}
-    ).get("model"):
-        notes.append(
-            "the two runs were made on different CPUs; latency ratios compare machines, not artifacts"
-        )
     for name, o in old_by.items():
         n = new_by.get(name)
         if n is None:
@@ -86,6 +83,54 @@ def compare(
     return regressions, notes
 
 
+SETTING_KEYS = ("batch", "threads", "backend", "frames", "corr_pairs", "homography_strength", "seed")
+DATA_KEYS = ("kind", "source", "sha256", "frames", "size")
+
+
+def _get(doc: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str) and len(v) == 64:
+        return v[:12]  # a sha256: enough to tell two files apart
+    return "none" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def setting_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One entry per setting the two runs differ in (models, data, threads, reference, machine): their
+    numbers then compare unlike runs, whatever the artifacts' names say."""
+    out = []
+    old_by = {a.get("name"): a for a in old["artifacts"]}
+    for a in new["artifacts"]:
+        o = old_by.get(a.get("name"))
+        if o is not None and (o.get("model") or {}) != (a.get("model") or {}):
+            out.append(f"{a['name']}: model {_show(o.get('model'))} -> {_show(a.get('model'))}")
+    for key in DATA_KEYS:
+        ov, nv = _get(old, "settings", "data", key), _get(new, "settings", "data", key)
+        if ov != nv:
+            out.append(f"data {key}: {_show(ov)} -> {_show(nv)}")
+    for key in SETTING_KEYS:
+        ov, nv = _get(old, "settings", key), _get(new, "settings", key)
+        if ov != nv:
+            out.append(f"{key}: {_show(ov)} -> {_show(nv)}")
+    for what, keys in (
+        ("reference", ("reference", "name")),
+        ("reference kind", ("reference", "kind")),
+        ("CPU", ("fingerprint", "cpu", "model")),
+        ("CPU logical cores", ("fingerprint", "cpu", "logical_cpus")),
+        ("CPU threads used", ("fingerprint", "cpu", "threads_used")),
+        ("board", ("fingerprint", "jetson", "board")),
+    ):
+        ov, nv = _get(old, *keys), _get(new, *keys)
+        if ov != nv:
+            out.append(f"{what}: {_show(ov)} -> {_show(nv)}")
+    # library versions are left out: a new engine release is what a comparison is often run to judge
+    return out
+
+
 def run_compare(
     old_path: str | Path, new_path: str | Path, max_slowdown: float, max_accuracy_drop: float
 ) -> int:
@@ -94,9 +139,16 @@ def run_compare(
         raise RuntimeInputError(f"--max-slowdown {max_slowdown} must be >= 1.0 (a ratio of p50 latencies)")
     if max_accuracy_drop < 0:
         raise RuntimeInputError(f"--max-accuracy-drop {max_accuracy_drop} must be >= 0")
-    regressions, notes = compare(
-        load_results(old_path), load_results(new_path), max_slowdown, max_accuracy_drop
-    )
+    old, new = load_results(old_path), load_results(new_path)
+    differences = setting_differences(old, new)
+    if differences:
+        log.warning(
+            "%s and %s were measured under different settings, so they compare unlike runs: %s",
+            old_path,
+            new_path,
+            "; ".join(differences),
+        )
+    regressions, notes = compare(old, new, max_slowdown, max_accuracy_drop)
     for line in notes:
         print(f"  ok   {line}")
     for line in regressions:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import sha256_file
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -22,10 +25,12 @@ def _same_size(frames: list[np.ndarray]) -> np.ndarray:
 
 
 def read_video(path: Path, n: int) -> np.ndarray:
-    """Up to n frames spread evenly over the video (uint8 BGR, N x H x W x 3)."""
+    """Up to n frames spread evenly over the video (uint8 BGR, N x H x W x 3); a warning naming the file
+    when fewer than n could be read."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise RuntimeInputError(f"{path}: OpenCV cannot open this video")
+    stopped = False
     try:
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         step = max(1, total // n) if total > 0 else 1
@@ -34,6 +39,7 @@ def read_video(path: Path, n: int) -> np.ndarray:
         while len(frames) < n:
             ok = cap.grab()
             if not ok:
+                stopped = True
                 break
             if index % step == 0:
                 ok, frame = cap.retrieve()
@@ -44,11 +50,23 @@ def read_video(path: Path, n: int) -> np.ndarray:
         cap.release()
     if not frames:
         raise RuntimeInputError(f"{path}: no decodable frames")
+    if len(frames) < n:
+        if stopped and index < total:
+            log.warning(
+                "%s: decoding stopped after %d of %d frames; using %d of the %d frames asked",
+                path,
+                index,
+                total,
+                len(frames),
+                n,
+            )
+        else:
+            log.warning("%s: %d frames read, %d asked; using those", path, len(frames), n)
     return np.stack(frames)
 
 
 def read_image_dir(path: Path, n: int) -> np.ndarray:
-    """Up to n images of a folder in name order (unreadable files are skipped)."""
+    """Up to n images of a folder in name order (unreadable files are skipped, with a warning)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise RuntimeInputError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
@@ -57,6 +75,15 @@ def read_image_dir(path: Path, n: int) -> np.ndarray:
     frames = [f for f in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files) if f is not None]
     if not frames:
         raise RuntimeInputError(f"{path}: none of the {len(files)} images could be decoded")
+    if len(frames) < n:
+        skipped = len(files) - len(frames)
+        log.warning(
+            "%s: %d images read, %d asked%s; using those",
+            path,
+            len(frames),
+            n,
+            f" ({skipped} could not be decoded)" if skipped else "",
+        )
     return _same_size(frames)
 
 

@@ -30,11 +30,19 @@ from edge_vsd.benchmarks.davis import (
 )
 from edge_vsd.benchmarks.report import check_report_dir
 from edge_vsd.benchmarks.runner import unique_names
-from edge_vsd.benchmarks.seg_probe import IGNORE, load_seg_data, patch_labels, seg_features, seg_probe
+from edge_vsd.benchmarks.seg_probe import (
+    IGNORE,
+    SegData,
+    load_seg_data,
+    patch_labels,
+    seg_features,
+    seg_probe,
+)
 from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 PROBE_EPOCHS = 30  # the "fast linear" probe: a linear softmax on frozen patch features, Adam, 30 epochs
+CORRESPONDENCE_FRAMES = 16  # frames of --data for patch correspondence
 
 
 @dataclass
@@ -138,8 +146,9 @@ def eval_davis(model: Model, cfg: EvalConfig, log) -> dict[str, Any]:
     return out
 
 
-def eval_seg(model: Model, cfg: EvalConfig) -> dict[str, Any]:
-    data = load_seg_data(cfg.seg_data, cfg.seg_images)
+def eval_seg(model: Model, cfg: EvalConfig, data: SegData | None = None) -> dict[str, Any]:
+    if data is None:
+        data = load_seg_data(cfg.seg_data, cfg.seg_images)
     enc = model.at_size(data.images.shape[1:3])
     size = model.image_size
     labels, feats = seg_features(enc, data, size)
@@ -148,8 +157,38 @@ def eval_seg(model: Model, cfg: EvalConfig) -> dict[str, Any]:
     return {"linear": probe, "knn": knn, "input_size": list(size)}
 
 
-def evaluate_model(model: Model, cfg: EvalConfig, log=lambda m: None) -> dict[str, Any]:
-    """Every task the config names, for one model."""
+@dataclass
+class EvalInputs:
+    """The labelled data and frames, read and checked once before any model runs."""
+
+    seg: SegData | None = None
+    frames: np.ndarray | None = None  # --data frames for patch correspondence
+
+
+def load_inputs(cfg: EvalConfig) -> EvalInputs:
+    """Check every dataset the config names (layout, decodable files) and read what is shared by all
+    models; one-line RuntimeInputError naming the folder or file otherwise."""
+    for root, flag in ((cfg.davis, "--davis"), (cfg.seg_data, "--seg-data"), (cfg.data, "--data")):
+        if root and not Path(root).exists():
+            raise RuntimeInputError(f"{root}: no such file or folder ({flag})")
+    if cfg.davis:
+        load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
+    inputs = EvalInputs()
+    if cfg.seg_data:
+        inputs.seg = load_seg_data(cfg.seg_data, cfg.seg_images)
+    if cfg.data:
+        from edge_vsd.benchmarks.data import load_frames
+
+        inputs.frames, _ = load_frames(cfg.data, CORRESPONDENCE_FRAMES)
+    return inputs
+
+
+def evaluate_model(
+    model: Model, cfg: EvalConfig, log=lambda m: None, inputs: EvalInputs | None = None
+) -> dict[str, Any]:
+    """Every task the config names, for one model (`inputs` from load_inputs, read here when not given)."""
+    if inputs is None:
+        inputs = load_inputs(cfg)
     out: dict[str, Any] = {
         "model": model.path.name,
         "kind": model.kind,
@@ -161,13 +200,10 @@ def evaluate_model(model: Model, cfg: EvalConfig, log=lambda m: None) -> dict[st
         out["davis"] = eval_davis(model, cfg, log)
     if cfg.seg_data:
         log("  linear probe + kNN (ADE20K layout)")
-        out["seg"] = eval_seg(model, cfg)
+        out["seg"] = eval_seg(model, cfg, inputs.seg)
     if cfg.data:
-        from edge_vsd.benchmarks.data import load_frames
-
-        frames, _ = load_frames(cfg.data, 16)
-        enc = model.at_size(frames.shape[1:3])
-        out["correspondence"] = correspondence(enc, frames, model.image_size)
+        enc = model.at_size(inputs.frames.shape[1:3])
+        out["correspondence"] = correspondence(enc, inputs.frames, model.image_size)
     return out
 
 
@@ -286,17 +322,16 @@ def run_eval(models: list[str], cfg: EvalConfig, report: str | Path, force: bool
     if not (cfg.davis or cfg.seg_data or cfg.data):
         raise RuntimeInputError("nothing to evaluate: pass --davis DIR, --seg-data DIR and/or --data VIDEO")
     check_report_dir(report, force)
-    for root, flag in ((cfg.davis, "--davis"), (cfg.seg_data, "--seg-data"), (cfg.data, "--data")):
-        if root and not Path(root).exists():
-            raise RuntimeInputError(f"{root}: no such folder ({flag})")
-    if cfg.davis:
-        load_davis(cfg.davis, cfg.sequences, cfg.max_frames)  # layout errors before any model loads
+    for spec in models:
+        if not Path(spec).exists():
+            raise RuntimeInputError(f"{spec}: no such checkpoint file or artifact folder")
+    inputs = load_inputs(cfg)  # layout and decoding errors before any model loads
     opened = [Model(m) for m in models]
     names = unique_names([m.path for m in opened])
     results, firsts = [], []
     for name, model in zip(names, opened):
         log(f"{name} ({model.kind}, {model.backend})")
-        r = {"name": name, **evaluate_model(model, cfg, log)}
+        r = {"name": name, **evaluate_model(model, cfg, log, inputs)}
         if "davis" in r:
             firsts.append((name, r["davis"].pop("_first")))
         results.append(r)

@@ -370,6 +370,9 @@ def run_cli(
     video = Path(data) if data else Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
     if not video.is_file():
         raise RuntimeInputError(f"{video}: --data must be a video of real frames (fidelity is checked on it)")
+    from edge_vsd.benchmarks.report import check_writable
+
+    check_writable(report, "--report")
     per_block = max(1, iters // rounds)  # --iters counts every timed call, as in `edge-vsd bench`
     s = PeerSettings(threads=threads or os.cpu_count() or 1, rounds=rounds, iters=per_block, warmup=warmup)
     results = run_peers(Path(ckpt), Path(artifacts[0]), video, s)

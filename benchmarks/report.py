@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from edge_vsd.benchmarks import plots
 from edge_vsd.benchmarks.verdicts import ship_line
-from edge_vsd.runtimes.atomic import write_bytes_atomic
+from edge_vsd.runtimes.atomic import can_create_in, write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 COLUMNS = [
@@ -226,6 +225,19 @@ pre {{ background: #f4f6f6; padding: 8px; font-size: 12px; }}
 REPORT_FILES = ("results.json", "report.md", "report.html")
 
 
+def check_writable(out_dir: str | Path, flag: str = "--report") -> None:
+    """Before any work: `out_dir` is, or can be created as, a folder we can write files into (found by
+    creating and removing a probe file in the nearest existing folder)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RuntimeInputError(f"{out}: exists and is not a folder ({flag})")
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not can_create_in(probe):
+        raise RuntimeInputError(f"{out}: cannot write here ({flag}): no new file can be made in {probe}")
+
+
 def check_report_dir(out_dir: str | Path, force: bool) -> None:
     """Before any work: the report folder can be written, and holds no report unless `force` replaces it."""
     out = Path(out_dir)
@@ -234,11 +246,7 @@ def check_report_dir(out_dir: str | Path, force: bool) -> None:
     taken = [n for n in REPORT_FILES if (out / n).exists()]
     if taken and not force:
         raise RuntimeInputError(f"{out}: already holds a report ({taken[0]}); pass --force to replace it")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RuntimeInputError(f"{out}: cannot write the report here ({probe} is not writable)")
+    check_writable(out, "--report")
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

@@ -4,6 +4,7 @@ stops the others; the result is the results.json dictionary."""
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import json
 import sys
 import time
@@ -46,6 +47,7 @@ class Reference:
     kind: str  # "artifact" | "checkpoint" | "none"
     path: Path | None = None
     index: int | None = None
+    encoder: Any = None  # the loaded checkpoint (a TorchReference), checked before any work
 
 
 def check_artifact_dir(path: str | Path) -> Path:
@@ -93,7 +95,12 @@ def resolve_reference(arg: str | None, artifacts: list[Path]) -> Reference:
         raise RuntimeInputError(
             f"{ref}: --reference file must be a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})"
         )
-    return Reference("checkpoint", ref)
+    if importlib.util.find_spec("torch") is None:
+        raise RuntimeInputError(f"{ref}: a checkpoint reference needs PyTorch, which is not installed")
+    from edge_vsd.benchmarks.torch_reference import TorchReference
+
+    # Loaded now, so a file that is not a checkpoint is refused in one line before any timing.
+    return Reference("checkpoint", ref, encoder=TorchReference(ref))
 
 
 def _size_mb(path: Path, manifest: dict[str, Any]) -> float | None:
@@ -208,21 +215,77 @@ def bench_one(
     return row, feats
 
 
-def _external_reference(ref: Reference, s: Settings, frames: np.ndarray, image_size: tuple[int, int] | None):
-    """Features of a reference that is not one of the benchmarked artifacts, plus its own correspondence."""
-    if ref.kind == "checkpoint":
-        from edge_vsd.benchmarks.torch_reference import TorchReference
+def _image_size(path: Path) -> tuple[int, int] | None:
+    size = (_manifest_loose(path).get("model") or {}).get("image_size")
+    try:
+        return int(size[0]), int(size[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
 
-        enc = TorchReference(ref.path, image_size)
-    else:
-        from edge_vsd import runtimes
 
-        enc = runtimes.load(ref.path, backend=s.backend, threads=s.threads)
-    feats = accuracy.encode_all(enc, frames, 8)
-    corr = accuracy.correspondence(
-        enc, frames, tuple(enc.image_size), s.corr_pairs, s.homography_strength, s.seed
-    )
-    return feats, corr
+class ReferenceFeatures:
+    """Features of a reference that is not one of the benchmarked artifacts. A checkpoint runs at each
+    artifact's own input size (computed once per size), so every artifact is compared at its resolution;
+    an artifact folder runs at its exported size."""
+
+    def __init__(self, ref: Reference, s: Settings, frames: np.ndarray) -> None:
+        self.ref, self.s, self.frames = ref, s, frames
+        self.encoder: Any = ref.encoder
+        self.default_size = tuple(ref.encoder.image_size) if ref.encoder is not None else None
+        self.cache: dict[tuple[int, int] | None, tuple[np.ndarray, np.ndarray] | None] = {}
+        self.errors: list[str] = []
+        self.corr_acc: float | None = None
+
+    def _open(self) -> Any:
+        if self.encoder is None:
+            if self.ref.kind == "checkpoint":
+                from edge_vsd.benchmarks.torch_reference import TorchReference
+
+                self.encoder = TorchReference(self.ref.path)
+                self.default_size = tuple(self.encoder.image_size)
+            else:
+                from edge_vsd import runtimes
+
+                self.encoder = runtimes.load(self.ref.path, backend=self.s.backend, threads=self.s.threads)
+        return self.encoder
+
+    def at(self, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(cls, patches) for an artifact of input `size`; None (error recorded) when the reference fails."""
+        if self.ref.kind != "checkpoint":
+            size = None  # an artifact folder only runs at its own size
+        elif size is None:
+            size = self.default_size  # an artifact whose manifest does not say: the checkpoint's own size
+        if size in self.cache:
+            return self.cache[size]
+        feats = None
+        where = f" at {size[0]}x{size[1]}" if size else ""
+        try:
+            enc = self._open()
+            if size is not None:
+                enc.image_size = size
+            feats = accuracy.encode_all(enc, self.frames, 8)
+            if self.corr_acc is None:
+                s = self.s
+                corr = accuracy.correspondence(
+                    enc, self.frames, tuple(enc.image_size), s.corr_pairs, s.homography_strength, s.seed
+                )
+                self.corr_acc = corr["corr_acc"]
+            _log(f"[reference] {self.ref.path.name}{where}: features of {len(self.frames)} frames")
+        except Exception as exc:  # noqa: BLE001 - artifacts are still benchmarked, without fidelity numbers
+            self.errors.append(_short(exc) + where)
+            _log(f"[reference] {self.ref.path}{where}: failed ({_short(exc)}); no fidelity numbers")
+        self.cache[size] = feats
+        return feats
+
+    def close(self) -> None:
+        """Release an artifact reference's engine."""
+        close = getattr(self.encoder, "close", None)
+        if close is not None:
+            close()
+
+    def sizes(self) -> list[list[int]]:
+        """Input sizes the reference features were computed at."""
+        return [list(k) for k, v in self.cache.items() if k is not None and v is not None]
 
 
 def run_benchmark(
@@ -237,6 +300,8 @@ def run_benchmark(
     names = unique_names(artifacts)
     rows: list[dict[str, Any] | None] = [None] * len(artifacts)
     ref_feats = None
+    external = None
+    checked = False  # some artifact's fidelity was measured against the reference
     ref_info: dict[str, Any] = {
         "kind": reference.kind,
         "file": reference.path.name if reference.path else None,
@@ -244,34 +309,47 @@ def run_benchmark(
         "error": None,
         "corr_acc": None,
     }
+    ref_size = None
     if reference.kind == "artifact" and reference.index is not None:
         i = reference.index
         _log(f"[reference] {names[i]}")
         rows[i], ref_feats = bench_one(artifacts[i], names[i], s, frames, None, seg_data)
         ref_info["name"] = names[i]
+        ref_size = _image_size(artifacts[i])
         if ref_feats is not None:
             rows[i]["accuracy"].update(accuracy.fidelity(*ref_feats, *ref_feats))
             rows[i]["accuracy"]["knn_agreement"] = 1.0
             ref_info["corr_acc"] = rows[i]["accuracy"]["corr_acc"]
+            checked = True
         else:
             ref_info["error"] = rows[i]["reason"]
     elif reference.kind != "none":
         ref_info["name"] = reference.path.name
-        first = _manifest_loose(artifacts[0]).get("model", {}).get("image_size") if artifacts else None
-        try:
-            ref_feats, corr = _external_reference(reference, s, frames, tuple(first) if first else None)
-            ref_info["corr_acc"] = corr["corr_acc"]
-        except Exception as exc:  # noqa: BLE001 - artifacts are still benchmarked, without fidelity numbers
-            ref_info["error"] = _short(exc)
-            _log(f"[reference] {reference.path}: failed ({ref_info['error']}); no fidelity numbers")
+        external = ReferenceFeatures(reference, s, frames)
+        if reference.kind == "artifact":
+            ref_size = _image_size(reference.path)
     for i, path in enumerate(artifacts):
         if rows[i] is None:
             _log(f"[{i + 1}/{len(artifacts)}] {names[i]}")
-            rows[i], _ = bench_one(path, names[i], s, frames, ref_feats, seg_data)
-            if rows[i]["accuracy"] is not None and ref_feats is None:
+            size = _image_size(path)
+            feats = external.at(size) if external is not None else ref_feats
+            rows[i], _ = bench_one(path, names[i], s, frames, feats, seg_data)
+            if rows[i]["accuracy"] is not None and feats is None:
                 rows[i]["accuracy"].update(cls_cosine=None, patch_cosine=None, knn_agreement=None)
+            checked = checked or feats is not None
+            if feats is not None and ref_size and size and ref_size != size:
+                rows[i]["notes"].append(
+                    f"reference {ref_info['name']} runs at {ref_size[0]}x{ref_size[1]}, this artifact at "
+                    f"{size[0]}x{size[1]}: compared across resolutions"
+                )
+    if external is not None:
+        external.close()
+        ref_info["corr_acc"] = external.corr_acc
+        ref_info["error"] = "; ".join(external.errors) or None
+        if reference.kind == "checkpoint":
+            ref_info["input_sizes"] = external.sizes()
     time_artifacts(artifacts, rows, s, frames)
-    ship = verdicts.apply(rows, has_reference=ref_feats is not None)
+    ship = verdicts.apply(rows, has_reference=checked)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,

@@ -43,13 +43,13 @@ def ship(rows: list[dict[str, Any]], has_reference: bool) -> dict[str, Any] | No
     if not ok:
         return None
     best = min(ok, key=_p50)
-    checked = "passing the fidelity gate" if has_reference else "no reference: fidelity not checked"
-    return {
-        "name": best["name"],
-        "backend": best.get("backend"),
-        "p50_ms": _p50(best),
-        "why": f"fastest of {len(ok)} artifacts {checked}",
-    }
+    plural = "artifact" if len(ok) == 1 else "artifacts"
+    why = (
+        f"fastest of {len(ok)} {plural} passing the fidelity gate"
+        if has_reference
+        else f"fastest of {len(ok)} {plural}; no reference: fidelity not checked"
+    )
+    return {"name": best["name"], "backend": best.get("backend"), "p50_ms": _p50(best), "why": why}
 
 
 def apply(rows: list[dict[str, Any]], has_reference: bool) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import opencv_sample
 from edge_vsd.runtimes.manifest import file_entry, read_manifest, sha256_file, write_manifest
-from test_bench_support import smooth_frames, toy
+from test_bench_support import smooth_frames, toy, truncated_video
 
 from edge_vsd.cli import main
 
@@ -285,3 +285,113 @@ def test_broken_reference_leaves_the_others_measured(arts, tmp_path, capsys):
     row = results["artifacts"][1]
     assert row["status"] == "ok" and row["latency"]["iters"] == 3
     assert row["accuracy"]["cls_cosine"] is None and row["accuracy"]["corr_acc"] is not None
+
+
+# --- checks before any work, and what the run says about its inputs ------------------------------
+
+
+def _save_tiny_vit(path: Path, size: tuple[int, int] = (32, 32)) -> Path:
+    torch = pytest.importorskip("torch")
+    from edge_vsd.checkpoint import save_atomic
+    from edge_vsd.model import VisionTransformer, ViTConfig
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(embed_dim=64, depth=1, num_heads=1, patch_size=8, img_size=size)
+    save_atomic({"teacher": VisionTransformer(cfg).state_dict()}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_checkpoint_reference_runs_at_each_artifacts_own_size(tmp_path):
+    pytest.importorskip("torch")
+    from edge_vsd.export import ExportConfig, export_artifact
+
+    ckpt = _save_tiny_vit(tmp_path / "vit.pt")
+    fast = dict(calib_frames=4, heldout_frames=4, latency_runs=1, quiet=True)
+    for name, size in (("square", (32, 32)), ("wide", (24, 40))):
+        export_artifact(ExportConfig(checkpoint=str(ckpt), out=str(tmp_path / name), img_size=size, **fast))
+    for order in (["square", "wide"], ["wide", "square"]):
+        report = tmp_path / f"r-{order[0]}"
+        arts = [str(tmp_path / n) for n in order]
+        rc = main(["bench", *arts, "--reference", str(ckpt), "--report", str(report), *FAST])
+        results = json.loads((report / "results.json").read_text())
+        assert rc == 0
+        # exact fp32 exports of the checkpoint: both match it at their own resolution, whatever the order
+        for row in results["artifacts"]:
+            assert row["status"] == "ok", row
+            assert row["accuracy"]["cls_cosine"] > 0.9999 and row["accuracy"]["patch_cosine"] > 0.9999
+        assert sorted(results["reference"]["input_sizes"]) == [[24, 40], [32, 32]]
+        assert "passing the fidelity gate" in results["ship"]["why"]
+
+
+def test_a_file_that_is_no_checkpoint_as_reference_is_refused_before_any_work(arts, tmp_path, capsys):
+    pytest.importorskip("torch")
+    bad = tmp_path / "notackpt.pt"
+    bad.write_text("not a checkpoint\n")
+    report = tmp_path / "r"
+    rc = main(["bench", str(arts["fp32"]), "--reference", str(bad), "--report", str(report), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(bad) in err[0] and "Traceback" not in err[0]
+    assert not report.exists()
+
+
+def test_ship_line_without_reference_reads_as_a_sentence():
+    from edge_vsd.benchmarks.verdicts import ship
+
+    rows = [
+        {"name": n, "status": "ok", "latency": {"p50_ms": ms}, "accuracy": {"cls_cosine": 1.0}}
+        for n, ms in (("a", 2.0), ("b", 1.0))
+    ]
+    why = ship(rows, has_reference=False)["why"]
+    assert why == "fastest of 2 artifacts; no reference: fidelity not checked"
+    assert ship(rows[:1], has_reference=True)["why"] == "fastest of 1 artifact passing the fidelity gate"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (nobody can write there)")
+def test_unwritable_report_folder_is_refused_before_any_work(arts, capsys):
+    # /proc refuses new entries even to root, for whom os.access says yes
+    rc = main(["bench", str(arts["fp32"]), "--report", "/proc/edge-vsd-report", *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "/proc/edge-vsd-report: cannot write here (--report)" in err[0]
+
+
+def test_report_folder_check_creates_nothing(tmp_path):
+    from edge_vsd.benchmarks.report import check_report_dir
+    from edge_vsd.runtimes.errors import RuntimeInputError
+
+    check_report_dir(tmp_path / "new" / "deeper", force=False)
+    assert list(tmp_path.iterdir()) == []  # the probe folder is gone, and no report folder was made
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RuntimeInputError, match="cannot write here"):
+        check_report_dir(tmp_path / "file" / "sub", force=False)
+
+
+def test_truncated_video_as_data_warns_with_frames_read_and_asked(arts, tmp_path, caplog):
+    video = truncated_video(tmp_path / "trunc.avi")
+    rc = main(["bench", str(arts["fp32"]), "--data", str(video), "--report", str(tmp_path / "r"), *FAST])
+    assert rc == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    read = json.loads((tmp_path / "r" / "results.json").read_text())["settings"]["data"]["frames"]
+    assert read < 6
+    assert any(
+        m.startswith(f"{video}: decoding stopped after") and f"using {read} of the 6 frames asked" in m
+        for m in warnings
+    ), warnings
+
+
+def test_compare_warns_when_the_runs_measured_different_things(bench_run, tmp_path, caplog):
+    old = json.loads((bench_run[1] / "results.json").read_text())
+    new = copy.deepcopy(old)
+    new["artifacts"][0]["model"]["image_size"] = [224, 224]
+    new["settings"]["data"].update(kind="video", source="other.avi")
+    new["settings"]["threads"] = 1
+    rc = main(["bench", "--compare", _write(tmp_path / "old.json", old), _write(tmp_path / "new.json", new)])
+    assert rc == 0  # the numbers themselves did not regress
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "compare unlike runs" in warnings[0]
+    for part in ("fp32: model", "[224, 224]", "data source: none -> other.avi", "threads: none -> 1"):
+        assert part in warnings[0], warnings[0]
+    caplog.clear()
+    assert main(["bench", "--compare", str(tmp_path / "old.json"), str(tmp_path / "old.json")]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

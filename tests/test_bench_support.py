@@ -31,6 +31,16 @@ def toy(path: Path, noise: float = 0.0, seed: int = 0) -> Path:
     return make_toy_artifact(path, image_size=SIZE, patch=PATCH, dim=DIM, seed=seed, noise=noise, batch=None)
 
 
+def truncated_video(path: Path, frames: int = 40, keep: float = 0.1) -> Path:
+    """A synthetic MJPG AVI cut short: the header still claims `frames`, only the first few decode."""
+    from edge_vsd.data.synthetic import write_video
+
+    full = write_video(path.with_name(f"full-{path.name}"), n_frames=frames, seed=0)
+    data = full.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
 def add_output_noise(artifact: Path, sigma: float, seed: int = 0) -> Path:
     """Damage an artifact the way a broken quantization would: Gaussian noise on every patch token (a
     RandomNormalLike node in the graph), CLS recomputed from the noisy tokens; manifest hashes updated."""

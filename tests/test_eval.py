@@ -213,3 +213,80 @@ def test_ablate_tiny_and_resumable(data, tmp_path, capsys):
     assert cfg["method"] == "dino" and cfg["steps"] == 2
     assert main(args) == 0  # a second run skips every finished arm
     assert capsys.readouterr().err.count("skipped") == 3
+
+
+# --- checks before any long work -----------------------------------------------------------------
+
+
+def test_eval_checks_the_seg_data_layout_before_any_model_runs(data, tmp_path, capsys):
+    art = make_toy_artifact(tmp_path / "toy", image_size=(96, 128), patch=16, dim=32)
+    report = tmp_path / "report"
+    davis = str(data / "davis")
+    code = main(["eval", str(art), "--davis", davis, "--seg-data", davis, "--report", str(report)])
+    err = capsys.readouterr().err.strip().splitlines()
+    # one line: no "DAVIS label propagation" progress before it, so nothing ran first
+    assert code == 2 and len(err) == 1 and "expected ADE20K layout" in err[0] and davis in err[0]
+    assert not report.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (nobody can write there)")
+def test_eval_refuses_an_unwritable_report_folder_before_any_work(data, tmp_path, capsys):
+    art = make_toy_artifact(tmp_path / "toy", image_size=(96, 128), patch=16, dim=32)
+    code = main(["eval", str(art), "--davis", str(data / "davis"), "--report", "/proc/edge-vsd-eval"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "/proc/edge-vsd-eval: cannot write here (--report)" in err[0]
+
+
+def test_eval_warns_about_a_truncated_video(tmp_path, caplog):
+    from test_bench_support import truncated_video
+
+    art = make_toy_artifact(tmp_path / "toy", image_size=(96, 128), patch=16, dim=32)
+    video = truncated_video(tmp_path / "trunc.avi")
+    assert main(["eval", str(art), "--data", str(video), "--report", str(tmp_path / "r")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{video}: decoding stopped after")
+    assert "of the 16 frames asked" in warnings[0]
+
+
+def _ablate_args(data: Path, out: Path, deltas: str) -> list[str]:
+    video = str(data / "videos" / "train-00.avi")  # 40 frames
+    return ["ablate", "--video", video, "--deltas", deltas, "--steps", "2", "--batch-size", "4"] + [
+        "--img-size", "32", "--out-dim", "64", "--davis", str(data / "davis"), "--out", str(out)
+    ]  # fmt: skip
+
+
+def test_ablate_refuses_a_delta_longer_than_the_videos_before_training(data, tmp_path, capsys):
+    out = tmp_path / "abl"
+    assert main(_ablate_args(data, out, "0,100")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train-00.avi: 40 frames, not more than delta (100 frames)" in err[0]
+    assert "arm vsd-d100" in err[0]
+    assert not out.exists()  # no arm trained, nothing written
+
+
+def test_ablate_checks_the_labelled_data_before_training(data, tmp_path, capsys):
+    out = tmp_path / "abl"
+    args = _ablate_args(data, out, "0") + ["--seg-data", str(data / "davis")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expected ADE20K layout" in err[0] and not out.exists()
+
+
+def test_a_failing_arm_surfaces_trains_error(data, tmp_path):
+    # run_arm alone (no preflight): train refuses the delta and leaves no run folder; the timing record
+    # must not be written into that missing folder, which would hide train's error behind another one
+    from edge_vsd.benchmarks.ablate import AblateConfig, Arm, run_arm
+
+    from edge_vsd.errors import InputError
+
+    cfg = AblateConfig(
+        video=[str(data / "videos" / "train-00.avi")],
+        out=str(tmp_path / "abl"),
+        steps=2,
+        batch_size=4,
+        img_size=32,
+        out_dim=64,
+    )
+    with pytest.raises(InputError, match="not more than delta"):
+        run_arm(cfg, Arm("vsd-d100", "vsd", 100), log=lambda m: None)
+    assert not (tmp_path / "abl" / "runs" / "vsd-d100").exists()

@@ -78,11 +78,11 @@ def test_pickled_payload_checkpoints_are_refused_and_never_run(tmp_path, synthet
         code = main([*argv, "--report", str(tmp_path / "rep")] if argv[0] == "bench" else argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert not marker.exists(), argv[0]
-        # bench records a reference that fails to load and reports it (exit 1); the others refuse (exit 2)
-        assert code in ((1,) if argv[0] == "bench" else (2,)), (argv[0], err)
-        if argv[0] != "bench":
-            assert len(err) == 1 and "top-level.pt" in err[0] and "pickled" in err[0], err
+        # every command refuses it in one line (exit 2); bench before any timing, writing no report
+        assert code == 2, (argv[0], err)
+        assert len(err) == 1 and "top-level.pt" in err[0] and "pickled" in err[0], err
     assert not (tmp_path / "a").exists() and not (tmp_path / "r").exists()
+    assert not (tmp_path / "rep").exists()
 
 
 @pytest.fixture(scope="module")
