@@ -28,6 +28,16 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def can_create_in(folder: str | Path) -> bool:
+    """Whether a file can be created in `folder`, found by creating (and removing) one: permission bits do
+    not tell for root, read-only mounts or pseudo file systems such as /proc."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edge-vsd-probe-"):
+            return True
+    except OSError:
+        return False
+
+
 def umask_mode(mode: int) -> int:
     """`mode` less this process's umask: what `open()` or `mkdir()` would have given."""
     mask = os.umask(0o022)  # the only way to read it; set back at once

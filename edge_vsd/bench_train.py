@@ -21,12 +21,14 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from edge_vsd.checks import at_least
 from edge_vsd.config import COMPILE_MODES, TrainConfig
 from edge_vsd.data.cache import build_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.data.synthetic import write_video
 from edge_vsd.dino_reference import as_dino_code, dino_optimizer, dino_step
+from edge_vsd.errors import InputError
 from edge_vsd.model import use_fused_attention
 from edge_vsd.train import (
     DeviceBatches,
@@ -406,8 +408,23 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def check_args(args: argparse.Namespace, cfg: TrainConfig) -> None:
+    """Every flag and path, before any timing: one-line InputError for the first bad one."""
+    cfg.validate_settings()
+    at_least("--steps", args.steps, 1)
+    at_least("--rounds", args.rounds, 1)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is visible to PyTorch")
+    if args.video is not None and not Path(args.video).is_file():
+        raise InputError(f"{args.video}: no such video file (--video)")
+    for flag, path in (("--json", args.json), ("--profile", args.profile)):
+        if path is not None and not Path(path).parent.is_dir():
+            raise InputError(f"{path}: its folder does not exist ({flag})")
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    check_args(args, cfg)
     opts = BenchOptions(
         steps=args.steps,
         rounds=args.rounds,

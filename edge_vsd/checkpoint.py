@@ -33,7 +33,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a checkpoint file")
+        raise folder_not_checkpoint(path)
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file, not a checkpoint")
     if path.suffix == ".safetensors":
@@ -47,15 +47,51 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        msg = _short(exc)
-        if "weights only" in msg.lower() or "weights_only" in msg or "Unsupported global" in msg:
-            raise InputError(
-                f"{path}: holds pickled objects other than tensors; refusing to load it"
-            ) from None
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
+        raise _load_error(path, exc) from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: not a checkpoint (a {type(obj).__name__}, expected a dict of tensors)")
     return obj
+
+
+def folder_not_checkpoint(path: Path, flag: str = "") -> InputError:
+    """The error for a folder given where a checkpoint file belongs (an artifact folder, most likely)."""
+    what = "an exported artifact folder" if (path / "manifest.json").is_file() else "a folder"
+    return InputError(
+        f"{path}: {what}, not a checkpoint file{f' ({flag})' if flag else ''}; expected a training run's "
+        "checkpoint.pt or a DINO/DoRA .pth"
+    )
+
+
+def _load_error(path: Path, exc: Exception) -> InputError:
+    """Say why torch.load (weights only) refused `path`: not torch data at all, pickled objects other than
+    tensors, a pickle the safe loader cannot parse, or a damaged file."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip, older ones a pickle
+        return InputError(f"{path}: not a PyTorch checkpoint ({_describe_head(head)})")
+    text = str(exc)
+    found = re.search(r"GLOBAL (\S+) was not an allowed global|Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        name = found.group(1) or found.group(2)
+        return InputError(f"{path}: holds pickled objects other than tensors ({name}); refusing to load it")
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand:
+        return InputError(
+            f"{path}: a pickle that the safe (weights-only) loader cannot parse (opcode {operand.group(1)}, "
+            "as in a plain pickle.dump file); refusing to load it"
+        )
+    detail = re.split(r"(?<=[a-z])\. ", _short(exc))[0]  # torch's first sentence says what broke
+    if isinstance(exc, (KeyError, IndexError, EOFError)) or not re.search(r"[A-Za-z]{3}", detail):
+        detail = "damaged or truncated pickle data"
+    return InputError(f"{path}: not a readable PyTorch checkpoint ({detail})")
+
+
+def _describe_head(head: bytes) -> str:
+    """What a file that is not torch.save output looks like, from its first bytes."""
+    if b"\0" not in head and all(b >= 32 or b in b"\t\r\n" for b in head):
+        first = head.decode("utf-8", errors="replace").strip().splitlines()[0][:30] if head.strip() else ""
+        return f"a text file starting {first!r}"
+    return "binary data that is neither a torch.save zip archive nor a pickle"
 
 
 def _short(exc: Exception) -> str:

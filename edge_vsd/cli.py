@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args.debug = debug
     try:
         return int(module.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # training's `Stopped` says what it saved and carries 128 + signal
+        print(one_line(exc) or "interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except Exception as exc:  # noqa: BLE001 - the CLI's one error path: one line, never a traceback
         if debug:
             raise

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from edge_vsd.atomic import write_atomic
+from edge_vsd.checks import at_least, check_img_size, check_writable_dir
 from edge_vsd.data.augment import AugmentConfig
 from edge_vsd.errors import InputError
 
@@ -21,6 +24,27 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile modes
+
+# Settings a --resume may change: the data, where the run lives, how fast it goes and how long it is (the
+# schedules stretch to the new length). Every other setting shapes the model or what a step computes, so a
+# resumed run must keep the one its checkpoint was trained with.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "video",
+        "out",
+        "cache",
+        "init",
+        "steps",
+        "epochs",
+        "save_every",
+        "workers",
+        "device",
+        "bf16",
+        "compile",
+        "compile_mode",
+        "photometric_on",
+    }
+)
 
 
 @dataclass
@@ -119,17 +143,34 @@ class TrainConfig:
         return asdict(self)
 
     def validate(self) -> TrainConfig:
-        """Check every setting before any long work starts; raise InputError naming the first bad one."""
+        """Check every setting and path before any long work; raise InputError naming the first bad one."""
+        self.validate_settings()
+        if self.init:
+            init = Path(self.init)
+            if init.is_dir():
+                from edge_vsd.checkpoint import folder_not_checkpoint
+
+                raise folder_not_checkpoint(init, "--init")
+            if not init.is_file():
+                raise InputError(f"{init}: no such checkpoint file (--init)")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InputError("--device cuda: no CUDA GPU is visible to PyTorch")
+        check_writable_dir(Path(self.out), "--out")
+        return self
+
+    def validate_settings(self) -> TrainConfig:
+        """Check the settings' types and values (no files); raise InputError naming the first bad one."""
         from edge_vsd.model import PRESETS
 
+        check_types(self.to_dict(), "")
         _choice("--arch", self.arch, tuple(PRESETS))
         _choice("--patch-size", self.patch_size, (8, 16))
         _choice("--device", self.device, ("cpu", "cuda"))
         _choice("--compile-mode", self.compile_mode, COMPILE_MODES)
-        if self.img_size <= 0 or self.img_size % self.patch_size:
-            raise InputError(
-                f"--img-size {self.img_size}: must be a positive multiple of the patch size {self.patch_size}"
-            )
+        check_img_size(self.img_size, self.patch_size)
         for flag, value in (
             ("--batch-size", self.batch_size),
             ("--epochs", self.epochs),
@@ -139,15 +180,15 @@ class TrainConfig:
             ("head_hidden_dim", self.head_hidden_dim),
             ("head_bottleneck_dim", self.head_bottleneck_dim),
         ):
-            _at_least(flag, value, 1)
-        _at_least("--steps", self.steps, 1)
-        _at_least("--delta", self.delta, 0)  # 0 is valid: same-frame pairs (the DINO preset)
-        _at_least("predictor_depth", self.predictor_depth, 0)
-        _at_least("--workers", self.workers, 0)
-        _at_least("--local-crops", self.local_crops, 0)
-        _at_least("warmup_steps", self.warmup_steps, 0)
-        _at_least("freeze_last_layer_steps", self.freeze_last_layer_steps, 0)
-        _at_least("warmup_teacher_temp_steps", self.warmup_teacher_temp_steps, 0)
+            at_least(flag, value, 1)
+        at_least("--steps", self.steps, 1)
+        at_least("--delta", self.delta, 0)  # 0 is valid: same-frame pairs (the DINO preset)
+        at_least("predictor_depth", self.predictor_depth, 0)
+        at_least("--workers", self.workers, 0)
+        at_least("--local-crops", self.local_crops, 0)
+        at_least("warmup_steps", self.warmup_steps, 0)
+        at_least("freeze_last_layer_steps", self.freeze_last_layer_steps, 0)
+        at_least("warmup_teacher_temp_steps", self.warmup_teacher_temp_steps, 0)
         if self.delta_seconds is not None and not self.delta_seconds > 0:
             raise InputError(f"--delta-seconds {self.delta_seconds}: must be > 0")
         if self.batch_size % self.accum:
@@ -171,15 +212,19 @@ class TrainConfig:
         if not 0 <= self.drop_path < 1:
             raise InputError(f"drop_path {self.drop_path}: must be in [0, 1)")
         self._validate_method()
-        if self.init and not Path(self.init).is_file():
-            raise InputError(f"{self.init}: no such checkpoint file (--init)")
-        if self.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise InputError("--device cuda: no CUDA GPU is visible to PyTorch")
-        _check_writable_dir(Path(self.out), "--out")
         return self
+
+    def resume_mismatches(self, saved: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        """(setting, this value, saved value) wherever this config differs from a run's saved one in what a
+        --resume must keep (all but RESUME_MAY_CHANGE); settings the saved config lacks are skipped."""
+        diffs = []
+        for name, value in self.to_dict().items():
+            if name in RESUME_MAY_CHANGE or name not in saved:
+                continue
+            mine, theirs = _plain(value), _plain(saved[name])
+            if mine != theirs:
+                diffs.append((name, mine, theirs))
+        return diffs
 
     def _validate_method(self) -> None:
         """Method, loss and augmentation switches (issue: method fidelity)."""
@@ -221,11 +266,74 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = json.loads(text)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read config ({exc})") from None
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise InputError(f"{path}: cannot read config (expected a mapping of settings, got a {kind})")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"{path}: unknown config keys {', '.join(unknown)}")
+    check_types(data, f"{path}: ")
     return data
+
+
+def check_types(values: dict[str, Any], prefix: str) -> None:
+    """Each value has its TrainConfig field's type; InputError `PREFIXname VALUE: expected ...` if not."""
+    hints = typing.get_type_hints(TrainConfig)
+    for name, value in values.items():
+        if name in hints and not _fits(value, hints[name]):
+            raise InputError(f"{prefix}{name} {value!r}: expected {_describe(hints[name])}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if origin is tuple:
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) == len(args)
+            and all(_fits(v, a) for v, a in zip(value, args))
+        )
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is tuple:
+        return f"a list of {len(args)} {_describe(args[0]).removeprefix('a ')}s"
+    return str(hint)
+
+
+def _plain(value: Any) -> Any:
+    """A setting as it reads back from config.json (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def show_value(value: Any) -> str:
+    """A setting's value as one would type it after its flag."""
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def resolve_config(file: str | None, overrides: dict[str, Any]) -> TrainConfig:
@@ -246,19 +354,3 @@ def _flag(name: str) -> str:
 def _choice(flag: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise InputError(f"{flag} {value!r}: unknown (choose from {', '.join(map(str, choices))})")
-
-
-def _at_least(flag: str, value: int | None, low: int) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-        raise InputError(f"{flag} {value!r}: must be an integer >= {low}")
-
-
-def _check_writable_dir(path: Path, flag: str) -> None:
-    """`path` is (or can be made) a folder we may write in, without creating anything now."""
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path}: exists and is not a folder ({flag})")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: cannot write here ({probe} is not a writable folder) ({flag})")

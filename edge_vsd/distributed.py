@@ -30,6 +30,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def any_process(value: int, device: torch.device) -> int:
+    """The largest `value` over all processes (`value` itself outside torchrun)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -3,14 +3,18 @@ any long work."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
 
 from edge_vsd.config import TrainConfig
-from edge_vsd.data.cache import is_cache
+from edge_vsd.data.cache import is_cache, stored_short_side
+from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.data.video import expand_sources
 from edge_vsd.errors import InputError
+
+log = logging.getLogger("edge_vsd")
 
 
 def frame_count(path: Path) -> tuple[int, float]:
@@ -39,6 +43,7 @@ def check_videos(cfg: TrainConfig) -> None:
     if not cfg.video:
         raise InputError("no training video: pass --video PATH (file, folder, glob or frame cache)")
     if len(cfg.video) == 1 and is_cache(cfg.video[0]):
+        check_cache_size(Path(cfg.video[0]), cfg.img_size)
         return  # opened in milliseconds; the pair sampler checks delta against it
     known = []
     for path in expand_sources(cfg.video):
@@ -53,4 +58,20 @@ def check_videos(cfg: TrainConfig) -> None:
         raise InputError(
             f"{path}: {n} frames, not more than delta ({delta} frames): no (t, t+delta) pairs "
             "in any video; lower --delta/--delta-seconds"
+        )
+
+
+def check_cache_size(cache: Path, img_size: int) -> None:
+    """Warn when a frame cache stores frames smaller than training at `img_size` expects: its crops would
+    be upscaled, blurrier than the size promises."""
+    short = stored_short_side(cache)
+    if short is not None and short < cache_short_side(img_size):
+        log.warning(
+            "%s: frames stored with short side %d px (prepared for --img-size %d); training at --img-size %d "
+            "upscales them: run `edge-vsd prepare --img-size %d` for this size",
+            cache,
+            short,
+            round(short / 1.15),
+            img_size,
+            img_size,
         )

@@ -9,8 +9,22 @@ import argparse
 import time
 from pathlib import Path
 
+from edge_vsd.checks import check_writable_dir
 from edge_vsd.data.synthetic import write_video
 from edge_vsd.errors import InputError
+
+TRAIN_DEFAULTS = {"delta": 15, "lr": 0.005, "out_dim": 1024}  # what quickstart's train stage passes
+# what quickstart writes in --out: --force replaces these and leaves anything else there alone
+OUTPUTS = (
+    "run",
+    "artifacts",
+    "report",
+    "features.npz",
+    "pca.png",
+    "synthetic_train.avi",
+    "synthetic_calib.avi",
+    "synthetic_heldout.avi",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,15 +86,42 @@ def choose_precision(args: argparse.Namespace, out_dim: int) -> bool:
     return use
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Everything quickstart's stages will be given, checked before any work: --out, the train settings,
+    and that the videos exist and are long enough for the pairs."""
+    from edge_vsd.config import TrainConfig
+    from edge_vsd.preflight import check_videos
+
+    out = Path(args.out)
+    check_writable_dir(out, "--out")
+    if (out / "run" / "checkpoint.pt").exists() and not args.force:
+        raise InputError(f"{out}: holds an earlier quickstart; pass --force to replace it or choose --out")
+    cfg = TrainConfig(
+        video=list(args.video or []),
+        out=str(out / "run"),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        **TRAIN_DEFAULTS,
+    )
+    cfg.validate_settings()
+    if args.video:
+        check_videos(cfg)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
     out = Path(args.out)
     run_dir = out / "run"
-    if (run_dir / "checkpoint.pt").exists() and not args.force:
-        raise InputError(f"{out}: holds an earlier quickstart; pass --force to replace it or choose --out")
-    if args.force and out.exists():
+    if args.force:
         import shutil
 
-        shutil.rmtree(out)
+        for name in OUTPUTS:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if args.video:
@@ -104,13 +145,13 @@ def run(args: argparse.Namespace) -> int:
         "--img-size",
         str(args.img_size),
         "--delta",
-        "15",
+        str(TRAIN_DEFAULTS["delta"]),
         "--lr",
-        "0.005",
+        str(TRAIN_DEFAULTS["lr"]),
         "--out-dim",
-        "1024",
+        str(TRAIN_DEFAULTS["out_dim"]),
     ]
-    if choose_precision(args, 1024):
+    if choose_precision(args, TRAIN_DEFAULTS["out_dim"]):
         train_argv.append("--bf16")
     for v in train_videos:
         train_argv += ["--video", v]

@@ -10,7 +10,9 @@ import json
 import logging
 import math
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +35,12 @@ from edge_vsd.checkpoint import (
     load_encoder,
     save_atomic,
 )
-from edge_vsd.config import COMPILE_MODES, TrainConfig, resolve_config
+from edge_vsd.config import COMPILE_MODES, TrainConfig, resolve_config, show_value
 from edge_vsd.data.augment import finish_views
 from edge_vsd.data.cache import build_cache, cache_matches, is_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
-from edge_vsd.distributed import barrier, cleanup, init_distributed
+from edge_vsd.distributed import any_process, barrier, cleanup, init_distributed
 from edge_vsd.errors import InputError
 from edge_vsd.losses import VSDLoss, read_stats
 from edge_vsd.model import (
@@ -343,11 +345,118 @@ def train_step(
     return totals
 
 
+STOP_CHECK_EVERY = 16  # steps between the torchrun processes' agreement on a stop signal
+
+
+class Stopped(KeyboardInterrupt):
+    """Training ended by SIGINT or SIGTERM; `exit_code` is 128 + the signal number, as a shell reports."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message)
+        self.signum, self.exit_code = signum, 128 + signum
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (Slurm, Kubernetes) alike: in the step loop the first is recorded and the
+    loop stops at the next step boundary; a second one, or one before the loop, raises `Stopped` at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deferring = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) != signal.SIG_IGN:  # ignored (nohup, say): the caller's choice
+                    self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.deferring and self.signum is None:
+            self.signum = signum
+            print(
+                f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint "
+                "(send it again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        raise Stopped(signum, f"{signal.Signals(signum).name}: stopped at once")
+
+    def defer(self) -> None:
+        self.deferring = True
+
+    def requested(self, world: int, device: torch.device, step: int) -> bool:
+        """Whether any process got a stop signal. Under torchrun the processes agree every
+        STOP_CHECK_EVERY steps (an all-reduce waits for the GPU, so not every step) and stop together."""
+        if world == 1:
+            return self.signum is not None
+        if step % STOP_CHECK_EVERY:
+            return False
+        signum = any_process(self.signum or 0, device)
+        self.signum = self.signum or signum or None
+        return self.signum is not None
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the training process, which finishes its step (a dead worker
+    would break that step's batch) and then shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def check_resume(cfg: TrainConfig, out: Path, state: dict[str, Any]) -> None:
+    """A --resume keeps the run's model and method: a setting outside RESUME_MAY_CHANGE that differs from
+    the run's config.json (else the checkpoint's config) is a one-line InputError."""
+    source, saved = out / "config.json", None
+    try:
+        saved = json.loads(source.read_text())
+    except (OSError, ValueError):
+        pass
+    if not isinstance(saved, dict):
+        source, saved = out / CHECKPOINT, state.get("config")
+    if not isinstance(saved, dict):
+        return
+    diffs = cfg.resume_mismatches(saved)
+    if diffs:
+        shown = ", ".join(
+            f"{_setting(name)} {show_value(mine)} (run: {show_value(theirs)})" for name, mine, theirs in diffs
+        )
+        raise InputError(
+            f"{source}: --resume cannot change {shown}; keep the run's settings, or start a new run with "
+            f"another --out (--init {out / CHECKPOINT} starts it from these weights)"
+        )
+
+
+def _setting(name: str) -> str:
+    """A TrainConfig field as the user sets it: its flag, or its config-file key when it has no flag."""
+    return "--" + name.replace("_", "-") if name in OPTION_FIELDS else name
+
+
 def train(
     cfg: TrainConfig, resume: bool = False, show_progress: bool = True, stop_after: int | None = None
 ) -> Path:
     """Run VSD training; returns the checkpoint path. Resumes from OUT/checkpoint.pt when `resume`;
     `stop_after` ends this session after that many steps (checkpoint saved, schedule of the full run kept)."""
+    with StopSignals() as signals:
+        try:
+            return _train(cfg, resume, show_progress, stop_after, signals)
+        except Stopped as exc:
+            if signals.deferring:  # the step loop said what it saved
+                raise
+            kept = "the checkpoint is unchanged" if resume else "no checkpoint was saved"
+            raise Stopped(exc.signum, f"{exc} before the first step; {kept}") from None
+
+
+def _train(
+    cfg: TrainConfig, resume: bool, show_progress: bool, stop_after: int | None, signals: StopSignals
+) -> Path:
+    """`train` with its stop signals: SIGINT or SIGTERM ends the loop at a step boundary with a checkpoint."""
     cfg.validate()
     rank, world, device = init_distributed(cfg.device)
     fast_math(device)
@@ -357,13 +466,14 @@ def train(
         raise InputError(f"{ckpt_path}: nothing to resume (no checkpoint there)")
     if not resume and ckpt_path.exists():
         raise InputError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
-    check_inputs(cfg)  # before decoding: --init file, missing videos, delta longer than every video
     state = load_checkpoint(ckpt_path) if resume else None
     if state is not None:
         if state.get("format") != FORMAT:
             raise InputError(f"{ckpt_path}: not an edge-vsd training checkpoint")
+        check_resume(cfg, out, state)  # before anything is written
         if cfg.init:
             log.info("--resume: ignoring --init, the checkpoint already holds the weights")
+    check_inputs(cfg)  # before decoding: --init file, missing videos, delta longer than every video
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     videos = open_videos(cfg, rank)
@@ -399,12 +509,16 @@ def train(
         compile_nets(student, teacher, cfg.compile_mode)
     step = 0
     if state is not None:
-        student.load_state_dict(
-            {**state["student"], **{f"predictor.{k}": v for k, v in state["predictor"].items()}}
-        )
-        teacher.load_state_dict(state["teacher"])
-        opt.load_state_dict(state["optimizer"])
-        loss_fn.load_state_dict(state["loss"])
+        try:
+            student.load_state_dict(
+                {**state["student"], **{f"predictor.{k}": v for k, v in state["predictor"].items()}}
+            )
+            teacher.load_state_dict(state["teacher"])
+            opt.load_state_dict(state["optimizer"])
+            loss_fn.load_state_dict(state["loss"])
+        except (RuntimeError, ValueError, KeyError) as exc:  # a config.json edited by hand, say
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{ckpt_path}: does not fit the run's settings ({first})") from None
         set_rng_state(state["rng"])
         step = int(state["step"])
     if rank == 0:
@@ -419,6 +533,7 @@ def train(
         num_workers=cfg.loader_workers,
         generator=torch.Generator(),
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals,
     )
     batches = DeviceBatches(iter(loader), device)
     stop = min(total, step + stop_after) if stop_after else total
@@ -431,11 +546,12 @@ def train(
         dynamic_ncols=True,
     )
     metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None
-    interrupted = False
     warmup_end = max(int(np.argmax(sched["lr"])), int(np.argmax(sched["teacher_temp"])))
     uniform_streak = 0
+    saved = step if state is not None else -1
+    signals.defer()
     try:
-        while step < stop:
+        while step < stop and not signals.requested(world, device, step):
             stats = train_step(nets, batches, cfg, sched, step, freeze_steps, device)
             uniform_streak = uniform_streak + 1 if step > warmup_end and loss_fn.near_uniform(stats) else 0
             if uniform_streak == UNIFORM_STEPS:
@@ -456,18 +572,21 @@ def train(
             bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "loss_dense") if k in stats})
             if rank == 0 and (step % cfg.save_every == 0 or step == stop):
                 save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
-    except KeyboardInterrupt:
-        interrupted = True
-        if rank == 0:
+                saved = step
+        if step < stop and rank == 0 and saved != step:  # stopped by a signal: keep what was done
             save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
+    except Stopped as exc:  # a second signal: the step it broke off may be half applied, so nothing saved
+        done = f"the last checkpoint (step {saved}) stays" if saved >= 0 else "no checkpoint was saved"
+        raise Stopped(exc.signum, f"{exc} at step {step}; {done} in {ckpt_path}") from None
     finally:
         bar.close()
         if metrics is not None:
             metrics.close()
         cleanup()
-    if interrupted:
-        raise KeyboardInterrupt(
-            f"interrupted at step {step}; checkpoint saved to {ckpt_path} (--resume continues)"
+    if step < stop:
+        name = "interrupted" if signals.signum == signal.SIGINT else signal.Signals(signals.signum).name
+        raise Stopped(
+            signals.signum, f"{name} at step {step}; checkpoint saved to {ckpt_path} (--resume continues)"
         )
     return ckpt_path
 
@@ -493,7 +612,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--video",
         action="append",
         metavar="PATH",
-        help="video file, folder, glob, or a frame cache from `edge-vsd prepare` (repeatable)",
+        help="video file, folder or glob (repeatable), or one frame cache from `edge-vsd prepare` (alone)",
     )
     p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoint.pt (default runs/vsd)")
     p.add_argument(
@@ -676,8 +795,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = train(cfg, resume=args.resume, stop_after=args.stop_after)
     except KeyboardInterrupt as exc:
-        print(exc, file=sys.stderr)
-        return 130
+        print(str(exc) or "interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except InputError:
         if fresh and not (Path(cfg.out) / CHECKPOINT).exists():  # a failed new run leaves no run folder
             shutil.rmtree(cfg.out, ignore_errors=True)

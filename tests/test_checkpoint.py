@@ -71,14 +71,44 @@ def test_pickled_code_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "empty"), (b"hello, not a checkpoint\n", "not a readable"), (None, "no such file")],
+    [
+        (b"", "empty"),
+        (b"hello\n", r"bad.pt: not a PyTorch checkpoint \(a text file starting 'hello'\)$"),
+        (b'{"a":1}\n', r"bad.pt: not a PyTorch checkpoint \(a text file starting '\{\"a\":1\}'\)$"),
+        (bytes(range(64)), "not a PyTorch checkpoint .binary data"),
+        (None, "no such file"),
+    ],
 )
 def test_bad_files(tmp_path, content, message):
     path = tmp_path / "bad.pt"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=message) as err:
         load_encoder(path)
+    assert "pickled" not in str(err.value)
+
+
+class Settings:
+    pass
+
+
+def test_pickled_objects_are_named_and_damage_is_said_in_words(vit, tmp_path):
+    torch.save({"teacher": vit.state_dict(), "extra": Settings()}, tmp_path / "obj.pt")
+    with pytest.raises(InputError, match=r"pickled objects other than tensors \(.*Settings\); refusing"):
+        load_encoder(tmp_path / "obj.pt")
+    # a pickle that refers to a memo entry it never stored: torch says only KeyError('101')
+    (tmp_path / "memo.pt").write_bytes(b"\x80\x02h\x65.")
+    with pytest.raises(InputError, match=r"memo.pt: not a readable PyTorch checkpoint \(damaged"):
+        load_encoder(tmp_path / "memo.pt")
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "manifest.json").write_text("{}")
+    with pytest.raises(InputError, match="art: an exported artifact folder, not a checkpoint file"):
+        load_encoder(tmp_path / "art")
+    with pytest.raises(InputError, match=f"{tmp_path}: a folder, not a checkpoint file"):
+        load_encoder(tmp_path)
 
 
 def test_truncated_and_nan_and_not_vit(vit, tmp_path):

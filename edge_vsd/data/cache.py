@@ -6,18 +6,19 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import socket
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from edge_vsd.data.video import decode, expand_sources
+from edge_vsd.data.video import CACHE_INDEX, expand_sources, try_decode
 from edge_vsd.errors import InputError
 
 log = logging.getLogger("edge_vsd")
-INDEX = "index.json"
+INDEX = CACHE_INDEX
 CACHE_VERSION = 1
 
 
@@ -40,17 +41,27 @@ def is_cache(path: str | Path) -> bool:
 def build_cache(
     sources: list[str | Path], out: str | Path, short_side: int, show_progress: bool = True
 ) -> Path:
-    """Decode `sources` into the cache folder `out` (written under a temp name, renamed when complete)."""
+    """Decode `sources` into the cache folder `out` (written under a temp name, renamed when complete).
+    An earlier cache in `out` is replaced; anything else there is refused."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if out.is_dir() and not is_cache(out) and any(out.iterdir()):
+        raise InputError(f"{out}: exists and is not a frame cache; refusing to replace it (choose another)")
     paths = expand_sources(sources)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    _remove_stale_builds(out)
+    # mkdir, unlike mkdtemp, gives the folder the mode the umask allows: others may read the cache
+    tmp = out.parent / f".{out.name}.{_builder()}.{uuid.uuid4().hex[:8]}.partial"
+    tmp.mkdir()
     try:
-        entries, skipped = [], []
+        entries, skipped, reasons = [], [], []
         bar = tqdm(desc="decoding", unit="frame", disable=not show_progress, dynamic_ncols=True)
         for i, path in enumerate(paths):
-            video = decode(path, short_side, bar)
-            if video is None:
+            video = try_decode(path, short_side, bar)
+            if isinstance(video, str):
+                log.warning("skipping %s: %s", path, video)
+                reasons.append(f"{path}: {video}")
                 skipped.append(
                     _fingerprint(path) if path.exists() else {"source": str(path), "bytes": -1, "mtime": 0}
                 )
@@ -68,7 +79,8 @@ def build_cache(
             )
         bar.close()
         if not entries:
-            raise InputError(f"no usable video among {', '.join(map(str, paths))}")
+            more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+            raise InputError(f"no usable video: {'; '.join(reasons[:3])}{more}")
         index = {"version": CACHE_VERSION, "short_side": short_side, "videos": entries, "skipped": skipped}
         (tmp / INDEX).write_text(json.dumps(index, indent=1))
         if out.exists():
@@ -80,6 +92,23 @@ def build_cache(
     return out
 
 
+def _builder() -> str:
+    """This process as `PID@HOST`, the part of a build's temp name that says who writes it."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Delete the temp folders that builds of `out` on this host left when killed (their process is gone)."""
+    host = socket.gethostname()
+    for stale in out.parent.glob(f".{out.name}.*@{host}.*.partial"):
+        try:
+            os.kill(int(stale.name[len(out.name) + 2 :].split("@")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except (ValueError, PermissionError):  # not our name, or another user's live process
+            pass
+
+
 def cache_matches(cache: Path, sources: list[str | Path], short_side: int) -> bool:
     """True when `cache` was built from exactly these (unchanged) files at this size."""
     try:
@@ -89,6 +118,15 @@ def cache_matches(cache: Path, sources: list[str | Path], short_side: int) -> bo
         return False
     have = {(e["source"], e["bytes"], e["mtime"]) for e in index["videos"] + index.get("skipped", [])}
     return index.get("short_side") == short_side and have == want
+
+
+def stored_short_side(cache: str | Path) -> int | None:
+    """The short side (pixels) a cache's frames were stored at; None when its index does not say."""
+    try:
+        value = json.loads((Path(cache) / INDEX).read_text()).get("short_side")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def open_cache(cache: str | Path) -> list[CachedVideo]:

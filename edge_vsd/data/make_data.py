@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_vsd.atomic import umask_mode
 from edge_vsd.data.synthetic import CLASSES, render, write_video
 from edge_vsd.errors import InputError
 
@@ -106,6 +107,7 @@ def make_data(cfg: DataConfig, force: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        os.chmod(stage, umask_mode(0o777))  # mkdtemp makes it owner-only; the data is for everyone
         write_davis(stage / "davis", cfg)
         write_ade(stage / "ade", cfg)
         for i in range(cfg.videos):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from edge_vsd.checks import check_img_size, check_writable_dir
 from edge_vsd.data.cache import build_cache, open_cache
 
 
@@ -15,6 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=112,
         help="training image size; frames are stored with their short side at ~1.15x this (default 112)",
     )
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        choices=[8, 16],
+        default=16,
+        help="the patch size train will use; --img-size must be a multiple of it, as in train (default 16)",
+    )
     p.add_argument("--out", required=True, help="cache folder to write")
 
 
@@ -24,6 +33,8 @@ def cache_short_side(img_size: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_img_size(args.img_size, args.patch_size)
+    check_writable_dir(Path(args.out), "--out")
     out = build_cache(args.videos, args.out, cache_short_side(args.img_size))
     for v in open_cache(out):
         print(

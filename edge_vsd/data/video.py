@@ -15,6 +15,7 @@ from edge_vsd.errors import InputError
 
 log = logging.getLogger("edge_vsd")
 VIDEO_EXTS = {".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+CACHE_INDEX = "index.json"  # what makes a folder a frame cache (edge_vsd.data.cache)
 
 
 def expand_sources(specs: list[str | Path]) -> list[Path]:
@@ -24,6 +25,11 @@ def expand_sources(specs: list[str | Path]) -> list[Path]:
         spec = str(spec)
         p = Path(spec)
         if p.is_dir():
+            if (p / CACHE_INDEX).is_file():
+                raise InputError(
+                    f"{p}: a frame cache, which cannot be mixed with video files or other caches; pass it "
+                    "alone (one --video), or prepare one cache from all the videos"
+                )
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_EXTS)
             if not found:
                 raise InputError(f"{p}: folder holds no video files ({', '.join(sorted(VIDEO_EXTS))})")
@@ -65,15 +71,22 @@ def iter_frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
 def decode(path: str | Path, short_side: int, progress=None) -> DecodedVideo | None:
     """Decode every frame to RGB with the short side resized to `short_side`; None (with a warning naming
     the file) when the file is empty, unreadable or holds fewer than two frames."""
+    video = try_decode(path, short_side, progress)
+    if isinstance(video, str):
+        log.warning("skipping %s: %s", path, video)
+        return None
+    return video
+
+
+def try_decode(path: str | Path, short_side: int, progress=None) -> DecodedVideo | str:
+    """As `decode`, but a file that cannot be used gives the reason (a few words) instead of None."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
-        log.warning("skipping %s: %s", path, "empty file" if path.is_file() else "not a file")
-        return None
+        return "empty file" if path.is_file() else "not a file"
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            log.warning("skipping %s: OpenCV cannot open it as a video", path)
-            return None
+            return "OpenCV cannot open it as a video"
         fps, claimed = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         frames = []
         for frame in iter_frames(cap):
@@ -86,8 +99,7 @@ def decode(path: str | Path, short_side: int, progress=None) -> DecodedVideo | N
     finally:
         cap.release()
     if len(frames) < 2:
-        log.warning("skipping %s: %d decodable frames", path, len(frames))
-        return None
+        return f"{len(frames)} decodable frame{'' if len(frames) == 1 else 's'}, need 2"
     if claimed > 0 and len(frames) < claimed:
         log.warning("%s: decoding stopped after %d of %d frames; using those", path, len(frames), claimed)
     if not fps or not np.isfinite(fps) or fps <= 0:
