@@ -87,7 +87,8 @@ SETTING_KEYS = ("batch", "threads", "backend", "frames", "corr_pairs", "homograp
 DATA_KEYS = ("kind", "source", "sha256", "frames", "size")
 
 
-def _get(doc: dict[str, Any], *keys: str) -> Any:
+def _get(doc: Any, *keys: str) -> Any:
+    """doc[k1][k2]..., None where a level is missing or not a mapping."""
     for key in keys:
         doc = doc.get(key) if isinstance(doc, dict) else None
     return doc
