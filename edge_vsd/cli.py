@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bench": ("edge_vsd.benchmarks.cli", "latency + fidelity of artifacts, Markdown/HTML/JSON report"),
 }
+_WIDTH = max(map(len, COMMANDS))  # the help epilog's name column
 
 
 def _error_types() -> tuple[type[BaseException], ...]:
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a ViT on unlabeled video (video self-distillation), export it, run it on a robot.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
-        + "\n".join(f"  {n:<12} {h}" for n, (_, h) in COMMANDS.items())
+        + "\n".join(f"  {n:<{_WIDTH}} {h}" for n, (_, h) in COMMANDS.items())
         + "\n\n`edge-vsd COMMAND --help` for a command's flags.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")

@@ -104,3 +104,16 @@ def test_make_data_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_prepare_names_videos_as_given_below_the_working_folder(
+    synthetic_video, tmp_path, capsys, monkeypatch
+):
+    """The cache stores absolute paths (to recognise the files); the summary shows the user's own."""
+    import shutil
+
+    shutil.copy(synthetic_video, tmp_path / "clip.avi")
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare", "clip.avi", "--img-size", "32", "--out", "cache"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("clip.avi: ") and out[-1] == "cache written to cache"

@@ -139,13 +139,35 @@ def _size(text: str) -> tuple[int, int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DataConfig()
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
-    p.add_argument("--sequences", type=int, default=d.sequences, help="DAVIS-layout sequences")
-    p.add_argument("--frames", type=int, default=d.frames, help="frames per DAVIS sequence")
-    p.add_argument("--size", type=_size, default=(d.height, d.width), metavar="HxW", help="frame size")
-    p.add_argument("--ade-images", type=int, default=d.ade_images, help="ADE-layout labelled images")
-    p.add_argument("--videos", type=int, default=d.videos, help="unlabelled training videos")
-    p.add_argument("--video-frames", type=int, default=d.video_frames, help="frames per training video")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--sequences", type=int, default=d.sequences, help="DAVIS-layout sequences (default %(default)s)"
+    )
+    p.add_argument(
+        "--frames", type=int, default=d.frames, help="frames per DAVIS sequence (default %(default)s)"
+    )
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=(d.height, d.width),
+        metavar="HxW",
+        help=f"frame size (default {d.height}x{d.width})",
+    )
+    p.add_argument(
+        "--ade-images",
+        type=int,
+        default=d.ade_images,
+        help="ADE-layout labelled images (default %(default)s)",
+    )
+    p.add_argument(
+        "--videos", type=int, default=d.videos, help="unlabelled training videos (default %(default)s)"
+    )
+    p.add_argument(
+        "--video-frames",
+        type=int,
+        default=d.video_frames,
+        help="frames per training video (default %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
 
 

@@ -37,8 +37,15 @@ def run(args: argparse.Namespace) -> int:
     check_writable_dir(Path(args.out), "--out")
     out = build_cache(args.videos, args.out, cache_short_side(args.img_size))
     for v in open_cache(out):
-        print(
-            f"{v.source}: {v.frames.shape[0]} frames {v.frames.shape[2]}x{v.frames.shape[1]} @ {v.fps:g} fps"
-        )
+        name = _as_given(v.source)
+        print(f"{name}: {v.frames.shape[0]} frames {v.frames.shape[2]}x{v.frames.shape[1]} @ {v.fps:g} fps")
     print(f"cache written to {out}")
     return 0
+
+
+def _as_given(source: str) -> str:
+    """A cached video's path (stored absolute, to recognise the file) relative to here when it is below."""
+    try:
+        return str(Path(source).relative_to(Path.cwd()))
+    except ValueError:
+        return source
