@@ -10,7 +10,7 @@ from typing import Any
 
 from edge_vsd.benchmarks import plots
 from edge_vsd.benchmarks.verdicts import ship_line
-from edge_vsd.runtimes.atomic import can_create_in, write_bytes_atomic
+from edge_vsd.runtimes.atomic import unwritable_at, write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 COLUMNS = [
@@ -231,11 +231,9 @@ def check_writable(out_dir: str | Path, flag: str = "--report") -> None:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RuntimeInputError(f"{out}: exists and is not a folder ({flag})")
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not can_create_in(probe):
-        raise RuntimeInputError(f"{out}: cannot write here ({flag}): no new file can be made in {probe}")
+    blocker = unwritable_at(out)
+    if blocker is not None:
+        raise RuntimeInputError(f"{out}: cannot write here ({flag}): no new file can be made in {blocker}")
 
 
 def check_report_dir(out_dir: str | Path, force: bool) -> None:

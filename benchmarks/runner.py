@@ -237,16 +237,10 @@ class ReferenceFeatures:
         self.corr_acc: float | None = None
 
     def _open(self) -> Any:
-        if self.encoder is None:
-            if self.ref.kind == "checkpoint":
-                from edge_vsd.benchmarks.torch_reference import TorchReference
+        if self.encoder is None:  # an artifact folder (a checkpoint was loaded by resolve_reference)
+            from edge_vsd import runtimes
 
-                self.encoder = TorchReference(self.ref.path)
-                self.default_size = tuple(self.encoder.image_size)
-            else:
-                from edge_vsd import runtimes
-
-                self.encoder = runtimes.load(self.ref.path, backend=self.s.backend, threads=self.s.threads)
+            self.encoder = runtimes.load(self.ref.path, backend=self.s.backend, threads=self.s.threads)
         return self.encoder
 
     def at(self, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray] | None:

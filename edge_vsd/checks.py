@@ -25,7 +25,7 @@ def check_writable_dir(path: Path, flag: str) -> None:
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a folder ({flag})")
     probe = path
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not can_create_in(probe):
         raise InputError(f"{path}: cannot write here ({probe} is not a writable folder) ({flag})")

@@ -37,6 +37,15 @@ def can_create_in(folder: str | Path) -> bool:
         return False
 
 
+def unwritable_at(start: str | Path) -> Path | None:
+    """None when a file can be made at `start` or, where it does not exist yet, in its nearest existing
+    folder; else that nearest existing path (not a folder, or refusing new files)."""
+    probe = Path(start)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return None if probe.is_dir() and can_create_in(probe) else probe
+
+
 def umask_mode(mode: int) -> int:
     """`mode` less this process's umask: what `open()` or `mkdir()` would have given."""
     mask = os.umask(0o022)  # the only way to read it; set back at once

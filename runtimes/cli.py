@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import numpy as np
 from edge_vsd.runtimes import BACKEND_CHOICES, load
-from edge_vsd.runtimes.atomic import can_create_in
+from edge_vsd.runtimes.atomic import unwritable_at
 from edge_vsd.runtimes.backend import auto_backend
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.geometry import PatchGrid
@@ -136,11 +136,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
             )
         if path.exists() and not args.force:
             raise RuntimeInputError(f"{path}: already exists; pass --force to replace it ({flag})")
-        probe = path.parent
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir() or not can_create_in(probe):
-            raise RuntimeInputError(f"{path}: cannot write here ({probe} is not a writable folder) ({flag})")
+        blocker = unwritable_at(path.parent)
+        if blocker is not None:
+            raise RuntimeInputError(
+                f"{path}: cannot write here ({blocker} is not a writable folder) ({flag})"
+            )
 
 
 class GracefulStop:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ except ImportError:
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 NEEDS_OPENCV_DOC = "needs Debian's opencv-doc sample data (apt-get install -y opencv-doc)"
+
+
+def child_env() -> dict[str, str]:
+    """Environment for a training subprocess: one intra-op thread each, and no torchrun variables."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
 
 
 def opencv_sample(name: str) -> Path:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from edge_vsd.export.artifact import Staging
 from edge_vsd.runtimes import atomic as runtime_atomic
-from edge_vsd.runtimes.atomic import can_create_in
+from edge_vsd.runtimes.atomic import can_create_in, unwritable_at
 
 from edge_vsd import atomic as core_atomic
 from edge_vsd.errors import InputError
@@ -40,6 +41,14 @@ def test_can_create_in(tmp_path):
     assert not can_create_in(tmp_path / "missing")
     if os.path.isdir("/proc/self"):  # writable by permission bits for root, yet nothing can be created
         assert not can_create_in("/proc")
+
+
+def test_unwritable_at_names_the_nearest_existing_path(tmp_path):
+    assert unwritable_at(tmp_path / "new" / "deeper") is None  # made later, in a writable folder
+    (tmp_path / "a_file").write_text("x")
+    assert unwritable_at(tmp_path / "a_file" / "inside") == tmp_path / "a_file"  # a file is in the way
+    if os.path.isdir("/proc/self"):
+        assert unwritable_at("/proc/new-report") == Path("/proc")
 
 
 def test_staging_refuses_a_file_in_the_way(tmp_path):

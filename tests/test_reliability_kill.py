@@ -15,6 +15,7 @@ from pathlib import Path
 import edge_vsd.runtimes as rt
 import pytest
 import torch
+from conftest import child_env
 from edge_vsd.export.artifact import Staging
 
 from edge_vsd.checkpoint import load_checkpoint
@@ -36,12 +37,6 @@ CONFIG = dict(
     delta=5,
     seed=3,
 )
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return env
 
 
 def _train_cmd(cfg: Path, out: Path, resume: bool) -> list[str]:
@@ -89,7 +84,7 @@ def test_training_killed_three_times_resumes_bit_identical(synthetic_video, tmp_
     for i, rows in enumerate(KILL_AFTER_ROWS):  # the CLI, killed mid-step or mid-save, then --resume
         proc = subprocess.Popen(
             _train_cmd(cfg, out, resume=i > 0),
-            env=_env(),
+            env=child_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -127,7 +122,9 @@ def ckpt(tmp_path_factory) -> Path:
 def test_export_killed_leaves_nothing_and_reruns(ckpt, tmp_path, capsys):
     out = tmp_path / "art"
     cmd = [sys.executable, "-m", "edge_vsd.cli", "export", str(ckpt), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     seen = []
     try:
         for line in proc.stderr:  # stage lines: "[N] name ..."

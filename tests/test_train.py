@@ -1,5 +1,4 @@
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import child_env
 
 from edge_vsd import load_encoder
 from edge_vsd.checkpoint import load_checkpoint
@@ -107,12 +107,6 @@ def test_init_from_dino_checkpoint(synthetic_video, tmp_path):
     assert torch.allclose(enc.blocks[5].attn.qkv.weight, dino.blocks[5].attn.qkv.weight, atol=1e-6)
 
 
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 @pytest.mark.slow
 def test_ddp_two_processes_match_single(synthetic_video, tmp_path):
     cfg = tmp_path / "cfg.json"
@@ -133,7 +127,7 @@ def test_ddp_two_processes_match_single(synthetic_video, tmp_path):
         "--out",
         str(tmp_path / "ddp"),
     ]
-    subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=300)
+    subprocess.run(cmd, check=True, env=child_env(), capture_output=True, timeout=300)
     single = train(TrainConfig(**json.loads(cfg.read_text()), out=str(tmp_path / "one")), show_progress=False)
     a = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     b = load_checkpoint(single)
@@ -167,7 +161,7 @@ def test_ctrl_c_saves_and_exits_cleanly(synthetic_video, tmp_path):
     # restore the default so the child's Python turns Ctrl-C into KeyboardInterrupt as a terminal would
     proc = subprocess.Popen(
         cmd,
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

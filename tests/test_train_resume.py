@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 from edge_vsd.checkpoint import load_checkpoint
 from edge_vsd.cli import main
@@ -73,12 +74,6 @@ def test_resume_may_lengthen_the_run(synthetic_video, tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["steps"] == 2
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 @pytest.mark.slow
 def test_sigterm_saves_at_a_step_boundary_and_exits_143(synthetic_video, tmp_path):
     """As a scheduler stops a job; with a loader worker, which must not die before the last batch."""
@@ -88,7 +83,7 @@ def test_sigterm_saves_at_a_step_boundary_and_exits_143(synthetic_video, tmp_pat
     cmd = [sys.executable, "-m", "edge_vsd.cli", "train", "--config", str(cfg), "--video"]
     cmd += [str(synthetic_video), "--out", str(run), "--steps", "100000", "--save-every", "1000"]
     proc = subprocess.Popen(
-        [*cmd, "--workers", "1"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*cmd, "--workers", "1"], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         rows, deadline = run / "metrics.jsonl", time.time() + 120
