@@ -35,7 +35,7 @@ from edge_vsd.checkpoint import (
     load_encoder,
     save_atomic,
 )
-from edge_vsd.config import COMPILE_MODES, TrainConfig, resolve_config, show_value
+from edge_vsd.config import COMPILE_MODES, COMPILE_PAYS_AFTER, TrainConfig, resolve_config, show_value
 from edge_vsd.data.augment import finish_views
 from edge_vsd.data.cache import build_cache, cache_matches, is_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
@@ -495,6 +495,14 @@ def _train(
     freeze_steps = cfg.freeze_last_layer_steps
     freeze_steps = freeze_steps if freeze_steps is not None else min(steps_per_epoch, total // 10)
     sched = schedules(cfg, total)
+    auto_compile = cfg.compile is None
+    cfg.resolve_compile(total, world)
+    if auto_compile and cfg.compile and rank == 0:
+        print(
+            f"compile: CUDA graphs (torch.compile reduce-overhead) for {total} steps; about a minute of "
+            "compilation before step 1 (--no-compile: eager)",
+            file=sys.stderr,
+        )
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -662,10 +670,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
     p.add_argument(
         "--compile",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the student and teacher (minutes of compilation first; see the README's "
-        "training table for where it paid)",
+        help="torch.compile the student and teacher (about a minute of compilation first). Default: CUDA "
+        f"graphs (--compile-mode reduce-overhead) on one CUDA GPU for runs of {COMPILE_PAYS_AFTER}+ steps, "
+        "else eager; see the README's training table",
     )
     p.add_argument(
         "--compile-mode",

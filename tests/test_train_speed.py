@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edge_vsd.bench_train import BenchOptions, config_from_args, dino_config, run_benchmark
-from edge_vsd.config import TrainConfig
+from edge_vsd.config import COMPILE_PAYS_AFTER, TrainConfig
 from edge_vsd.train import adamw, build_nets, param_groups
 
 SMALL = dict(img_size=32, batch_size=4, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
@@ -88,7 +88,8 @@ def test_train_compile_mode_flag_and_its_check():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     plain = train_config(parser.parse_args(["--video", "v.avi"]))
-    assert not plain.compile and plain.compile_mode == "default"
+    assert plain.compile is None and plain.compile_mode == "default"  # None: settled by resolve_compile
+    assert train_config(parser.parse_args(["--video", "v.avi", "--no-compile"])).compile is False
     cfg = train_config(parser.parse_args(["--video", "v.avi", "--compile-mode", "reduce-overhead"]))
     assert cfg.compile and cfg.compile_mode == "reduce-overhead"
     with pytest.raises(InputError, match="--compile-mode"):
@@ -158,3 +159,20 @@ def test_quickstart_trains_with_the_faster_measured_step(capsys):
     fp32, bf16 = (float(line.split(name)[1].split()[0]) for name in ("fp32 ", "bf16 autocast "))
     assert fp32 > 0 and bf16 > 0
     assert use_bf16 == (bf16 < 0.9 * fp32) and f"training in {'bf16' if use_bf16 else 'fp32'}" in line
+
+
+@pytest.mark.parametrize(
+    "device, steps, world, given, expected",
+    [
+        ("cuda", COMPILE_PAYS_AFTER, 1, None, (True, "reduce-overhead")),  # long run on one GPU: CUDA graphs
+        ("cuda", COMPILE_PAYS_AFTER - 1, 1, None, (False, "default")),  # too short to earn the compile back
+        ("cuda", 10**5, 2, None, (False, "default")),  # under torchrun: not measured, eager
+        ("cpu", 10**5, 1, None, (False, "default")),
+        ("cuda", 10**5, 1, False, (False, "default")),  # --no-compile wins
+        ("cpu", 10, 1, True, (True, "default")),  # --compile keeps its mode
+    ],
+)
+def test_compile_auto_turns_cuda_graphs_on_where_they_pay(device, steps, world, given, expected):
+    cfg = TrainConfig(device=device, compile=given)
+    cfg.resolve_compile(steps, world)
+    assert (cfg.compile, cfg.compile_mode) == expected
