@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,8 @@ from edge_vsd.runtimes.backend import Backend
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import input_spec
 from edge_vsd.runtimes.preprocess import Preprocessor, as_frame_list
+
+log = logging.getLogger("edge_vsd.runtimes")
 
 DEFAULT_MAX_BATCH = 16  # chunk size for dynamic-batch artifacts: bounds memory, keeps batching benefits
 
@@ -79,21 +83,13 @@ class Encoder:
         for start in range(0, n, self.max_batch):
             chunk = x[start : start + self.max_batch]
             real = chunk.shape[0]
-            if self.static_batch and real < self.static_batch:
-                pad = np.zeros((self.static_batch - real, *chunk.shape[1:]), chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
+            chunk = self._padded(chunk)
             try:
-                cls, patches = self.backend.run(np.ascontiguousarray(chunk))
+                cls, patches = self.backend.run(chunk)
             except RuntimeInputError:
                 raise
             except Exception as exc:  # an engine's own multi-line error; the model is the likely cause
-                lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
-                first = next((t for t in lines if not t.startswith("Exception from")), type(exc).__name__)
-                first = first[:200]
-                raise RuntimeInputError(
-                    f"{self.artifact_dir}: {self.backend_name} failed on a {chunk.dtype} input of shape "
-                    f"{tuple(chunk.shape)} (does the manifest match the model?): {first}"
-                ) from exc
+                raise self._engine_error(chunk, exc) from exc
             cls_parts.append(np.asarray(cls[:real], np.float32))
             patch_parts.append(np.asarray(patches[:real], np.float32))
         out = Features(
@@ -103,6 +99,43 @@ class Encoder:
         if not self._checked:
             self._check_shapes(out, n)
         return out
+
+    def _padded(self, chunk: np.ndarray) -> np.ndarray:
+        """`chunk` filled up to a static batch with zero rows, contiguous, as the engine takes it."""
+        if self.static_batch and chunk.shape[0] < self.static_batch:
+            pad = np.zeros((self.static_batch - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        return np.ascontiguousarray(chunk)
+
+    def _engine_error(self, chunk: np.ndarray, exc: Exception) -> RuntimeInputError:
+        """One line for an engine's own (often multi-line) error on `chunk`."""
+        if isinstance(exc, RuntimeInputError):
+            return exc
+        lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
+        first = next((t for t in lines if not t.startswith("Exception from")), type(exc).__name__)[:200]
+        return RuntimeInputError(
+            f"{self.artifact_dir}: {self.backend_name} failed on a {chunk.dtype} input of shape "
+            f"{tuple(chunk.shape)} (does the manifest match the model?): {first}"
+        )
+
+    def _features(self, cls: np.ndarray, patches: np.ndarray, n: int) -> Features:
+        out = Features(np.asarray(cls[:n], np.float32), np.asarray(patches[:n], np.float32))
+        if not self._checked:
+            self._check_shapes(out, n)
+        return out
+
+    def pipeline(self) -> EncoderPipeline | None:
+        """Several inferences in flight at once, where the engine offers it (OpenVINO's throughput mode),
+        for sources whose frames need not wait for each other; None where it does not."""
+        make = getattr(self.backend, "pipeline", None)
+        if make is None:
+            return None
+        try:
+            pipe = make()
+        except Exception as exc:  # noqa: BLE001 - the one-request path still works
+            log.info("%s: no throughput pipeline (%s); one inference at a time", self.backend_name, exc)
+            return None
+        return EncoderPipeline(self, pipe) if pipe is not None else None
 
     def _check_shapes(self, out: Features, n: int) -> None:
         d = out.cls.shape[-1] if out.cls.ndim == 2 else None
@@ -140,3 +173,35 @@ class Encoder:
     def __repr__(self) -> str:
         where = str(self.artifact_dir)
         return f"Encoder({where!r}, backend={self.backend_name!r}, image_size={self.image_size})"
+
+
+class EncoderPipeline:
+    """`depth` batches in flight: `submit` the next one (at most `depth` waiting), `result` returns the
+    oldest as (Features, inference ms). Each batch must fit one engine call (`Encoder.max_batch`)."""
+
+    def __init__(self, encoder: Encoder, pipe: Any) -> None:
+        self.encoder, self.pipe, self.depth = encoder, pipe, int(pipe.depth)
+        self._chunks: deque = deque()
+
+    def submit(self, x: np.ndarray) -> None:
+        if x.shape[0] > self.encoder.max_batch:
+            raise ValueError(f"a batch of {x.shape[0]} exceeds the engine's {self.encoder.max_batch}")
+        chunk = self.encoder._padded(x)
+        try:
+            self.pipe.submit(chunk)
+        except Exception as exc:
+            raise self.encoder._engine_error(chunk, exc) from exc
+        self._chunks.append((x.shape[0], chunk))
+
+    def result(self) -> tuple[Features, float]:
+        n, chunk = self._chunks.popleft()
+        try:
+            cls, patches, ms = self.pipe.result()
+        except Exception as exc:
+            raise self.encoder._engine_error(chunk, exc) from exc
+        return self.encoder._features(cls, patches, n), ms
+
+    def close(self) -> None:
+        """Wait for what is in flight and release the throughput model."""
+        self._chunks.clear()
+        self.pipe.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,9 @@ class OpenVINOBackend:
         self.cls_port, self.patches_port = (self.compiled.output(n) for n in wanted)
         self.request = self.compiled.create_infer_request()
         self.name = f"openvino-{device.lower()}"
+        self._core, self._model, self._device, self._config = core, model, device, config
+        self._outputs = wanted
+        self._throughput: Any = None  # the same graph compiled for throughput, on the first `pipeline`
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, H, W) normalised, or (B, H, W, 3) uint8 when `takes_uint8` -> (cls, patches); copies,
@@ -61,10 +66,60 @@ class OpenVINOBackend:
         result = self.request.infer({self.input_name: x})
         return np.array(result[self.cls_port]), np.array(result[self.patches_port])
 
+    def pipeline(self) -> OpenVINOPipeline | None:
+        """The same graph compiled for throughput (OpenVINO's THROUGHPUT hint: several single- or few-thread
+        streams), for files where frames need not wait for each other; None when it picks one stream."""
+        if self._throughput is None:
+            config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"}
+            self._throughput = self._core.compile_model(self._model, self._device, config)
+        depth = int(self._throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        if depth < 2:
+            return None
+        return OpenVINOPipeline(self._throughput, self._outputs, self.input_name, depth)
+
     def close(self) -> None:
         """Drop the compiled model."""
         self.request = None
         self.compiled = None
+        self._throughput = None
+
+
+class OpenVINOPipeline:
+    """`depth` inferences in flight on a throughput-compiled model: `submit` starts one (waiting for the
+    oldest when all are busy is the caller's job: take `result` first), `result` returns the oldest's
+    (cls, patches, milliseconds), in submission order."""
+
+    def __init__(self, compiled: Any, outputs: list[str], input_name: str, depth: int) -> None:
+        self.compiled, self.depth, self.input_name = compiled, depth, input_name
+        self.ports = [compiled.output(n) for n in outputs]
+        self._idle = deque(compiled.create_infer_request() for _ in range(depth))
+        self._busy: deque = deque()
+
+    def submit(self, x: np.ndarray) -> None:
+        """Start an inference on `x` (as `OpenVINOBackend.run` takes it)."""
+        if not self._idle:
+            raise RuntimeError(f"all {self.depth} requests are in flight: take a result first")
+        request = self._idle.popleft()
+        request.start_async({self.input_name: x})
+        self._busy.append(request)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Wait for the oldest inference in flight: copies of (cls, patches) and its milliseconds."""
+        request = self._busy.popleft()
+        try:
+            request.wait()
+            cls, patches = (np.array(request.get_tensor(port).data) for port in self.ports)
+            return cls, patches, float(request.latency)
+        finally:
+            self._idle.append(request)
+
+    def close(self) -> None:
+        """Wait for what is still in flight (its buffers belong to the requests) and drop the model."""
+        for request in self._busy:
+            with contextlib.suppress(Exception):  # its error was the stream's to report, not close's
+                request.wait()
+        self._busy.clear()
+        self._idle.clear()
 
 
 def _foldable(spec: dict[str, Any]) -> bool:

@@ -66,6 +66,23 @@ def test_extract_writes_npz_matching_the_encoder(artifact, video, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["feats.npz"]  # no temporary files left behind
 
 
+def test_extract_keeps_two_inferences_in_flight_on_openvino_with_the_same_rows(
+    artifact, video, tmp_path, capsys
+):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("OpenVINO's throughput mode keeps one stream on one core")
+    common = (video, "--artifact", artifact, "--backend", "openvino", "--threads", 2)
+    assert _extract(*common, "--out", tmp_path / "many.npz") == 0
+    assert "at once)" in capsys.readouterr().err  # "(... FPS, openvino-cpu, 2 at once)"
+    assert _extract(*common, "--out", tmp_path / "one.npz", "--one-at-a-time") == 0
+    assert "at once" not in capsys.readouterr().err
+    many, one = load_features(tmp_path / "many.npz"), load_features(tmp_path / "one.npz")
+    np.testing.assert_array_equal(many["frame_index"], np.arange(N_FRAMES))
+    np.testing.assert_array_equal(many["frame_index"], one["frame_index"])
+    np.testing.assert_allclose(many["patches"], one["patches"], rtol=1e-5, atol=1e-6)
+
+
 def test_long_inputs_become_a_shard_folder(artifact, video, tmp_path, capsys):
     single = tmp_path / "single.npz"
     sharded = tmp_path / "long.npz"

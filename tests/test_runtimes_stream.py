@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -185,3 +186,50 @@ def test_parallel_preprocessing_workers_give_identical_results_in_order(encoder,
     for (_, _, a), (_, _, b) in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a.patches, b.patches)
     assert parallel_stream._pool is None  # shut down with the stream
+
+
+@pytest.fixture(scope="module")
+def ov_encoder(tmp_path_factory):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("OpenVINO's throughput mode keeps one stream on one core")
+    art = make_toy_artifact(tmp_path_factory.mktemp("ov") / "toy", batch=1, image_size=(48, 64))
+    enc = rt.load(art, backend="openvino", threads=2)
+    yield enc
+    enc.close()
+
+
+def test_files_keep_several_inferences_in_flight_with_the_same_features(ov_encoder, video):
+    pipe = ov_encoder.pipeline()
+    assert pipe is not None and pipe.depth >= 2  # OpenVINO's throughput mode: a stream per core or two
+    pipe.close()
+    one = list(ov_encoder.stream(video, pipelined=False))
+    stream = ov_encoder.stream(video)
+    many = list(stream)
+    assert stream.pipelined and stream.in_flight == pipe.depth and stream.stop_reason == "end"
+    assert [i for i, _, _ in many] == [i for i, _, _ in one] == list(range(24))
+    for (_, _, a), (_, _, b) in zip(one, many, strict=True):
+        np.testing.assert_allclose(b.cls, a.cls, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.patches, a.patches, rtol=1e-5, atol=1e-6)
+    assert all(item.timing.inference_ms > 0 for item in many)
+    assert not ov_encoder.stream(video, mode="latest").pipelined  # live pace: one at a time, least latency
+
+
+def test_in_flight_frames_still_honour_max_frames_stop_and_an_early_break(ov_encoder, video):
+    stream = ov_encoder.stream(video, max_frames=7)
+    assert [i for i, _, _ in stream] == list(range(7)) and stream.stop_reason == "max_frames"
+    assert stream.frames_processed == 7 and not stream.ended_early
+    stream = ov_encoder.stream(video)
+    seen = []
+    for index, _, _ in stream:
+        seen.append(index)
+        if index == 3:
+            stream.stop()
+    # frames already in inference when stop() came are delivered, in order, and nothing after them
+    assert seen == list(range(len(seen))) and 4 <= len(seen) <= 4 + stream.in_flight
+    assert stream.stop_reason == "stopped"
+    stream = ov_encoder.stream(video)
+    items = iter(stream)
+    assert [next(items)[0] for _ in range(3)] == [0, 1, 2]
+    items.close()  # the caller stops reading with a request still in flight
+    assert stream.stop_reason == "caller"
