@@ -5,7 +5,8 @@
 
 End-to-end = `enc.stream(source)` (background decode + resize + normalise, overlapped with inference);
 encoder-only = the backend on already preprocessed frames of the same video, at batch 1 and at the stream's
-batch size; each the median of `--rounds` rounds that time the two in separate blocks, order alternating.
+batch size, and (where the engine keeps several requests in flight, as the stream then does) in that mode
+too; each the median of `--rounds` rounds that time the two in separate blocks, order alternating.
 Memory: the source is streamed again and again (features discarded) for `--frames` frames; RSS is sampled
 after a warm-up and at the end. `--extract-checks` instead runs `edge-vsd extract` in child processes: peak
 resident memory at two shard sizes (rows go to disk as they arrive, so it should not depend on the shard
