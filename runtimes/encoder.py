@@ -125,8 +125,8 @@ class Encoder:
         return out
 
     def pipeline(self) -> EncoderPipeline | None:
-        """Several inferences in flight at once, where the engine offers it (OpenVINO's throughput mode),
-        for sources whose frames need not wait for each other; None where it does not."""
+        """Several inferences in flight at once, where the engine offers it (OpenVINO's throughput mode, two
+        ONNX Runtime CPU sessions), for sources whose frames need not wait for each other; else None."""
         make = getattr(self.backend, "pipeline", None)
         if make is None:
             return None

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +44,9 @@ class OnnxRuntimeBackend:
         onnx_file: str = ONNX_FILE,
     ) -> None:
         path = Path(artifact_dir) / onnx_file
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        if spinning is not None:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self._path, self._threads, self._spinning = path, threads, spinning
         providers = providers_for(device, ort.get_available_providers())
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # ORT raises its own exception types for invalid/unsupported models
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeInputError(f"{path}: ONNX Runtime cannot load it ({first})") from None
+        self.session = self._open(threads, providers)
         self.input_name = manifest["input"]["name"]
         self.output_names = [manifest["outputs"]["cls"]["name"], manifest["outputs"]["patches"]["name"]]
         inputs = [i.name for i in self.session.get_inputs()]
@@ -64,11 +59,77 @@ class OnnxRuntimeBackend:
         self.providers = self.session.get_providers()
         self.name = f"onnxruntime-{_SHORT.get(self.providers[0], self.providers[0])}"
 
+        self._side_sessions: list[Any] = []  # the pipeline's, made on its first use
+
+    def _open(self, threads: int | None, providers: list[str]) -> Any:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        if self._spinning is not None:
+            spin = "1" if self._spinning else "0"
+            options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        try:
+            return ort.InferenceSession(str(self._path), options, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types for invalid/unsupported models
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeInputError(f"{self._path}: ONNX Runtime cannot load it ({first})") from None
+
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, H, W) -> (cls, patches)."""
         cls, patches = self.session.run(self.output_names, {self.input_name: x})
         return cls, patches
 
+    def pipeline(self) -> OnnxRuntimePipeline | None:
+        """On the CPU, two sessions with half the threads each, run side by side (for files): on 2 cores two
+        single-thread sessions ran ViT-S/16 1.77x (dynamic INT8) and 1.25x (fp32) as fast as one session
+        with both threads. None on one core or another provider."""
+        threads = self._threads or os.cpu_count() or 1
+        if self.providers[0] != _CPU or threads < 2:
+            return None
+        if not self._side_sessions:
+            self._side_sessions = [self._open(threads // 2, [_CPU]) for _ in range(2)]
+        return OnnxRuntimePipeline(self._side_sessions, self.input_name, self.output_names)
+
     def close(self) -> None:
-        """Drop the session."""
+        """Drop the sessions."""
         self.session = None
+        self._side_sessions = []
+
+
+class OnnxRuntimePipeline:
+    """One request in flight per session, each on its own thread (ONNX Runtime releases the GIL while it
+    runs): `submit` starts one (take the oldest `result` first when all are busy), `result` returns the
+    oldest's (cls, patches, milliseconds), in submission order."""
+
+    def __init__(self, sessions: list[Any], input_name: str, output_names: list[str]) -> None:
+        self.depth, self.sessions = len(sessions), sessions
+        self.input_name, self.output_names = input_name, output_names
+        self._pool = ThreadPoolExecutor(self.depth, thread_name_prefix="edge-vsd-ort")
+        self._busy: deque = deque()
+        self._next = 0
+
+    def _run(self, session: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        start = time.perf_counter()
+        cls, patches = session.run(self.output_names, {self.input_name: x})
+        return cls, patches, (time.perf_counter() - start) * 1e3
+
+    def submit(self, x: np.ndarray) -> None:
+        """Start an inference on `x`; requests take the sessions in turn, so none runs two at once."""
+        if len(self._busy) == self.depth:
+            raise RuntimeError(f"all {self.depth} sessions are busy: take a result first")
+        self._busy.append(self._pool.submit(self._run, self.sessions[self._next], x))
+        self._next = (self._next + 1) % self.depth
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Wait for the oldest inference in flight."""
+        return self._busy.popleft().result()
+
+    def close(self) -> None:
+        """Wait for what is still in flight and stop the threads (the sessions stay with the backend)."""
+        for future in self._busy:
+            with contextlib.suppress(Exception):  # its error was the stream's to report, not close's
+                future.result()
+        self._busy.clear()
+        self._pool.shutdown(wait=True)

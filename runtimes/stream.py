@@ -7,8 +7,9 @@ Queue policy (`mode`):
   full the oldest frame is dropped, so a frame is never older than about one inference when it reaches
   the encoder. Every dropped frame is counted (`frames_dropped`); its number is skipped in `frame_index`.
 - `all` (default for files, folders and iterables): the decoder waits for the encoder; nothing is lost.
-  Where the engine offers it (OpenVINO), several frames are in inference at once (`pipelined`): on 2 cores
-  OpenVINO's throughput mode ran ViT-S/16 INT8 1.38x as fast as one request with both threads.
+  Where the engine offers it (OpenVINO, ONNX Runtime on the CPU), two frames are in inference at once
+  (`pipelined`): on 2 cores two single-thread requests ran ViT-S/16 INT8 1.38x (OpenVINO) and 1.77x (ONNX
+  Runtime dynamic INT8) as fast as one request with both threads.
 
 Each item unpacks as `(frame_index, timestamp, Features)` and carries `.timing` (epoch and monotonic time
 at grab, age at output, decode/preprocess/inference milliseconds). A stream that ends early, a live source
