@@ -87,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--one-at-a-time",
         action="store_true",
-        help="mode all: one inference at a time (by default the CPU engines keep two in flight: 1.2-1.6x "
-        "the FPS on 2 cores, for a second copy of the model in memory)",
+        help="files: one inference at a time (by default the CPU engines keep two in flight: 1.2-1.6x the "
+        "FPS on 2 cores, for one or two more copies of the model in memory)",
     )
     parser.add_argument(
         "--read-timeout", type=float, default=5.0, help="live: seconds without a frame = a drop (default 5)"

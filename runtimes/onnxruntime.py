@@ -31,6 +31,14 @@ def providers_for(device: str, available: list[str]) -> list[str]:
     return [p for p in wanted[device] if p in available]
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, as `taskset` and cgroups set it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class OnnxRuntimeBackend:
     """Runs `encoder.onnx` (or another of the artifact's ONNX candidates) in an InferenceSession."""
 
@@ -85,7 +93,7 @@ class OnnxRuntimeBackend:
         """On the CPU, two sessions with half the threads each, run side by side (for files): on 2 cores two
         single-thread sessions ran ViT-S/16 1.77x (dynamic INT8) and 1.25x (fp32) as fast as one session
         with both threads. None on one core or another provider."""
-        threads = self._threads or os.cpu_count() or 1
+        threads = self._threads or usable_cores()
         if self.providers[0] != _CPU or threads < 2:
             return None
         if not self._side_sessions:
@@ -116,7 +124,8 @@ class OnnxRuntimePipeline:
         return cls, patches, (time.perf_counter() - start) * 1e3
 
     def submit(self, x: np.ndarray) -> None:
-        """Start an inference on `x`; requests take the sessions in turn, so none runs two at once."""
+        """Start an inference on `x`; requests take the sessions in turn, so within one pipeline none runs
+        two at once."""
         if len(self._busy) == self.depth:
             raise RuntimeError(f"all {self.depth} sessions are busy: take a result first")
         self._busy.append(self._pool.submit(self._run, self.sessions[self._next], x))

@@ -7,9 +7,10 @@ Queue policy (`mode`):
   full the oldest frame is dropped, so a frame is never older than about one inference when it reaches
   the encoder. Every dropped frame is counted (`frames_dropped`); its number is skipped in `frame_index`.
 - `all` (default for files, folders and iterables): the decoder waits for the encoder; nothing is lost.
-  Where the engine offers it (OpenVINO, ONNX Runtime on the CPU), two frames are in inference at once
-  (`pipelined`): on 2 cores two single-thread requests ran ViT-S/16 INT8 1.38x (OpenVINO) and 1.77x (ONNX
-  Runtime dynamic INT8) as fast as one request with both threads.
+  For files, folders and iterables, where the engine offers it (OpenVINO, ONNX Runtime on the CPU), two
+  batches are in inference at once (`pipelined`; OpenVINO may choose more on large CPUs): on 2 cores two
+  single-thread requests ran ViT-S/16 INT8 1.38x (OpenVINO) and 1.77x (ONNX Runtime dynamic INT8) as fast
+  as one request with both threads. A result is delivered as soon as no new frame is waiting.
 
 Each item unpacks as `(frame_index, timestamp, Features)` and carries `.timing` (epoch and monotonic time
 at grab, age at output, decode/preprocess/inference milliseconds). A stream that ends early, a live source
@@ -170,8 +171,8 @@ class FeatureStream:
         policy = LivePolicy(read_timeout=float(read_timeout), reconnect=reconnect, backoff=float(backoff))
         self.source: FrameSource = open_source(source, fps, policy, color)
         self.mode = mode or ("latest" if self.source.live else "all")
-        # several inferences in flight raise throughput but add latency: files yes, "latest" never
-        self.pipelined = self.mode == "all" and (pipelined is None or pipelined)
+        # several inferences in flight raise throughput but add latency: files yes, live sources never
+        self.pipelined = self.mode == "all" and not self.source.live and (pipelined is None or pipelined)
         self.in_flight = 1  # inferences at once, known once iteration starts
         self.queue_size = int(queue_size or DEFAULT_QUEUE[self.mode])
         self.fps = self.source.fps
@@ -244,7 +245,8 @@ class FeatureStream:
 
     # -- consumer --------------------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the stream to end after the current batch (safe from a signal handler or another thread)."""
+        """Ask the stream to end after the current batch and any already in inference (safe from a signal
+        handler or another thread)."""
         self._stop_requested.set()
 
     def _should_stop(self, start: float) -> str | None:
@@ -310,6 +312,8 @@ class FeatureStream:
         start = time.monotonic()
         try:
             while True:
+                if in_flight and self._queue.empty():  # nothing to start: deliver what is done meanwhile
+                    yield from self._items(in_flight.popleft(), *runs.result())
                 batch = self._next_batch(start)
                 if isinstance(batch, str):
                     self.stop_reason = batch
@@ -322,7 +326,12 @@ class FeatureStream:
                     self.error = exc
                     self.stop_reason = "error"
                     break
-                runs.submit(np.concatenate(tensors))
+                try:
+                    runs.submit(np.concatenate(tensors))
+                except Exception:  # the engine refused this batch: the ones before it still count
+                    while in_flight:
+                        yield from self._items(in_flight.popleft(), *runs.result())
+                    raise
                 self._frames_taken += len(batch)
                 in_flight.append(batch)
                 if len(in_flight) == runs.depth:  # the oldest is done before another starts
