@@ -78,7 +78,7 @@ def encoder_pipelined_fps(
     enc: Encoder, frames: list[np.ndarray], batch: int, warmup: int = 20
 ) -> float | None:
     """Frames per second of the engine alone with as many batches in flight as the stream keeps
-    (`Encoder.pipeline`, OpenVINO's throughput mode); None where the engine has no such mode."""
+    (`Encoder.pipeline`); None where the engine has no such mode."""
     pipe = enc.pipeline()
     if pipe is None:
         return None

@@ -202,6 +202,6 @@ class EncoderPipeline:
         return self.encoder._features(cls, patches, n), ms
 
     def close(self) -> None:
-        """Wait for what is in flight and release the throughput model."""
+        """Wait for what is in flight (the engine keeps its throughput model or sessions for the next one)."""
         self._chunks.clear()
         self.pipe.close()
