@@ -87,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--one-at-a-time",
         action="store_true",
-        help="files: one inference at a time (by default the CPU engines keep two in flight: 1.2-1.6x the "
-        "FPS on 2 cores, for one or two more copies of the model in memory)",
+        help="files: one inference at a time (by default the CPU engines keep two in flight on inputs of "
+        "500+ frames: 1.2-1.6x the FPS on 2 cores, for one or two more copies of the model in memory)",
     )
     parser.add_argument(
         "--read-timeout", type=float, default=5.0, help="live: seconds without a frame = a drop (default 5)"
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             read_timeout=args.read_timeout,
             reconnect=args.reconnect,
-            pipelined=not args.one_at_a_time,
+            pipelined=False if args.one_at_a_time else None,
         )
     except BaseException:
         encoder.close()

@@ -10,7 +10,8 @@ Queue policy (`mode`):
   For files, folders and iterables, where the engine offers it (OpenVINO, ONNX Runtime on the CPU), two
   batches are in inference at once (`pipelined`; OpenVINO may choose more on large CPUs): on 2 cores two
   single-thread requests ran ViT-S/16 INT8 1.38x (OpenVINO) and 1.77x (ONNX Runtime dynamic INT8) as fast
-  as one request with both threads. A result is delivered as soon as no new frame is waiting.
+  as one request with both threads. A result is delivered as soon as no new frame is waiting. By default
+  only inputs of PIPELINE_MIN_FRAMES frames or more (or of unknown length) do this.
 
 Each item unpacks as `(frame_index, timestamp, Features)` and carries `.timing` (epoch and monotonic time
 at grab, age at output, decode/preprocess/inference milliseconds). A stream that ends early, a live source
@@ -45,6 +46,9 @@ log = logging.getLogger("edge_vsd.runtimes")
 MODES = ("latest", "all")
 DEFAULT_QUEUE = {"latest": 1, "all": 8}
 _END = object()
+# frames from which `all` mode keeps two inferences in flight by default: preparing the engine's second
+# model took 0.55 s (ViT-S/16 INT8, OpenVINO, 2-core Xeon), earned back after about 300 frames
+PIPELINE_MIN_FRAMES = 500
 _POLL_S = 0.1
 
 
@@ -171,8 +175,6 @@ class FeatureStream:
         policy = LivePolicy(read_timeout=float(read_timeout), reconnect=reconnect, backoff=float(backoff))
         self.source: FrameSource = open_source(source, fps, policy, color)
         self.mode = mode or ("latest" if self.source.live else "all")
-        # several inferences in flight raise throughput but add latency: files yes, live sources never
-        self.pipelined = self.mode == "all" and not self.source.live and (pipelined is None or pipelined)
         self.in_flight = 1  # inferences at once, known once iteration starts
         self.queue_size = int(queue_size or DEFAULT_QUEUE[self.mode])
         self.fps = self.source.fps
@@ -180,6 +182,12 @@ class FeatureStream:
         self.expected_frames = math.ceil(count / self.stride) if count else None
         if max_frames is not None and self.expected_frames is not None:
             self.expected_frames = min(self.expected_frames, max_frames)
+        # several inferences in flight raise throughput but add latency: files yes, live sources never, and
+        # by default not for inputs too short to pay for the engine's second model
+        known = [n for n in (self.expected_frames, max_frames) if n is not None]
+        long_enough = min(known, default=PIPELINE_MIN_FRAMES) >= PIPELINE_MIN_FRAMES
+        wanted = long_enough if pipelined is None else pipelined
+        self.pipelined = self.mode == "all" and not self.source.live and wanted
         self.frames_decoded = 0
         self.frames_processed = 0
         self._frames_taken = 0  # off the queue, into inference (ahead of frames_processed when pipelined)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.geometry import PatchGrid
+from edge_vsd.runtimes.stream import PIPELINE_MIN_FRAMES
 from edge_vsd.runtimes.writer import KEYS, load_features, read_meta
 from toy_artifact import make_toy_artifact
 
@@ -66,19 +67,20 @@ def test_extract_writes_npz_matching_the_encoder(artifact, video, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["feats.npz"]  # no temporary files left behind
 
 
-def test_extract_keeps_two_inferences_in_flight_on_openvino_with_the_same_rows(
-    artifact, video, tmp_path, capsys
-):
+def test_extract_keeps_two_inferences_in_flight_on_openvino_with_the_same_rows(artifact, tmp_path, capsys):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("OpenVINO's throughput mode keeps one stream on one core")
-    common = (video, "--artifact", artifact, "--backend", "openvino", "--threads", 2)
+    long = write_video(tmp_path / "long.avi", n_frames=PIPELINE_MIN_FRAMES, height=72, width=96, fps=20)
+    common = (long, "--artifact", artifact, "--backend", "openvino", "--threads", 2)
     assert _extract(*common, "--out", tmp_path / "many.npz") == 0
     assert "at once)" in capsys.readouterr().err  # "(... FPS, openvino-cpu, 2 at once)"
     assert _extract(*common, "--out", tmp_path / "one.npz", "--one-at-a-time") == 0
     assert "at once" not in capsys.readouterr().err
+    assert _extract(*common, "--out", tmp_path / "short.npz", "--max-frames", 50) == 0
+    assert "at once" not in capsys.readouterr().err  # too short to pay for the second model
     many, one = load_features(tmp_path / "many.npz"), load_features(tmp_path / "one.npz")
-    np.testing.assert_array_equal(many["frame_index"], np.arange(N_FRAMES))
+    np.testing.assert_array_equal(many["frame_index"], np.arange(PIPELINE_MIN_FRAMES))
     np.testing.assert_array_equal(many["frame_index"], one["frame_index"])
     np.testing.assert_allclose(many["patches"], one["patches"], rtol=1e-5, atol=1e-6)
 

@@ -208,8 +208,9 @@ def test_files_keep_several_inferences_in_flight_with_the_same_features(ov_encod
     pipe = ov_encoder.pipeline()
     assert pipe is not None and pipe.depth >= 2
     pipe.close()
+    assert not ov_encoder.stream(video).pipelined  # 24 frames: too few to pay for the second model
     one = list(ov_encoder.stream(video, pipelined=False))
-    stream = ov_encoder.stream(video)
+    stream = ov_encoder.stream(video, pipelined=True)
     many = list(stream)
     assert stream.pipelined and stream.in_flight == pipe.depth and stream.stop_reason == "end"
     assert [i for i, _, _ in many] == [i for i, _, _ in one] == list(range(24))
@@ -221,10 +222,10 @@ def test_files_keep_several_inferences_in_flight_with_the_same_features(ov_encod
 
 
 def test_in_flight_frames_still_honour_max_frames_stop_and_an_early_break(ov_encoder, video):
-    stream = ov_encoder.stream(video, max_frames=7)
+    stream = ov_encoder.stream(video, max_frames=7, pipelined=True)
     assert [i for i, _, _ in stream] == list(range(7)) and stream.stop_reason == "max_frames"
     assert stream.frames_processed == 7 and not stream.ended_early
-    stream = ov_encoder.stream(video)
+    stream = ov_encoder.stream(video, pipelined=True)
     seen = []
     for index, _, _ in stream:
         seen.append(index)
@@ -233,7 +234,7 @@ def test_in_flight_frames_still_honour_max_frames_stop_and_an_early_break(ov_enc
     # frames already in inference when stop() came are delivered, in order, and nothing after them
     assert seen == list(range(len(seen))) and 4 <= len(seen) <= 4 + stream.in_flight
     assert stream.stop_reason == "stopped"
-    stream = ov_encoder.stream(video)
+    stream = ov_encoder.stream(video, pipelined=True)
     items = iter(stream)
     assert [next(items)[0] for _ in range(3)] == [0, 1, 2]
     items.close()  # the caller stops reading with a request still in flight
