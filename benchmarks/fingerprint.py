@@ -6,7 +6,6 @@ real files and never fails: anything missing is recorded as null.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import subprocess
@@ -14,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edge_vsd.runtimes.cpuinfo import int8_path, parse_cpuinfo
+from edge_vsd.runtimes.cpuinfo import int8_path, parse_cpuinfo, usable_cores
 
 PACKAGES = {
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
@@ -131,10 +130,7 @@ def collect(threads: int | None = None) -> dict[str, Any]:
     cpu = parse_cpuinfo(_read("/proc/cpuinfo") or "")
     if not cpu["model"]:
         cpu["model"] = platform.processor() or None
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:
-        available = os.cpu_count()
+    available = usable_cores()
     return {
         "cpu": {
             **cpu,

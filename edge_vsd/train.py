@@ -495,9 +495,7 @@ def _train(
     freeze_steps = cfg.freeze_last_layer_steps
     freeze_steps = freeze_steps if freeze_steps is not None else min(steps_per_epoch, total // 10)
     sched = schedules(cfg, total)
-    auto_compile = cfg.compile is None
-    cfg.resolve_compile(total, world)
-    if auto_compile and cfg.compile and rank == 0:
+    if cfg.resolve_compile(total, world) and rank == 0:
         print(
             f"compile: CUDA graphs (torch.compile reduce-overhead) for {total} steps; about a minute of "
             "compilation before step 1 (--no-compile: eager)",

@@ -4,6 +4,7 @@ Shared by `export` (which records why a CPU INT8 scheme won) and `benchmarks` (t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,11 @@ def cpu_fingerprint(cpu: dict[str, Any] | None = None) -> dict[str, Any]:
         "int8_path": int8_path(cpu["isa"]),
         "flags": flags,
     }
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its affinity mask, as `taskset` and cgroups set it."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

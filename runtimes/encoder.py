@@ -109,8 +109,6 @@ class Encoder:
 
     def _engine_error(self, chunk: np.ndarray, exc: Exception) -> RuntimeInputError:
         """One line for an engine's own (often multi-line) error on `chunk`."""
-        if isinstance(exc, RuntimeInputError):
-            return exc
         lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
         first = next((t for t in lines if not t.startswith("Exception from")), type(exc).__name__)[:200]
         return RuntimeInputError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from edge_vsd.runtimes.backend import ONNX_FILE
+from edge_vsd.runtimes.cpuinfo import usable_cores
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 _CPU, _CUDA, _TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -29,14 +29,6 @@ def providers_for(device: str, available: list[str]) -> list[str]:
             f"ONNX Runtime here has no {wanted[device][0]} (available: {', '.join(available)})"
         )
     return [p for p in wanted[device] if p in available]
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask, as `taskset` and cgroups set it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class OnnxRuntimeBackend:

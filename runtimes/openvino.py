@@ -90,7 +90,7 @@ class OpenVINOPipeline:
     (cls, patches, milliseconds), in submission order."""
 
     def __init__(self, compiled: Any, outputs: list[str], input_name: str, depth: int) -> None:
-        self.compiled, self.depth, self.input_name = compiled, depth, input_name
+        self.depth, self.input_name = depth, input_name
         self.ports = [compiled.output(n) for n in outputs]
         self._idle = deque(compiled.create_infer_request() for _ in range(depth))
         self._busy: deque = deque()
@@ -114,7 +114,8 @@ class OpenVINOPipeline:
             self._idle.append(request)
 
     def close(self) -> None:
-        """Wait for what is still in flight (its buffers belong to the requests) and drop the model."""
+        """Wait for what is still in flight (its buffers belong to the requests); the throughput model
+        stays with the backend for the next stream."""
         for request in self._busy:
             with contextlib.suppress(Exception):  # its error was the stream's to report, not close's
                 request.wait()

@@ -316,12 +316,12 @@ class FeatureStream:
             self._start()
         runs = self._runs()
         self.in_flight = runs.depth
-        in_flight: deque[list[_Pending]] = deque()
+        pending: deque[list[_Pending]] = deque()  # batches in inference, oldest first
         start = time.monotonic()
         try:
             while True:
-                if in_flight and self._queue.empty():  # nothing to start: deliver what is done meanwhile
-                    yield from self._items(in_flight.popleft(), *runs.result())
+                if pending and self._queue.empty():  # nothing to start: deliver what is done meanwhile
+                    yield from self._items(pending.popleft(), *runs.result())
                 batch = self._next_batch(start)
                 if isinstance(batch, str):
                     self.stop_reason = batch
@@ -337,15 +337,15 @@ class FeatureStream:
                 try:
                     runs.submit(np.concatenate(tensors))
                 except Exception:  # the engine refused this batch: the ones before it still count
-                    while in_flight:
-                        yield from self._items(in_flight.popleft(), *runs.result())
+                    while pending:
+                        yield from self._items(pending.popleft(), *runs.result())
                     raise
                 self._frames_taken += len(batch)
-                in_flight.append(batch)
-                if len(in_flight) == runs.depth:  # the oldest is done before another starts
-                    yield from self._items(in_flight.popleft(), *runs.result())
-            while in_flight:  # what was started before the stream ended is delivered
-                yield from self._items(in_flight.popleft(), *runs.result())
+                pending.append(batch)
+                if len(pending) == runs.depth:  # the oldest is done before another starts
+                    yield from self._items(pending.popleft(), *runs.result())
+            while pending:  # what was started before the stream ended is delivered
+                yield from self._items(pending.popleft(), *runs.result())
         except GeneratorExit:
             self.stop_reason = "caller"
             raise

@@ -13,6 +13,7 @@ import cv2
 import edge_vsd.runtimes as rt
 import numpy as np
 import pytest
+from edge_vsd.runtimes.cpuinfo import usable_cores
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.geometry import PatchGrid
 from edge_vsd.runtimes.stream import PIPELINE_MIN_FRAMES
@@ -69,7 +70,7 @@ def test_extract_writes_npz_matching_the_encoder(artifact, video, tmp_path):
 
 def test_extract_keeps_two_inferences_in_flight_on_openvino_with_the_same_rows(artifact, tmp_path, capsys):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
-    if len(os.sched_getaffinity(0)) < 2:
+    if usable_cores() < 2:
         pytest.skip("OpenVINO's throughput mode keeps one stream on one core")
     long = write_video(tmp_path / "long.avi", n_frames=PIPELINE_MIN_FRAMES, height=72, width=96, fps=20)
     common = (long, "--artifact", artifact, "--backend", "openvino", "--threads", 2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -13,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import opencv_sample
+from edge_vsd.runtimes.cpuinfo import usable_cores
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import file_entry, write_manifest
 from toy_artifact import make_toy_artifact, toy_manifest, toy_model
@@ -196,7 +196,7 @@ def ov_encoder(request, tmp_path_factory):
     Runtime sessions of one thread each."""
     if request.param == "openvino":
         pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
-    if len(os.sched_getaffinity(0)) < 2:
+    if usable_cores() < 2:
         pytest.skip("one core: one request at a time")
     art = make_toy_artifact(tmp_path_factory.mktemp("ov") / "toy", batch=1, image_size=(48, 64))
     enc = rt.load(art, backend=request.param, threads=2)
