@@ -22,6 +22,7 @@ GRAPH_FILES = {
     "ort_dynamic_int8": "encoder.ort_dynamic.onnx",
     "openvino_ir_int8": "encoder.ov_int8.xml",  # OpenVINO IR: the .xml graph and its .bin weights
     "openvino_ir_int8_symmetric": "encoder.ov_int8_sym.xml",
+    "openvino_ir_int8_symmetric_nosq": "encoder.ov_int8_sym_nosq.xml",
 }
 FP32_FILE = "encoder.fp32.onnx"
 FP32_REFERENCE_NAMES = {"onnxruntime": "fp32_reference", "openvino": "fp32_reference_openvino"}
@@ -86,10 +87,18 @@ def ort_dynamic_int8(fp32: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def ir_schemes(scheme: Any) -> dict[str, Any]:
-    """The IR candidates: the ONNX candidate's scheme, and the same with symmetric int8 activations, which
-    OpenVINO ran in 9.8-10.2 against 10.8-11.2 ms (ViT-S/16, 2-core AMX Xeon; README). Tune picks."""
-    symmetric = replace(scheme, name=f"{scheme.name}_symmetric", symmetric=True)
-    return {"openvino_ir_int8": scheme, "openvino_ir_int8_symmetric": symmetric}
+    """The IR candidates: the ONNX candidate's scheme; symmetric int8 activations with the attention core in
+    float (OpenVINO ran symmetric in 9.8-10.2 against 10.8-11.2 ms asymmetric, ViT-S/16 on a 2-core AMX
+    Xeon, and the float core in bf16 ties the int8 one at better fidelity; README); and that without
+    SmoothQuant, faster (fewer scaling nodes) but only where the gate says the weights have no outlier
+    channels that need it. Tune picks."""
+    symmetric = replace(scheme, name=f"{scheme.name}_symmetric", symmetric=True, float_attention=True)
+    schemes = {"openvino_ir_int8": scheme, "openvino_ir_int8_symmetric": symmetric}
+    if scheme.smooth_quant_alpha >= 0:
+        schemes["openvino_ir_int8_symmetric_nosq"] = replace(
+            symmetric, name=f"{symmetric.name}_nosq", smooth_quant_alpha=-1.0
+        )
+    return schemes
 
 
 def openvino_ir_int8(fp32: onnx.ModelProto, calib: np.ndarray, scheme: Any) -> Any:
@@ -99,7 +108,9 @@ def openvino_ir_int8(fp32: onnx.ModelProto, calib: np.ndarray, scheme: Any) -> A
     README)."""
     from edge_vsd.export import quantize
 
-    return quantize.quantize_int8(_openvino_model(fp32), calib, scheme)
+    # OpenVINO keeps the ONNX node names, so the attention MatMuls are found on the ONNX graph
+    ignored = quantize.attention_matmuls(fp32) if scheme.float_attention else None
+    return quantize.quantize_int8(_openvino_model(fp32), calib, scheme, ignored=ignored)
 
 
 def _openvino_model(model: onnx.ModelProto) -> Any:

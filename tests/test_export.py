@@ -404,8 +404,10 @@ def test_cpu_int8_measures_openvino_when_installed(ckpt, vtest, tmp_path):
     )
     manifest = assert_manifest_files_match(art)
     names = {c["name"]: c for c in manifest["cpu_int8"]["candidates"]}
-    # Q/DQ ONNX, and NNCF on OpenVINO's own IR with asymmetric and with symmetric activations
-    for name in ("openvino_nncf_qdq", "openvino_ir_int8", "openvino_ir_int8_symmetric"):
+    # Q/DQ ONNX, and NNCF on OpenVINO's own IR: asymmetric; symmetric with a float attention core, with and
+    # without SmoothQuant
+    irs = ("openvino_ir_int8", "openvino_ir_int8_symmetric", "openvino_ir_int8_symmetric_nosq")
+    for name in ("openvino_nncf_qdq", *irs):
         ov = names[name]
         assert ov["backend"] == "openvino" and ov["latency_ms"] > 0 and ov["fidelity"]["cls_cosine"] >= 0.99
     chosen = names[manifest["cpu_int8"]["chosen"]]
@@ -417,8 +419,17 @@ def test_cpu_int8_measures_openvino_when_installed(ckpt, vtest, tmp_path):
     )
     import openvino
 
-    ir_model = openvino.Core().read_model(str(art / ir["file"]))
-    assert any(op.get_type_name() == "FakeQuantize" for op in ir_model.get_ops())  # an INT8 graph
+    files = {c["name"]: c["file"] for c in manifest["candidates"]}
+    fake_quantize = {
+        n: sum(
+            op.get_type_name() == "FakeQuantize"
+            for op in openvino.Core().read_model(str(art / files[n])).get_ops()
+        )
+        for n in irs
+    }
+    assert fake_quantize["openvino_ir_int8"] > 0  # an INT8 graph
+    # the float attention core: no quantizer on the inputs of q@k^T and softmax@V (2 a block)
+    assert fake_quantize["openvino_ir_int8_symmetric"] < fake_quantize["openvino_ir_int8"]
     frames = load_frames([vtest], (SIZE, SIZE), 4, 4).heldout
     with rt.load(art, candidate="openvino_ir_int8") as enc, rt.load(art, candidate="fp32_reference") as ref:
         ours, want = enc(list(frames)), ref(list(frames))

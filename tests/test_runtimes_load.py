@@ -223,6 +223,32 @@ def test_openvino_backend_matches_reference(artifacts):
         np.testing.assert_allclose(plain(frames).cls, out.cls, atol=1e-5)
 
 
+def test_openvino_bf16_outputs_are_decoded_to_float32(artifacts):
+    # bf16 float parts come out as bf16 (so OpenVINO need not keep the residual stream in f32); the backend
+    # must widen them by their bits, not take OpenVINO's float16-typed view of them as values
+    ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bf16: OpenVINO runs the bf16 hint in f32, outputs stay f32")
+    frames = _frames(3, seed=5)
+    exact = rt.load(artifacts["dynamic"], backend="openvino", threads=1)(frames)
+    enc = rt.load(artifacts["dynamic"], backend="openvino", threads=1, precision_hint="bf16")
+    assert enc.backend.bf16_out
+    out = enc(frames)
+    assert out.cls.dtype == out.patches.dtype == np.float32
+    for a, b in ((out.cls, exact.cls), (out.patches, exact.patches)):
+        a, b = a.reshape(len(frames), -1), b.reshape(len(frames), -1)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cos.min() > 0.999, cos
+        np.testing.assert_allclose(a, b, rtol=0.05, atol=0.05 * np.abs(b).max())
+    pipe = enc.backend.pipeline()
+    if pipe is not None:  # the throughput-compiled twin decodes the same way
+        pipe.submit(enc.prepare(frames[:1]))
+        cls, _, _ = pipe.result()
+        assert cls.dtype == np.float32
+        np.testing.assert_allclose(cls, out.cls[:1], atol=1e-2 * np.abs(out.cls).max())
+        pipe.close()
+
+
 def test_openvino_missing_is_one_line_error(artifacts, monkeypatch):
     # as on a machine without the package, also where it is installed: a None entry makes the import fail
     monkeypatch.setitem(sys.modules, "openvino", None)
