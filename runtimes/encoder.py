@@ -13,7 +13,7 @@ import numpy as np
 from edge_vsd.runtimes.backend import Backend
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import input_spec
-from edge_vsd.runtimes.preprocess import Preprocessor, as_frame_list
+from edge_vsd.runtimes.preprocess import Preprocessor, as_frame_list, to_bgr
 
 log = logging.getLogger("edge_vsd.runtimes")
 
@@ -74,10 +74,19 @@ class Encoder:
 
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> Features:
         """uint8 BGR/gray/BGRA frame, list of frames or (N, H, W, 3) batch -> Features with N rows."""
-        return self.run_tensor(self.prepare(frames))
+        resizes = getattr(self.backend, "resizes", None)
+        if resizes is None:
+            return self.run_tensor(self.prepare(frames))
+        bgr = [to_bgr(np.asarray(f)) for f in as_frame_list(frames)]
+        size = bgr[0].shape[:2]
+        if all(b.shape[:2] == size for b in bgr) and resizes(size):  # the engine resizes in its graph
+            return self.run_tensor(bgr[0][None] if len(bgr) == 1 else np.stack(bgr), self.backend.run_frames)
+        return self.run_tensor(self.prepare(bgr))
 
-    def run_tensor(self, x: np.ndarray) -> Features:
-        """`prepare`'s output -> Features; loops over the artifact's batch size."""
+    def run_tensor(self, x: np.ndarray, run: Any = None) -> Features:
+        """`prepare`'s output -> Features; loops over the artifact's batch size. `run`: the backend call
+        that takes `x` (default `backend.run`)."""
+        run = run or self.backend.run
         n = x.shape[0]
         cls_parts, patch_parts = [], []
         for start in range(0, n, self.max_batch):
@@ -85,7 +94,7 @@ class Encoder:
             real = chunk.shape[0]
             chunk = self._padded(chunk)
             try:
-                cls, patches = self.backend.run(chunk)
+                cls, patches = run(chunk)
             except RuntimeInputError:
                 raise
             except Exception as exc:  # an engine's own multi-line error; the model is the likely cause
