@@ -68,6 +68,8 @@ class PeerPath:
     input: str
     run: Callable[[], object]
     features: tuple[np.ndarray, np.ndarray]
+    # our artifact on the timed input: held-out frames at 640x480, one call each, against PyTorch on them
+    from_frame: dict | None = None
 
 
 def _log(msg: str) -> None:
@@ -217,6 +219,7 @@ def build_paths(
             f"{FRAME_WH[0]}x{FRAME_WH[1]} BGR uint8",
             lambda: enc(frame),
             (ours.cls, ours.patches),
+            _from_frame_fidelity(enc, backbone, frames.raw_heldout or frames.heldout, size),
         )
     )
     paths.append(
@@ -239,6 +242,21 @@ def build_paths(
     return paths, info
 
 
+def _from_frame_fidelity(enc, backbone, raw: list[np.ndarray], size: tuple[int, int]) -> dict:
+    """Our artifact's cosine to PyTorch on the path that is timed: held-out frames at 640x480, one call
+    each (an engine that resizes in its graph does so from the second), PyTorch on the training-side
+    preprocessing of the same frames."""
+    import cv2
+    from edge_vsd.export.parity import compare, torch_reference
+
+    from edge_vsd.data.preprocess import preprocess
+
+    big = [cv2.resize(f, FRAME_WH, interpolation=cv2.INTER_AREA) for f in raw]
+    ref = torch_reference(backbone, np.concatenate([preprocess(f, size).numpy() for f in big]))
+    feats = [enc(f) for f in big]
+    return compare(ref, (np.concatenate([f.cls for f in feats]), np.concatenate([f.patches for f in feats])))
+
+
 def bounds(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Item-6 checks for our artifact: ratios to the peers and fidelity; each with `met`."""
     ms = {n: r["median_ms"] for n, r in rows.items()}
@@ -250,7 +268,12 @@ def bounds(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "vs_openvino_nncf_default": (ms[OURS] / ms[OV_NNCF], 1.0),
     }
     out: dict[str, Any] = {k: {"ratio": round(v, 3), "max": m, "met": v <= m} for k, (v, m) in checks.items()}
-    cos = min(ours["cls_cosine"], ours["patch_cosine"])
+    # on the peers' input (frames at model size) and, where measured, on the timed 640x480 path
+    cos = min(
+        ours["cls_cosine"],
+        ours["patch_cosine"],
+        *[ours["from_frame"][k] for k in ("cls_cosine", "patch_cosine") if ours.get("from_frame")],
+    )
     out["fidelity"] = {"min_of_cls_patch_cosine": cos, "min": MIN_COSINE, "met": cos >= MIN_COSINE}
     out["all_met"] = all(v["met"] for v in out.values() if isinstance(v, dict))
     if OURS_ENCODER in ms:  # context, not a bound: the same comparison without our resize
@@ -285,6 +308,7 @@ def run_peers(ckpt: Path, artifact: Path, video: Path, s: PeerSettings) -> dict[
             "input": p.input,
             **timings[p.name].record(),
             **fid,
+            **({"from_frame": p.from_frame} if p.from_frame else {}),
         }
     torch_ms = rows[TORCH]["median_ms"]
     for r in rows.values():
@@ -339,6 +363,12 @@ def markdown(results: dict[str, Any]) -> str:
             f". Both fed the 640x480 frame (the peer preprocessed in numpy), ours / OpenVINO on NNCF "
             f"default = {b['vs_openvino_nncf_default_from_frame']:.3f}"
             if "vs_openvino_nncf_default_from_frame" in b
+            else ""
+        )
+        + (
+            f". Ours on the timed path (held-out frames at 640x480, one call each) against PyTorch: CLS "
+            f"cosine {ff['cls_cosine']:.4f}, patch cosine {ff['patch_cosine']:.4f}"
+            if (ff := results["rows"].get(OURS, {}).get("from_frame"))
             else ""
         ),
         "",
