@@ -4,8 +4,9 @@ it inside their graph.
 Output pixel i of an axis averages the source interval [i * s, (i + 1) * s), s = src / dst, each source
 pixel weighted by its overlap. With g = gcd(src, dst) the pattern repeats every p = src / g source and
 q = dst / g output pixels, so one (q, p) block of weights resizes the whole axis: reshape it into g runs of
-p pixels and multiply. 640 -> 224 is 32 runs of 20 -> 7, 480 -> 224 32 runs of 15 -> 7. The result is
-OpenCV's before rounding to uint8 (1 grey level off it at 0.05% of the pixels of a 640x480 frame).
+p pixels and multiply. 640 -> 224 is 32 runs of 20 -> 7, 480 -> 224 32 runs of 15 -> 7. Rounded to
+integers, the result is OpenCV's at all but 0.05-0.2% of the pixels, which are one grey level off (its
+float sums run in another order).
 """
 
 from __future__ import annotations

@@ -65,28 +65,31 @@ class Encoder:
         """Whether the backend normalises in its own graph and so takes resized uint8 (N, H, W, 3) frames."""
         return bool(getattr(self.backend, "takes_uint8", False))
 
-    def prepare(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    def prepare(
+        self, frames: np.ndarray | Sequence[np.ndarray], resize_in_engine: bool = False
+    ) -> np.ndarray:
         """Frames -> what the backend takes: the normalised (N, 3, H, W) tensor, or the resized uint8
-        (N, H, W, 3) frames in the manifest's colour order when the backend folds the normalisation."""
-        if self.takes_uint8:
-            return np.stack([self.preprocess.resize(f) for f in as_frame_list(frames)])
-        return self.preprocess(frames)
+        (N, H, W, 3) frames in the manifest's colour order when the backend folds the normalisation. With
+        `resize_in_engine`, frames of one size that the engine resizes in its own graph (OpenVINO, see its
+        `resizes`) come back as they are, uint8 BGR (N, H, W, 3). `run_tensor` takes any of these."""
+        if not self.takes_uint8:
+            return self.preprocess(frames)
+        bgr = [to_bgr(np.asarray(f)) for f in as_frame_list(frames)]
+        size = bgr[0].shape[:2]
+        resizes = getattr(self.backend, "resizes", None) if resize_in_engine else None
+        if resizes is not None and all(b.shape[:2] == size for b in bgr) and resizes(size):
+            return bgr[0][None] if len(bgr) == 1 else np.stack(bgr)
+        return np.stack([self.preprocess.resize(f) for f in bgr])
 
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> Features:
         """uint8 BGR/gray/BGRA frame, list of frames or (N, H, W, 3) batch -> Features with N rows."""
-        resizes = getattr(self.backend, "resizes", None)
-        if resizes is None:
-            return self.run_tensor(self.prepare(frames))
-        bgr = [to_bgr(np.asarray(f)) for f in as_frame_list(frames)]
-        size = bgr[0].shape[:2]
-        if all(b.shape[:2] == size for b in bgr) and resizes(size):  # the engine resizes in its graph
-            return self.run_tensor(bgr[0][None] if len(bgr) == 1 else np.stack(bgr), self.backend.run_frames)
-        return self.run_tensor(self.prepare(bgr))
+        return self.run_tensor(self.prepare(frames, resize_in_engine=True))
 
-    def run_tensor(self, x: np.ndarray, run: Any = None) -> Features:
-        """`prepare`'s output -> Features; loops over the artifact's batch size. `run`: the backend call
-        that takes `x` (default `backend.run`)."""
-        run = run or self.backend.run
+    def run_tensor(self, x: np.ndarray) -> Features:
+        """`prepare`'s output -> Features; loops over the artifact's batch size."""
+        run = self.backend.run
+        if self.takes_uint8 and x.dtype == np.uint8 and x.shape[1:3] != tuple(self.image_size):
+            run = getattr(self.backend, "run_frames", run)  # frames at their own size: the engine resizes
         n = x.shape[0]
         cls_parts, patch_parts = [], []
         for start in range(0, n, self.max_batch):

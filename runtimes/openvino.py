@@ -23,8 +23,9 @@ class OpenVINOBackend:
     """Runs `encoder.onnx` (or another of the artifact's graphs) through OpenVINO's CPU plugin. With
     `fold_preprocessing` (default) the compiled model takes the resized uint8 frames (B, H, W, 3) in the
     manifest's colour order and does the rest itself: to float, mean and std, HWC to CHW. With
-    `fold_resize` too (default), frames that come at one larger size call after call are taken as they are
-    (uint8 BGR) by a second model that also does the area resize (`run_frames`)."""
+    `fold_resize` too (default: yes, except for an fp32 artifact run in f32, whose features match PyTorch's
+    to 1e-5), frames that come at one larger size call after call are taken as they are (uint8 BGR) by a
+    second model that also does the area resize (`run_frames`)."""
 
     name = "openvino-cpu"
 
@@ -37,7 +38,7 @@ class OpenVINOBackend:
         onnx_file: str = ONNX_FILE,
         precision_hint: str | None = None,
         fold_preprocessing: bool = True,
-        fold_resize: bool = True,
+        fold_resize: bool | None = None,
     ) -> None:
         path = Path(artifact_dir) / onnx_file
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
@@ -73,6 +74,8 @@ class OpenVINOBackend:
         self._throughput: Any = None  # the same graph compiled for throughput, on the first `pipeline`
         self._path, self._spec = path, manifest["input"]
         self._image_size = tuple(manifest["model"]["image_size"])
+        if fold_resize is None:  # an fp32 artifact run in f32 is the exact reference: OpenCV's resize stays
+            fold_resize = manifest.get("precision") != "fp32" or self.bf16_out
         self._resizes = self.takes_uint8 and fold_resize and _resizable(self._spec)
         # frame size -> (infer request, cls port, patches port) of the model that resizes
         self._resizing: OrderedDict[tuple[int, int], tuple[Any, Any, Any]] = OrderedDict()
@@ -88,10 +91,10 @@ class OpenVINOBackend:
         )
 
     def resizes(self, size: tuple[int, int]) -> bool:
-        """Whether `run_frames` takes uint8 BGR frames of `size` (H, W) as they are. For ViT-S/16 the area
-        resize in the graph took 0.1-0.2 ms against OpenCV's 1.0 ms for a 640x480 frame, and a model for a
-        new size compiles in 0.4 s, so it is built when a size comes a second time in a row: a stream of
-        one camera pays it once, one-off sizes never."""
+        """Whether `run_frames` takes uint8 BGR frames of `size` (H, W) as they are. ViT-S/16 from a
+        640x480 frame: 8.5-8.9 ms a call with the resize in the graph, 9.6 ms with OpenCV's (1.0 ms of it).
+        A model for a new size compiles in 0.4 s, so it is built when a size comes a second time in a row:
+        a camera pays it once, one-off sizes never."""
         size = (int(size[0]), int(size[1]))
         if size in self._resizing:
             self._resizing.move_to_end(size)
@@ -214,12 +217,13 @@ def _resizable(spec: dict[str, Any]) -> bool:
 def _with_resize(
     model: ov.Model, spec: dict[str, Any], size: tuple[int, int], image_size: tuple[int, int]
 ) -> ov.Model:
-    """`model` taking uint8 BGR frames of `size` (B, H, W, 3): area resize, colour order, normalisation and
-    HWC to CHW in the graph, in the order of the numpy `Preprocessor` (the resize is not rounded to uint8)."""
+    """`model` taking uint8 BGR frames of `size` (B, H, W, 3): area resize, rounding, colour order,
+    normalisation and HWC to CHW in the graph, in the order of the numpy `Preprocessor`."""
     import openvino.opset13 as ops
 
     image = model.inputs[0]
     frames, x = area_resize.openvino_graph(size, image_size, image.get_partial_shape()[0])
+    x = ops.round(x, "half_to_even")  # OpenCV's uint8 result: the same value at 99.8-99.95% of pixels
     if spec["color"] == "RGB":
         x = ops.gather(x, ops.constant(np.array([2, 1, 0], np.int64)), ops.constant(np.int64(3)))
     scale = float(spec["scale"])

@@ -228,9 +228,9 @@ class FeatureStream:
                     except queue.Empty:
                         pass
 
-    def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+    def _prepare(self, frame: np.ndarray, resize_in_engine: bool = False) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
-        return self.encoder.prepare(frame), time.perf_counter() - start
+        return self.encoder.prepare(frame, resize_in_engine), time.perf_counter() - start
 
     def _decode(self) -> None:
         try:
@@ -294,8 +294,8 @@ class FeatureStream:
     def _tensors(self, batch: list[_Pending]) -> list[np.ndarray]:
         out = []
         for p in batch:
-            if p.tensor is None:
-                p.tensor, p.prep_s = self._prepare(p.grab.frame)
+            if p.tensor is None:  # "latest" mode, one inference at a time: the engine may resize it itself
+                p.tensor, p.prep_s = self._prepare(p.grab.frame, resize_in_engine=True)
             elif isinstance(p.tensor, Future):
                 p.tensor, p.prep_s = p.tensor.result()
             out.append(p.tensor)

@@ -46,29 +46,30 @@ def _frames(n, h, w, seed=0):
 def test_openvino_resizes_in_its_graph_once_a_size_repeats(tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
     art = make_toy_artifact(tmp_path / "a", batch=1, image_size=(48, 80), patch=16, dim=24)
-    enc = rt.load(art, backend="openvino", threads=1)
+    assert not rt.load(art, backend="openvino", threads=1).backend._resizes  # fp32 in f32: exact, OpenCV's
+    enc = rt.load(art, backend="openvino", threads=1, fold_resize=True)
     opencv = rt.load(art, backend="openvino", threads=1, fold_resize=False)
     frames = _frames(3, 90, 120)
     first = enc(frames[0])
     assert not enc.backend._resizing  # one sighting of a size compiles nothing
     second = enc(frames[1])
     assert list(enc.backend._resizing) == [(90, 120)]
+    assert enc.prepare(frames[2], resize_in_engine=True).shape == (1, 90, 120, 3)  # frames go in as they are
     batch = enc(frames)  # a batch of that size, one engine call per frame (static batch 1)
     want = opencv(frames)
     assert not opencv.backend._resizing
     scale = np.abs(want.patches).max()
     np.testing.assert_allclose(first.cls, want.cls[:1], atol=1e-5 * scale)  # OpenCV's path, unchanged
-    # in the graph: OpenCV's resize before its rounding to uint8
+    # in the graph: OpenCV's resize but for a grey level at a few pixels
     for got in (second.patches, batch.patches[1:2]):
         np.testing.assert_allclose(got, want.patches[1:2], atol=0.02 * scale)
     np.testing.assert_allclose(batch.patches, want.patches, atol=0.02 * scale)
-    assert not np.allclose(second.patches, want.patches[1:2], atol=0)  # it did run the other model
 
 
 def test_openvino_keeps_the_latest_resizing_models_and_skips_one_off_sizes(tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
     art = make_toy_artifact(tmp_path / "a", batch=None, image_size=(48, 80), patch=16, dim=24)
-    enc = rt.load(art, backend="openvino", threads=1)
+    enc = rt.load(art, backend="openvino", threads=1, fold_resize=True)
     for h, w in [(96, 160), (144, 240), (96, 160), (144, 240)]:  # alternating sizes: never twice in a row
         enc(_frames(1, h, w))
     assert not enc.backend._resizing
@@ -77,3 +78,21 @@ def test_openvino_keeps_the_latest_resizing_models_and_skips_one_off_sizes(tmp_p
     assert list(enc.backend._resizing) == [(144, 240), (192, 320)]
     mixed = enc([_frames(1, 192, 320)[0], _frames(1, 96, 160)[0]])  # sizes differ: OpenCV resizes them
     assert mixed.cls.shape == (2, 24)
+
+
+def test_latest_mode_stream_lets_openvino_resize_and_all_mode_keeps_opencv(tmp_path):
+    # "latest" (live cameras) prepares each frame just before its inference, one at a time: the engine may
+    # resize it; "all" prepares in decode threads, where OpenCV's resize overlaps inference
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
+    art = make_toy_artifact(tmp_path / "a", batch=1, image_size=(48, 80), patch=16, dim=24)
+    frames = list(_frames(6, 90, 120, seed=3))
+    want = rt.load(art, backend="openvino", threads=1, fold_resize=False)(frames)
+    scale = np.abs(want.patches).max()
+    for mode, folds in (("latest", True), ("all", False)):
+        enc = rt.load(art, backend="openvino", threads=1, fold_resize=True)
+        with enc.stream(iter(frames), mode=mode, queue_size=len(frames)) as stream:  # a queue that drops none
+            got = {item.index: item.features.patches for item in stream}
+        assert sorted(got) == list(range(len(frames)))
+        assert bool(enc.backend._resizing) == folds, mode
+        for i, patches in got.items():
+            np.testing.assert_allclose(patches, want.patches[i], atol=0.02 * scale)
