@@ -228,9 +228,9 @@ class FeatureStream:
                     except queue.Empty:
                         pass
 
-    def _prepare(self, frame: np.ndarray, resize_in_engine: bool = False) -> tuple[np.ndarray, float]:
+    def _prepare(self, frames: Any, resize_in_engine: bool = False) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
-        return self.encoder.prepare(frame, resize_in_engine), time.perf_counter() - start
+        return self.encoder.prepare(frames, resize_in_engine), time.perf_counter() - start
 
     def _decode(self) -> None:
         try:
@@ -292,11 +292,15 @@ class FeatureStream:
         return batch
 
     def _tensors(self, batch: list[_Pending]) -> list[np.ndarray]:
+        if all(p.tensor is None for p in batch):  # "latest" mode, prepared here, just before its inference:
+            # as one batch, so the engine resizes either all frames in its graph or none
+            x, seconds = self._prepare([p.grab.frame for p in batch], resize_in_engine=True)
+            for p in batch:
+                p.prep_s = seconds / len(batch)
+            return [x]
         out = []
         for p in batch:
-            if p.tensor is None:  # "latest" mode, one inference at a time: the engine may resize it itself
-                p.tensor, p.prep_s = self._prepare(p.grab.frame, resize_in_engine=True)
-            elif isinstance(p.tensor, Future):
+            if isinstance(p.tensor, Future):
                 p.tensor, p.prep_s = p.tensor.result()
             out.append(p.tensor)
         return out

@@ -96,3 +96,19 @@ def test_latest_mode_stream_lets_openvino_resize_and_all_mode_keeps_opencv(tmp_p
         assert bool(enc.backend._resizing) == folds, mode
         for i, patches in got.items():
             np.testing.assert_allclose(patches, want.patches[i], atol=0.02 * scale)
+
+
+def test_latest_mode_batch_is_resized_by_one_path(tmp_path):
+    # a batch whose first frame comes before the engine resizes that size and whose second comes after
+    # must not mix uint8 frames at two sizes
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install edge-vsd[openvino])")
+    art = make_toy_artifact(tmp_path / "a", batch=None, image_size=(48, 80), patch=16, dim=24)
+    enc = rt.load(art, backend="openvino", threads=1, fold_resize=True)
+    frames = list(_frames(7, 90, 120, seed=4))
+    want = rt.load(art, backend="openvino", threads=1, fold_resize=False)(frames)
+    with enc.stream(iter(frames), mode="latest", queue_size=len(frames), batch_size=2) as stream:
+        got = {item.index: item.features.patches for item in stream}
+    assert sorted(got) == list(range(len(frames))) and stream.error is None
+    scale = np.abs(want.patches).max()
+    for i, patches in got.items():
+        np.testing.assert_allclose(patches, want.patches[i], atol=0.02 * scale)
