@@ -165,7 +165,9 @@ def test_latest_mode_drops_oldest_frames_instead_of_lagging(encoder, video):
         time.sleep(0.05)  # a slow consumer
     assert stream.frames_dropped > 0
     assert stream.frames_processed + stream.frames_dropped == stream.frames_decoded == 24
-    assert indices == sorted(indices) and indices[0] == 0
+    # in order, and the newest frame is always delivered (the first one is not: on a busy machine the
+    # decoder can reach frame 1 before the consumer takes frame 0, and then frame 0 is the oldest to drop)
+    assert indices == sorted(indices) and indices[-1] == 23
     assert len(set(range(24)) - set(indices)) == stream.frames_dropped  # dropped numbers are skipped
     assert "dropped" in stream.summary()
 
