@@ -41,9 +41,11 @@ def foldable(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> bool:
     return all(d // math.gcd(s, d) <= MAX_BLOCK_OUT for s, d in zip(src_hw, dst_hw, strict=True))
 
 
-def openvino_graph(src_hw: tuple[int, int], dst_hw: tuple[int, int], batch: Any) -> tuple[Any, Any]:
+def openvino_graph(
+    src_hw: tuple[int, int], dst_hw: tuple[int, int], batch: Any, reverse_channels: bool = False
+) -> tuple[Any, Any]:
     """OpenVINO ops: a uint8 (batch, H, W, 3) parameter (`batch` an openvino.Dimension) and its float
-    (batch, h, w, 3) area resize."""
+    (batch, h, w, 3) area resize, with the channel order reversed (BGR to RGB) if asked."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -54,9 +56,11 @@ def openvino_graph(src_hw: tuple[int, int], dst_hw: tuple[int, int], batch: Any)
     # rows: (B, runs, p, W*3) -> (q, p) @ -> (B, runs, q, W*3)
     x = ops.reshape(x, _shape(-1, sh // wy.shape[1], wy.shape[1], sw * 3), False)
     x = ops.matmul(ops.constant(wy), x, False, False)
-    # columns: pixel and channel together, (p*3) -> (q*3) with the weights spread over the channels
+    # columns: pixel and channel together, (p*3) -> (q*3); the weights spread over the channels, which
+    # the same product can reorder
+    channels = np.eye(3, dtype=np.float32)[::-1] if reverse_channels else np.eye(3, dtype=np.float32)
     x = ops.reshape(x, _shape(-1, dh, sw // wx.shape[1], wx.shape[1] * 3), False)
-    x = ops.matmul(x, ops.constant(np.kron(wx.T, np.eye(3, dtype=np.float32))), False, False)
+    x = ops.matmul(x, ops.constant(np.kron(wx.T, channels)), False, False)
     return frames, ops.reshape(x, _shape(-1, dh, dw, 3), False)
 
 

@@ -107,9 +107,7 @@ class OpenVINOBackend:
             self._last_size = size
             return False
         try:
-            model = _with_resize(self._core.read_model(str(self._path)), self._spec, size, self._image_size)
-            if self.bf16_out:
-                model = _with_bf16_outputs(model)
+            model = _with_resize(self._model.clone(), size, self._image_size, self._spec["color"] == "RGB")
             compiled = self._core.compile_model(model, self._device, self._config)
         except Exception as exc:  # noqa: BLE001 - the OpenCV resize still works
             log.info("%s: no in-graph resize for %dx%d frames (%s)", self._path, size[1], size[0], exc)
@@ -214,23 +212,14 @@ def _resizable(spec: dict[str, Any]) -> bool:
     return spec.get("resize", "stretch") == "stretch" and spec.get("interpolation") == "area"
 
 
-def _with_resize(
-    model: ov.Model, spec: dict[str, Any], size: tuple[int, int], image_size: tuple[int, int]
-) -> ov.Model:
-    """`model` taking uint8 BGR frames of `size` (B, H, W, 3): area resize, rounding, colour order,
-    normalisation and HWC to CHW in the graph, in the order of the numpy `Preprocessor`."""
+def _with_resize(model: ov.Model, size: tuple[int, int], image_size: tuple[int, int], rgb: bool) -> ov.Model:
+    """`model` (taking resized uint8 frames, see `_with_preprocessing`) fed by a uint8 BGR frame of `size`
+    (B, H, W, 3): area resize and colour order in the graph, rounded to uint8 as OpenCV's resize is."""
     import openvino.opset13 as ops
 
     image = model.inputs[0]
-    frames, x = area_resize.openvino_graph(size, image_size, image.get_partial_shape()[0])
-    x = ops.round(x, "half_to_even")  # OpenCV's uint8 result: the same value at 99.8-99.95% of pixels
-    if spec["color"] == "RGB":
-        x = ops.gather(x, ops.constant(np.array([2, 1, 0], np.int64)), ops.constant(np.int64(3)))
-    scale = float(spec["scale"])
-    mean = np.array(spec["mean"], np.float32) / scale
-    std = np.array(spec["std"], np.float32) / scale
-    x = ops.divide(ops.subtract(x, ops.constant(mean)), ops.constant(std))
-    x = ops.transpose(x, ops.constant(np.array([0, 3, 1, 2], np.int64)))
+    frames, x = area_resize.openvino_graph(size, image_size, image.get_partial_shape()[0], rgb)
+    x = ops.convert(ops.round(x, "half_to_even"), ov.Type.u8)  # OpenCV's value at 99.8-99.95% of pixels
     for consumer in list(image.get_target_inputs()):
         consumer.replace_source_output(x.output(0))
     return ov.Model(model.get_results(), [frames], f"{model.get_friendly_name()}_resizing")
