@@ -4,6 +4,7 @@ DINO and DoRA files (raw backbone state_dicts or full training checkpoints)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from edge_vsd.errors import InputError
 from edge_vsd.model import VisionTransformer, ViTConfig
 
 FORMAT = "edge-vsd-checkpoint"
+log = logging.getLogger("edge_vsd")
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -98,17 +100,50 @@ def _short(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
-def backbone_state_dict(ckpt: dict[str, Any], which: str = "teacher") -> dict[str, torch.Tensor]:
-    """Pick the backbone tensors from any supported layout and strip `module.`/`backbone.` prefixes."""
+# Keys of training-only parts that a backbone load leaves out on purpose (reported, never loaded): the
+# projection heads and predictor of edge-vsd and DINO, and DINOv2's masked-token embedding.
+TRAINING_ONLY = ("head.", "patch_head.", "predictor.", "mask_token")
+# Keys that name parts of another architecture: what their presence says about the file
+FOREIGN_PARTS = {
+    r"\.ls[12]\.(gamma|scale_factor)$": "LayerScale",
+    r"^register_tokens$|^reg_token$": "register tokens",
+    r"^storage_tokens$": "storage tokens",
+    r"^rope_embed\.": "rotary position embeddings",
+    r"^blocks\.\d+\.\d+\.": "chunked blocks (blocks.CHUNK.I.*)",
+    r"\.mlp\.w12\.|\.mlp\.w3\.": "a SwiGLU MLP",
+}
+
+
+def split_state_dict(
+    ckpt: dict[str, Any], which: str = "teacher"
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(backbone tensors, ignored training-only keys) from any supported layout: the `which` (else teacher,
+    student, state_dict or model) entry, with `module.`/`backbone.` prefixes stripped."""
     sd: Any = ckpt
     for key in (which, "teacher", "student", "state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
             break
     tensors = {re.sub(r"^module\.", "", k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    ignored = []
     if any(k.startswith("backbone.") for k in tensors):  # full wrapper: keep the backbone, drop the heads
+        ignored = [k for k in tensors if not k.startswith("backbone.")]
         tensors = {k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")}
-    return {k: v for k, v in tensors.items() if not k.startswith(("head.", "patch_head.", "predictor."))}
+    ignored += [k for k in tensors if k.startswith(TRAINING_ONLY)]
+    return {k: v for k, v in tensors.items() if not k.startswith(TRAINING_ONLY)}, ignored
+
+
+def backbone_state_dict(ckpt: dict[str, Any], which: str = "teacher") -> dict[str, torch.Tensor]:
+    """The backbone tensors of any supported layout (see `split_state_dict`)."""
+    return split_state_dict(ckpt, which)[0]
+
+
+def unexpected_keys_error(path: str | Path, keys: list[str]) -> InputError:
+    """One line naming the keys no part of our ViT takes, and which architecture they point to."""
+    parts = sorted({name for k in keys for rx, name in FOREIGN_PARTS.items() if re.search(rx, k)})
+    what = f" ({', '.join(parts)}: not a DINO v1-style ViT)" if parts else ""
+    shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+    return InputError(f"{path}: unexpected keys {shown}{what}; nothing was loaded")
 
 
 def infer_config(sd: dict[str, torch.Tensor], img_size: tuple[int, int] | None = None) -> ViTConfig:
@@ -141,24 +176,49 @@ def infer_config(sd: dict[str, torch.Tensor], img_size: tuple[int, int] | None =
 
 
 def load_encoder(path: str | Path, which: str = "teacher") -> VisionTransformer:
-    """The backbone (teacher by default) of an edge-vsd, DINO or DoRA checkpoint, in eval mode."""
+    """The backbone (teacher by default) of an edge-vsd, DINO or DoRA checkpoint, in eval mode. Strict: a key
+    that no part of the ViT takes is an InputError naming it; training-only keys are logged as ignored."""
     ckpt = load_checkpoint(path)
-    sd = backbone_state_dict(ckpt, which)
+    sd, ignored = split_state_dict(ckpt, which)
     meta = ckpt.get("edge_vsd") if isinstance(ckpt.get("edge_vsd"), dict) else {}
     img_size = tuple(meta["img_size"]) if "img_size" in meta else None
     try:
         cfg = infer_config(sd, img_size)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+    with torch.device("meta"):  # no random init of weights that are overwritten next
+        model = VisionTransformer(cfg)
+    expected = model.state_dict()
+    unexpected = [k for k in sd if k not in expected]
+    if unexpected:
+        raise unexpected_keys_error(path, unexpected)
     for k, v in sd.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise InputError(f"{path}: weight {k} contains NaN or Inf")
-    with torch.device("meta"):  # no random init of weights that are overwritten next
-        model = VisionTransformer(cfg)
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    missing = [k for k in expected if k not in sd]
     if missing:
         raise InputError(
             f"{path}: missing backbone weights: {', '.join(missing[:5])}"
             + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
         )
+    shapes = [(k, tuple(v.shape), tuple(sd[k].shape)) for k, v in expected.items()]
+    wrong = [f"{k} {got} (expected {want})" for k, want, got in shapes if want != got]
+    if wrong:
+        raise InputError(f"{path}: weights of the wrong shape for {cfg_text(cfg)}: {'; '.join(wrong[:3])}")
+    model.load_state_dict(sd, strict=True, assign=True)
+    if ignored:
+        log.info("%s: ignored training-only weights %s", path, summarize_keys(ignored))
     return model.eval()
+
+
+def cfg_text(cfg: ViTConfig) -> str:
+    return f"a ViT of width {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}"
+
+
+def summarize_keys(keys: list[str]) -> str:
+    """`head.* (8), mask_token`: keys grouped by their first name."""
+    groups: dict[str, int] = {}
+    for k in keys:
+        first = k.split(".")[0]
+        groups[first] = groups.get(first, 0) + 1
+    return ", ".join(f"{g}.* ({n})" if n > 1 or g not in keys else g for g, n in groups.items())

@@ -131,3 +131,49 @@ def test_truncated_and_nan_and_not_vit(vit, tmp_path):
     torch.save(sd, tmp_path / "missing.pt")
     with pytest.raises(InputError, match="blocks.11.attn.proj.bias"):
         load_encoder(tmp_path / "missing.pt")
+
+
+def test_unexpected_keys_fail_with_one_line_naming_them(vit, tmp_path):
+    """Strict loading: a key no part of the ViT takes stops the load; DINOv2's parts are named as such."""
+    sd = vit.state_dict() | {"blocks.0.extra_scale": torch.ones(384)}
+    torch.save(sd, tmp_path / "one.pt")
+    message = r"one.pt: unexpected keys blocks.0.extra_scale; nothing was loaded$"
+    with pytest.raises(InputError, match=message):
+        load_encoder(tmp_path / "one.pt")
+    dinov2 = vit.state_dict() | {"register_tokens": torch.zeros(1, 4, 384), "mask_token": torch.zeros(1, 384)}
+    dinov2 |= {f"blocks.{i}.ls{j}.gamma": torch.ones(384) for i in range(12) for j in (1, 2)}
+    torch.save(dinov2, tmp_path / "dinov2_vits14_reg4.pth")
+    with pytest.raises(InputError) as err:
+        load_encoder(tmp_path / "dinov2_vits14_reg4.pth")
+    text = str(err.value)
+    assert "\n" not in text and "register_tokens" in text and "blocks.0.ls1.gamma" in text
+    assert "(+20 more)" in text and "LayerScale, register tokens" in text and "mask_token" not in text
+
+
+def test_chunked_blocks_are_not_read_as_a_shallow_vit(vit, tmp_path):
+    """DINOv2 training checkpoints chunk the blocks (blocks.CHUNK.I.*): refused, not loaded 4 blocks deep."""
+    sd = {}
+    for k, v in vit.state_dict().items():
+        if k.startswith("blocks."):
+            i, rest = k.split(".", 2)[1:]
+            k = f"blocks.{int(i) // 3}.{i}.{rest}"
+        sd[f"backbone.{k}"] = v
+    torch.save({"teacher": sd}, tmp_path / "teacher_checkpoint.pth")
+    with pytest.raises(InputError, match=r"chunked blocks"):
+        load_encoder(tmp_path / "teacher_checkpoint.pth")
+
+
+def test_training_only_keys_are_reported_as_ignored(vit, tmp_path, caplog):
+    sd = vit.state_dict() | {"mask_token": torch.zeros(1, 384), "head.mlp.0.weight": torch.zeros(4, 384)}
+    torch.save(sd, tmp_path / "with_heads.pth")
+    with caplog.at_level("INFO", logger="edge_vsd"):
+        _same_outputs(tmp_path / "with_heads.pth", vit)
+    assert "with_heads.pth: ignored training-only weights mask_token, head.* (1)" in caplog.text
+
+
+def test_wrong_shapes_are_named(vit, tmp_path):
+    sd = vit.state_dict()
+    sd["blocks.2.attn.qkv.bias"] = torch.zeros(100)
+    torch.save(sd, tmp_path / "shape.pt")
+    with pytest.raises(InputError, match=r"shape.pt: weights of the wrong shape .*blocks.2.attn.qkv.bias"):
+        load_encoder(tmp_path / "shape.pt")
