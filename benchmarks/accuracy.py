@@ -63,10 +63,27 @@ def random_homography(rng: np.random.Generator, h: int, w: int, strength: float 
     return cv2.getPerspectiveTransform(src, dst.astype(np.float32))
 
 
+def lighting_change(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same scene under other light and another sensor: gain per channel (white balance), contrast,
+    gamma, brightness, then Gaussian noise (sigma 4 grey levels). uint8 BGR in and out."""
+    x = frame.astype(np.float32) / 255
+    x = x * rng.uniform(0.8, 1.2, 3).astype(np.float32)  # white balance
+    x = (x - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.uniform(-0.1, 0.1)  # contrast, brightness
+    x = np.clip(x, 0, 1) ** rng.uniform(0.7, 1.4)  # gamma
+    x = x * 255 + rng.normal(0, 4, x.shape)
+    return np.clip(x, 0, 255).round().astype(np.uint8)
+
+
 def homography_pairs(
-    frames: np.ndarray, image_size: tuple[int, int], n: int, strength: float = 0.12, seed: int = 0
+    frames: np.ndarray,
+    image_size: tuple[int, int],
+    n: int,
+    strength: float = 0.12,
+    seed: int = 0,
+    lighting: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sources, warped, homographies) at the model's input size, so the encoder does no further resize."""
+    """(sources, warped, homographies) at the model's input size, so the encoder does no further resize.
+    `lighting`: the warped view also gets a `lighting_change`."""
     h, w = image_size
     rng = np.random.default_rng(seed)
     idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
@@ -77,9 +94,8 @@ def homography_pairs(
             f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
         H = random_homography(rng, h, w, strength)
         src.append(f)
-        warped.append(
-            cv2.warpPerspective(f, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        )
+        view = cv2.warpPerspective(f, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        warped.append(lighting_change(view, rng) if lighting else view)
         hs.append(H)
     return np.stack(src), np.stack(warped), np.stack(hs)
 
@@ -124,9 +140,11 @@ def correspondence(
     strength: float = 0.12,
     seed: int = 0,
     batch: int = 8,
+    lighting: bool = False,
 ) -> dict[str, Any]:
-    """Share of patches matched within one patch of their true location under random homographies."""
-    src, warped, hs = homography_pairs(frames, image_size, n, strength, seed)
+    """Share of patches matched within one patch of their true location under random homographies (and,
+    with `lighting`, a change of light and sensor noise in the warped view)."""
+    src, warped, hs = homography_pairs(frames, image_size, n, strength, seed, lighting)
     _, fs = encode_all(enc, src, batch)
     _, fw = encode_all(enc, warped, batch)
     correct = total = 0
@@ -143,6 +161,7 @@ def correspondence(
         "chance": chance / total if total else None,
         "strength": strength,
         "seed": seed,
+        "lighting": lighting,
     }
 
 

@@ -255,3 +255,14 @@ def summarize(per_seq: list[dict[str, Any]]) -> dict[str, Any]:
     fs = [o["F"] for s in per_seq for o in s["per_object"].values() if o["F"] is not None]
     j, f = (float(np.mean(js)) if js else None), (float(np.mean(fs)) if fs else None)
     return {"J": j, "F": f, "JF": None if j is None or f is None else (j + f) / 2, "objects": len(js)}
+
+
+def copy_first_mask(seqs: list[Sequence], s: PropagationSettings) -> dict[str, Any]:
+    """The DAVIS floor: every frame predicted as the first frame's mask, scored as `evaluate_sequence` is."""
+    per_seq = []
+    for seq in seqs:
+        gts = [read_mask(m) if m is not None else None for m in seq.masks]
+        objects = [int(o) for o in np.unique(gts[0]) if 0 < o < 255]
+        per_object = score_sequence([gts[0]] * len(gts), gts, objects, s.bound_th)
+        per_seq.append({"per_object": {str(k): v for k, v in per_object.items()}})
+    return summarize(per_seq)

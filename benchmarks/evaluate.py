@@ -23,17 +23,20 @@ import numpy as np
 from edge_vsd.benchmarks.accuracy import correspondence
 from edge_vsd.benchmarks.davis import (
     PropagationSettings,
+    copy_first_mask,
     dino_size,
     evaluate_sequence,
     load_davis,
     summarize,
 )
+from edge_vsd.benchmarks.floors import FLOOR_SEEDS, RawPixels, TorchEncoder, mean_std, random_init
 from edge_vsd.benchmarks.report import check_report_dir
 from edge_vsd.benchmarks.runner import unique_names
 from edge_vsd.benchmarks.seg_probe import (
     IGNORE,
     SegData,
     load_seg_data,
+    miou,
     patch_labels,
     seg_features,
     seg_probe,
@@ -56,6 +59,9 @@ class EvalConfig:
     seg_images: int = 200
     knn_k: int = 20
     knn_temperature: float = 0.07
+    floors: bool = True  # raw pixels, random inits and the trivial answers beside the models
+    floor_seeds: int = FLOOR_SEEDS
+    lighting: bool = True  # correspondence: the warped view also changes light and noise
 
 
 class Model:
@@ -79,9 +85,28 @@ class Model:
         self.path = path
         self.patch = int(self.encoder.manifest["model"]["patch_size"])
 
-    def at_size(self, size: tuple[int, int]) -> Any:
-        """The encoder, resized to `size` (H, W) where it can be (checkpoints); artifacts keep theirs."""
+    @classmethod
+    def floor(cls, name: str, encoder: Any) -> Model:
+        """A floor (raw pixels, a random init) evaluated like a checkpoint: at the size each task asks."""
+        model = cls.__new__(cls)
+        model.kind, model.encoder, model.path = "floor", encoder, Path(name)
+        model.backend, model.precision = encoder.backend_name, "fp32"
+        model.patch = int(encoder.manifest["model"]["patch_size"])
+        return model
+
+    def vit_config(self) -> Any:
+        """The architecture (a ViTConfig) of a checkpoint or artifact, for its random-init floor."""
         if self.kind == "checkpoint":
+            return self.encoder.model.cfg
+        from edge_vsd.model import ViTConfig
+
+        m = self.encoder.manifest["model"]
+        size = tuple(m.get("trained_image_size") or m["image_size"])
+        return ViTConfig(m["embed_dim"], m["depth"], m["num_heads"], m["patch_size"], size)
+
+    def at_size(self, size: tuple[int, int]) -> Any:
+        """The encoder, resized to `size` (H, W) where it can be (all but artifacts, which keep theirs)."""
+        if self.kind != "artifact":
             p = self.patch
             self.encoder.image_size = (max(p, size[0] // p * p), max(p, size[1] // p * p))
         return self.encoder
@@ -203,36 +228,104 @@ def evaluate_model(
         out["seg"] = eval_seg(model, cfg, inputs.seg)
     if cfg.data:
         enc = model.at_size(inputs.frames.shape[1:3])
-        out["correspondence"] = correspondence(enc, inputs.frames, model.image_size)
+        out["correspondence"] = correspondence(enc, inputs.frames, model.image_size, lighting=cfg.lighting)
     return out
+
+
+def trivial_answers(cfg: EvalConfig, inputs: EvalInputs) -> dict[str, Any]:
+    """The floors that need no model: copy-the-first-mask (DAVIS), the majority class of the probes' training
+    split (same split as the probes), and chance for correspondence."""
+    out: dict[str, Any] = {"name": "trivial", "kind": "floor", "backend": "-", "precision": "-"}
+    if cfg.davis:
+        seqs = load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
+        out["davis"] = copy_first_mask(seqs, cfg.propagation)
+    if inputs.seg is not None:
+        labels = inputs.seg.labels
+        n = len(labels)
+        order = np.random.default_rng(0).permutation(n)
+        test, train = order[: max(1, int(round(n * 0.25)))], order[max(1, int(round(n * 0.25))) :]
+        seen = labels[train][labels[train] != IGNORE]
+        majority = int(np.bincount(seen.ravel()).argmax()) if seen.size else 0
+        target = labels[test]
+        present = np.unique(np.concatenate([seen.ravel(), target[target != IGNORE].ravel()]))
+        m, acc = miou(np.full_like(target, majority), target, present)
+        out["seg"] = {"linear": {"miou": m, "pixel_acc": acc}, "knn": {"acc": acc}, "majority": majority}
+    return out
+
+
+FLOOR_METRICS = {  # (task, path to a number) for the mean and spread of the random-init floor
+    "JF": ("davis", "JF"),
+    "J": ("davis", "J"),
+    "F": ("davis", "F"),
+    "miou": ("seg", "linear", "miou"),
+    "pixel_acc": ("seg", "linear", "pixel_acc"),
+    "knn": ("seg", "knn", "acc"),
+    "corr_acc": ("correspondence", "corr_acc"),
+}
+
+
+def dig(result: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        result = (result or {}).get(key) if isinstance(result, dict) else None
+    return result
+
+
+def floor_rows(
+    reference: Model, cfg: EvalConfig, inputs: EvalInputs, log=lambda m: None
+) -> list[dict[str, Any]]:
+    """Raw pixels, the reference's architecture at `floor_seeds` random inits (mean, spread, each seed), and
+    the trivial answers: the rows every quality table is read against."""
+    rows = []
+    log(f"raw pixels (floor, patch {reference.patch})")
+    pixels = Model.floor("raw pixels", RawPixels(reference.patch, reference.image_size))
+    rows.append({"name": "raw pixels", **evaluate_model(pixels, cfg, log, inputs)})
+    (rows[0].get("davis") or {}).pop("_first", None)  # the masks picture shows the models only
+    try:
+        vit_cfg = reference.vit_config()
+    except (ImportError, KeyError) as exc:  # an artifact evaluated where torch is not installed
+        log(f"random-init floor skipped ({exc})")
+        vit_cfg = None
+    if vit_cfg is not None and cfg.floor_seeds > 0:
+        seeds = []
+        for seed in range(cfg.floor_seeds):
+            log(f"random init, seed {seed} (floor)")
+            enc = TorchEncoder(random_init(vit_cfg, seed), reference.image_size)
+            seeds.append(evaluate_model(Model.floor(f"random init {seed}", enc), cfg, log, inputs))
+        for r in seeds:
+            (r.get("davis") or {}).pop("_first", None)
+        name = f"random init ({cfg.floor_seeds} seeds)"
+        row: dict[str, Any] = {"name": name, "kind": "floor", "backend": "pytorch", "precision": "fp32"}
+        row["spread"] = {}
+        for key, path in FLOOR_METRICS.items():
+            stats = mean_std([dig(r, path) for r in seeds])
+            if stats["n"]:
+                node = row
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = stats["mean"]
+                row["spread"][key] = stats
+        row["seeds"] = seeds
+        rows.append(row)
+    rows.append(trivial_answers(cfg, inputs))
+    return rows
 
 
 TABLE = ["model", "kind", "backend", "J&F", "J", "F", "seg mIoU", "seg acc", "kNN acc", "corr. acc"]
 
 
-def _n(v: Any) -> str:
-    return "-" if v is None else f"{v:.3f}"
+def _n(v: Any, spread: dict[str, Any] | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f} ± {spread['std']:.3f}" if spread and spread.get("n", 0) > 1 else f"{v:.3f}"
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in results:
-        d, s = r.get("davis") or {}, r.get("seg") or {}
-        lin, knn = s.get("linear") or {}, s.get("knn") or {}
-        rows.append(
-            [
-                r["name"],
-                r["kind"],
-                f"{r['backend']} {r['precision']}",
-                _n(d.get("JF")),
-                _n(d.get("J")),
-                _n(d.get("F")),
-                _n(lin.get("miou")),
-                _n(lin.get("pixel_acc")),
-                _n(knn.get("acc")),
-                _n((r.get("correspondence") or {}).get("corr_acc")),
-            ]
-        )
+        spread = r.get("spread") or {}
+        cells = [_n(dig(r, path), spread.get(key)) for key, path in FLOOR_METRICS.items()]  # TABLE's order
+        backend = f"{r['backend']} {r['precision']}" if r["backend"] != "-" else "-"
+        rows.append([r["name"], r["kind"], backend, *cells])
     return rows
 
 
@@ -335,6 +428,8 @@ def run_eval(models: list[str], cfg: EvalConfig, report: str | Path, force: bool
         if "davis" in r:
             firsts.append((name, r["davis"].pop("_first")))
         results.append(r)
+    if cfg.floors and opened:
+        results += floor_rows(opened[0], cfg, inputs, log)
     picture = masks_picture(firsts[0][1], firsts) if firsts else None
     settings = {
         **{k: v for k, v in asdict(cfg).items() if k != "propagation"},
@@ -377,6 +472,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--radius", type=int, default=s.radius, help="neighbourhood in patches, 0 = all (DINO: 12)"
     )
     p.add_argument("--temperature", type=float, default=s.temperature, help="affinity temperature (0.1)")
+    p.add_argument(
+        "--floors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the rows a table is read against: raw pixels, the first model's architecture at random "
+        "init, copy-the-first-mask, majority class and chance (default on)",
+    )
+    p.add_argument(
+        "--floor-seeds", type=int, default=d.floor_seeds, help="random inits for the floor (default 3)"
+    )
     p.add_argument("--force", action="store_true", help="replace a report already in DIR")
 
 
@@ -387,6 +492,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         ("--n-last", args.n_last, 0),
         ("--topk", args.topk, 1),
         ("--radius", args.radius, 0),
+        ("--floor-seeds", args.floor_seeds, 0),
     ):
         if value is not None and value < low:
             raise RuntimeInputError(f"{flag} {value}: must be at least {low}")
@@ -394,7 +500,16 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise RuntimeInputError(f"--temperature {args.temperature}: must be > 0")
     prop = PropagationSettings(args.n_last, args.topk, args.radius, args.temperature, args.size)
     seqs = [s for s in args.sequences.split(",") if s] if args.sequences else None
-    return EvalConfig(args.davis, args.seg_data, args.data, args.max_frames, seqs, prop)
+    return EvalConfig(
+        args.davis,
+        args.seg_data,
+        args.data,
+        args.max_frames,
+        seqs,
+        prop,
+        floors=args.floors,
+        floor_seeds=args.floor_seeds,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

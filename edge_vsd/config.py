@@ -24,6 +24,21 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile modes
+
+# `--schedule`: how the unset schedule settings are derived from the run's length (`resolve_schedule`).
+# "fit" ends every run with a teacher that has left its random start; "dino" keeps DINO's values, made for
+# 100 ImageNet epochs (about 125k steps at batch 1024), where a 300-step teacher is still 60% random.
+SCHEDULES = ("fit", "dino")
+SCHEDULE_RESOLVED = (  # the settings `resolve_schedule` fills when unset
+    "lr",
+    "warmup_steps",
+    "momentum_teacher",
+    "teacher_temp",
+    "warmup_teacher_temp_steps",
+    "freeze_last_layer_steps",
+)
+INIT_WEIGHT_LEFT = 0.005  # "fit": the teacher's remaining share of its initialisation at the last step
+DINO_EPOCH_STEPS = 1250  # one ImageNet epoch at DINO's batch of 1024: caps warm-ups that scale with the run
 COMPILE_PAYS_AFTER = 3000  # steps from which `--compile` auto turns CUDA graphs on (see resolve_compile)
 
 # Settings a --resume may change: the data, where the run lives, how fast it goes and how long it is (the
@@ -70,15 +85,16 @@ class TrainConfig:
     init: str | None = None
     cache: str | None = None  # frame-cache folder for raw videos (default OUT/frame_cache)
     # optimisation (DINO defaults, lr scaled by batch/256)
-    lr: float = 5e-4
+    schedule: str = "fit"  # how unset (None) schedule settings follow from the run's length: fit, dino
+    lr: float | None = None  # per 256 pairs; fit: 2e-3, dino: 5e-4
     min_lr: float = 1e-6
-    warmup_steps: int | None = None  # default: 10% of training
+    warmup_steps: int | None = None  # default: 10% of training, at most 10 DINO epochs
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
-    momentum_teacher: float = 0.996
+    momentum_teacher: float | None = None  # fit: leaves INIT_WEIGHT_LEFT of the init at the end; dino: 0.996
     clip_grad: float = 3.0
     clip_mode: str = "per-param"  # DINO clips each parameter's gradient norm; "global" clips their total
-    freeze_last_layer_steps: int | None = None  # default: one epoch, at most 10% of training
+    freeze_last_layer_steps: int | None = None  # fit: 10% of training (at most 1250); dino: 1 epoch <= 10%
     drop_path: float = 0.1
     bf16: bool = False
     # torch.compile the student and teacher forwards (compile time before step 1); None: `resolve_compile`
@@ -95,8 +111,8 @@ class TrainConfig:
     dense_weight: float = 1.0  # loss = (global + w * dense) / (1 + w); 0 = CLS term only, no predictor
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.07
-    warmup_teacher_temp_steps: int | None = None  # default: 30% of training
+    teacher_temp: float | None = None  # fit: 0.04 (DINO's advice when the loss does not fall); dino: 0.07
+    warmup_teacher_temp_steps: int | None = None  # fit: 0; dino: 30% of training
     center_momentum: float = 0.9
     local_crops: int = 0  # DINO local crops per frame for the global term
     local_size: int = 48
@@ -156,6 +172,27 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def resolve_schedule(self, total: int, steps_per_epoch: int | None = None) -> TrainConfig:
+        """Fill the unset schedule settings for a run of `total` steps (see SCHEDULES); set ones stay."""
+        from edge_vsd.schedules import fit_momentum
+
+        fit = self.schedule == "fit"
+        epoch = steps_per_epoch or total
+        if self.lr is None:
+            self.lr = 2e-3 if fit else 5e-4
+        if self.warmup_steps is None:
+            self.warmup_steps = min(total // 10, 10 * DINO_EPOCH_STEPS)
+        if self.momentum_teacher is None:
+            self.momentum_teacher = fit_momentum(total, INIT_WEIGHT_LEFT, 0.996) if fit else 0.996
+        if self.teacher_temp is None:
+            self.teacher_temp = self.warmup_teacher_temp if fit else 0.07
+        if self.warmup_teacher_temp_steps is None:
+            self.warmup_teacher_temp_steps = 0 if fit else int(0.3 * total)
+        if self.freeze_last_layer_steps is None:
+            tenth = total // 10
+            self.freeze_last_layer_steps = min(tenth, DINO_EPOCH_STEPS) if fit else min(epoch, tenth)
+        return self
+
     def validate(self) -> TrainConfig:
         """Check every setting and path before any long work; raise InputError naming the first bad one."""
         self.validate_settings()
@@ -184,6 +221,7 @@ class TrainConfig:
         _choice("--patch-size", self.patch_size, (8, 16))
         _choice("--device", self.device, ("cpu", "cuda"))
         _choice("--compile-mode", self.compile_mode, COMPILE_MODES)
+        _choice("--schedule", self.schedule, SCHEDULES)
         check_img_size(self.img_size, self.patch_size)
         for flag, value in (
             ("--batch-size", self.batch_size),
@@ -213,16 +251,16 @@ class TrainConfig:
             )
         for name in ("lr", "min_lr", "weight_decay", "weight_decay_end", "clip_grad"):
             value = getattr(self, name)
-            if not value >= 0:  # also catches NaN
+            if value is not None and not value >= 0:  # also catches NaN
                 raise InputError(f"{_flag(name)} {value}: must be >= 0")
         for name in ("student_temp", "warmup_teacher_temp", "teacher_temp"):
             value = getattr(self, name)
-            if not value > 0:
-                raise InputError(f"{name} {value}: must be > 0")
+            if value is not None and not value > 0:
+                raise InputError(f"{_flag(name)} {value}: must be > 0")
         for name in ("momentum_teacher", "center_momentum"):
             value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise InputError(f"{name} {value}: must be in [0, 1]")
+            if value is not None and not 0 <= value <= 1:
+                raise InputError(f"{_flag(name)} {value}: must be in [0, 1]")
         if not 0 <= self.drop_path < 1:
             raise InputError(f"drop_path {self.drop_path}: must be in [0, 1)")
         self._validate_method()
@@ -230,7 +268,11 @@ class TrainConfig:
 
     def resume_mismatches(self, saved: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """(setting, this value, saved value) wherever this config differs from a run's saved one in what a
-        --resume must keep (all but RESUME_MAY_CHANGE); settings the saved config lacks are skipped."""
+        --resume must keep (all but RESUME_MAY_CHANGE); settings the saved config lacks are skipped. Unset
+        schedule settings take the run's resolved values first."""
+        for name in SCHEDULE_RESOLVED:
+            if getattr(self, name) is None and saved.get(name) is not None:
+                setattr(self, name, saved[name])
         diffs = []
         for name, value in self.to_dict().items():
             if name in RESUME_MAY_CHANGE or name not in saved:

@@ -64,8 +64,14 @@ class VSDLoss(nn.Module):
             loss_global = torch.stack(terms).mean()
             with torch.no_grad():
                 entropy = torch.stack([_softmax_entropy(z, p) for z, p in zip(t_logits, t_probs)]).mean()
+                mean_p = torch.cat(t_probs).mean(0)  # one prototype for every frame: this is near 0
+                mean_entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
                 self._accumulate("center", torch.cat(teacher_cls).detach().float())
-            stats = {"loss_global": loss_global.detach(), "teacher_entropy": entropy}
+            stats = {
+                "loss_global": loss_global.detach(),
+                "teacher_entropy": entropy,
+                "teacher_mean_entropy": mean_entropy,
+            }
             if student_patches is None or teacher_patches is None or self.dense_weight == 0:
                 return loss_global, stats
             with torch.no_grad():
@@ -80,12 +86,6 @@ class VSDLoss(nn.Module):
                 self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))
         loss = (loss_global + self.dense_weight * loss_dense) / (1 + self.dense_weight)
         return loss, stats
-
-    def near_uniform(self, stats: dict[str, float], tolerance: float = 0.02) -> bool:
-        """True when every logged teacher entropy is within `tolerance` of the uniform maximum log(K):
-        the teacher says nothing (collapse to the uniform distribution)."""
-        keys = [k for k in ("teacher_entropy", "patch_entropy") if k in stats]
-        return all(stats[k] >= (1 - tolerance) * self.max_entropy for k in keys)
 
     @torch.no_grad()
     def _init_centers(self, cls: torch.Tensor, patches: torch.Tensor | None) -> None:

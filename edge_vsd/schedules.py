@@ -19,3 +19,25 @@ def cosine(
 def linear_then_constant(start: float, end: float, warmup_steps: int, steps: int) -> np.ndarray:
     warmup_steps = min(warmup_steps, steps)
     return np.concatenate([np.linspace(start, end, warmup_steps), np.full(steps - warmup_steps, end)])
+
+
+def remaining_init_weight(momentum: np.ndarray) -> np.ndarray:
+    """After each step, the share of the EMA teacher that is still its initialisation: the product of the
+    momenta so far (teacher = m * teacher + (1 - m) * student)."""
+    return np.cumprod(momentum)
+
+
+def fit_momentum(steps: int, remaining: float, cap: float) -> float:
+    """The largest base momentum, at most `cap`, whose cosine schedule to 1 over `steps` leaves at most
+    `remaining` of the teacher's initialisation at the end (bisection on the log product)."""
+
+    def left(m: float) -> float:
+        return float(np.sum(np.log(np.maximum(cosine(m, 1.0, steps), 1e-12))))
+
+    if left(cap) <= np.log(remaining):
+        return cap
+    lo, hi = 0.0, cap
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if left(mid) <= np.log(remaining) else (lo, mid)
+    return lo

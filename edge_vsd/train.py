@@ -42,6 +42,7 @@ from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.distributed import any_process, barrier, cleanup, init_distributed
 from edge_vsd.errors import InputError
+from edge_vsd.health import DRIFT_EVERY, Health
 from edge_vsd.losses import VSDLoss, read_stats
 from edge_vsd.model import (
     DropPath,
@@ -52,13 +53,12 @@ from edge_vsd.model import (
     use_fused_attention,
 )
 from edge_vsd.preflight import check_inputs
-from edge_vsd.schedules import cosine, linear_then_constant
+from edge_vsd.schedules import cosine, linear_then_constant, remaining_init_weight
 from edge_vsd.vsd import VSDNet, build_vsd
 
 log = logging.getLogger("edge_vsd")
 CHECKPOINT = "checkpoint.pt"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-UNIFORM_STEPS = 10  # consecutive near-uniform teacher steps after warm-up before the collapse warning
 
 
 def open_videos(cfg: TrainConfig, rank: int):
@@ -102,16 +102,19 @@ def param_groups(model: nn.Module) -> list[dict[str, Any]]:
 
 
 def schedules(cfg: TrainConfig, total: int) -> dict[str, np.ndarray]:
-    """Per-step lr (warm-up + cosine, scaled by batch/256), weight decay, EMA momentum, teacher temp."""
-    lr = cfg.lr * cfg.batch_size / 256
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else total // 10
-    temp_warmup = cfg.warmup_teacher_temp_steps
-    temp_warmup = temp_warmup if temp_warmup is not None else int(0.3 * total)
+    """Per-step lr (warm-up + cosine, scaled by batch/256), weight decay, EMA momentum, teacher temp, and
+    the teacher's remaining share of its initialisation. Unset settings resolve as `resolve_schedule`."""
+    c = copy.copy(cfg).resolve_schedule(total)
+    assert c.lr is not None and c.warmup_steps is not None and c.momentum_teacher is not None
+    assert c.teacher_temp is not None and c.warmup_teacher_temp_steps is not None
+    momentum = cosine(c.momentum_teacher, 1.0, total)
+    temp = linear_then_constant(c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_steps, total)
     return {
-        "lr": cosine(lr, cfg.min_lr, total, warmup),
-        "wd": cosine(cfg.weight_decay, cfg.weight_decay_end, total),
-        "momentum": cosine(cfg.momentum_teacher, 1.0, total),
-        "teacher_temp": linear_then_constant(cfg.warmup_teacher_temp, cfg.teacher_temp, temp_warmup, total),
+        "lr": cosine(c.lr * c.batch_size / 256, c.min_lr, total, c.warmup_steps),
+        "wd": cosine(c.weight_decay, c.weight_decay_end, total),
+        "momentum": momentum,
+        "teacher_temp": temp,
+        "teacher_init_weight": remaining_init_weight(momentum),
     }
 
 
@@ -492,8 +495,8 @@ def _train(
         print(f"scene cuts: {data.cuts} found; pairs never span one", file=sys.stderr)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    freeze_steps = cfg.freeze_last_layer_steps
-    freeze_steps = freeze_steps if freeze_steps is not None else min(steps_per_epoch, total // 10)
+    cfg.resolve_schedule(total, steps_per_epoch)  # config.json records the values the run used
+    freeze_steps = cfg.freeze_last_layer_steps or 0
     sched = schedules(cfg, total)
     if cfg.resolve_compile(total, world) and rank == 0:
         print(
@@ -553,29 +556,29 @@ def _train(
     )
     metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None
     warmup_end = max(int(np.argmax(sched["lr"])), int(np.argmax(sched["teacher_temp"])))
-    uniform_streak = 0
+    health = Health(loss_fn.max_entropy, warmup_end, teacher)
     saved = step if state is not None else -1
     signals.defer()
     try:
         while step < stop and not signals.requested(world, device, step):
             stats = train_step(nets, batches, cfg, sched, step, freeze_steps, device)
-            uniform_streak = uniform_streak + 1 if step > warmup_end and loss_fn.near_uniform(stats) else 0
-            if uniform_streak == UNIFORM_STEPS:
-                log.warning(
-                    "steps %d-%d: every teacher entropy (CLS and patch) stayed within 2%% of uniform "
-                    "(log K = %.2f) after warm-up: the teacher carries no information (collapse); "
-                    "try a lower --lr or a smaller --out-dim",
-                    step + 2 - UNIFORM_STEPS,
-                    step + 1,
-                    loss_fn.max_entropy,
-                )
+            stats.update(health.fractions(stats))
+            init_weight = float(sched["teacher_init_weight"][step])
+            warning = health.check(step, stats, init_weight)
+            if warning and rank == 0:
+                log.warning(warning)
+            if (step + 1) % DRIFT_EVERY == 0 or step + 1 == stop:
+                stats["teacher_drift"] = health.drift(teacher)
             if metrics is not None:
                 row = {"step": step + 1, **stats, **{k: float(v[step]) for k, v in sched.items()}}
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
             step += 1
             bar.update(1)
-            bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "loss_dense") if k in stats})
+            shown = {k: f"{stats[k]:.3f}" for k in ("loss", "loss_dense") if k in stats}
+            shown["H/lnK"] = f"{stats['teacher_entropy_frac']:.2f}"
+            shown["init"] = f"{init_weight:.2f}"  # the teacher's remaining share of its random start
+            bar.set_postfix(shown)
             if rank == 0 and (step % cfg.save_every == 0 or step == stop):
                 save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
                 saved = step
@@ -654,7 +657,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
     p.add_argument("--config", metavar="FILE", help="JSON/TOML file of TrainConfig fields; flags override it")
-    p.add_argument("--lr", type=float, help="base learning rate per 256 pairs (default 5e-4)")
+    p.add_argument(
+        "--schedule",
+        choices=["fit", "dino"],
+        help="how the unset schedule settings follow from the run's length: fit (default) ends any run with "
+        "a teacher that has left its random start (momentum from the step count, teacher temperature 0.04, "
+        "lr 2e-3); dino keeps DINO's 100-epoch values (momentum 0.996, temperature 0.04->0.07, lr 5e-4)",
+    )
+    p.add_argument("--lr", type=float, help="base learning rate per 256 pairs (default: by --schedule)")
+    p.add_argument(
+        "--momentum-teacher",
+        type=float,
+        metavar="M",
+        help="base EMA momentum, cosine to 1 (fit: the largest <= 0.996 leaving 0.5%% of the init)",
+    )
+    p.add_argument("--teacher-temp", type=float, help="teacher temperature after warm-up (fit: 0.04)")
+    p.add_argument(
+        "--freeze-last-layer-steps",
+        type=int,
+        metavar="N",
+        help="steps with the heads' last layer frozen (fit: 10%% of training, at most 1250)",
+    )
     p.add_argument("--out-dim", type=int, help="prototypes of the projection head (default 4096)")
     p.add_argument(
         "--local-crops", type=int, help="DINO local crops per frame for the global term (default 0)"
@@ -754,7 +777,11 @@ OPTION_FIELDS = [
     "accum",
     "workers",
     "device",
+    "schedule",
     "lr",
+    "momentum_teacher",
+    "teacher_temp",
+    "freeze_last_layer_steps",
     "out_dim",
     "local_crops",
     "separate_patch_head",

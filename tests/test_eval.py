@@ -162,13 +162,26 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
     art = make_toy_artifact(tmp_path / "toy", image_size=(96, 128), patch=16, dim=32)
     report = tmp_path / "report"
     args = ["eval", str(ckpt), str(art), "--davis", str(data / "davis"), "--seg-data", str(data / "ade")]
-    code = main([*args, "--report", str(report), "--size", "96", "--max-frames", "6"])
+    code = main([*args, "--report", str(report), "--size", "96", "--max-frames", "6", "--floor-seeds", "2"])
     out = capsys.readouterr().out
     assert code == 0 and "| vit.pt | checkpoint |" in out and "| toy | artifact |" in out
     doc = json.loads((report / "results.json").read_text())
-    for m in doc["models"]:
+    for m in doc["models"][:2]:
         assert 0 <= m["davis"]["JF"] <= 1 and len(m["davis"]["sequences"]) == 2
         assert 0 <= m["seg"]["linear"]["miou"] <= 1 and 0 <= m["seg"]["knn"]["acc"] <= 1
+    # every table carries its floors: raw pixels, the first model's architecture at random init, trivial
+    floors = {m["name"]: m for m in doc["models"][2:]}
+    assert list(floors) == ["raw pixels", "random init (2 seeds)", "trivial"]
+    rand = floors["random init (2 seeds)"]
+    assert [r["model"] for r in rand["seeds"]] == ["random init 0", "random init 1"]
+    jf = rand["spread"]["JF"]
+    assert jf["n"] == 2 and jf["mean"] == pytest.approx(np.mean(jf["values"])) and jf["std"] > 0
+    # seed 0 is the checkpoint's own weights (both drawn right after torch.manual_seed(0))
+    assert jf["values"][0] == pytest.approx(doc["models"][0]["davis"]["JF"], abs=1e-6)
+    assert f"{rand['davis']['JF']:.3f} ± {jf['std']:.3f}" in out
+    trivial = floors["trivial"]
+    assert 0 < trivial["davis"]["JF"] < 1 and trivial["seg"]["majority"] in (1, 2, 3, 4)
+    assert 0 < trivial["seg"]["linear"]["pixel_acc"] < 1
     assert doc["models"][1]["davis"]["input_size"] == [96, 128]  # the artifact runs at its own size
     assert {"report.md", "report.html", "masks.png"} <= {p.name for p in report.iterdir()}
     assert cv2.imread(str(report / "masks.png")).shape[0] > 3 * 22  # ground truth + two model rows

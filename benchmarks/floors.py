@@ -1,0 +1,74 @@
+"""The floors a quality table is read against: raw-pixel patches, the same architecture at random init
+(several seeds), copy-the-first-mask (DAVIS) and the majority class (probes). A trained encoder that does
+not clear them has shown no learning."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import cv2
+import numpy as np
+
+MEAN, STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
+FLOOR_SEEDS = 3  # random inits, so a table shows their spread
+
+
+class RawPixels:
+    """Callable like a runtimes encoder: each patch's standardised RGB pixels are its feature (p*p*3 values),
+    the CLS is their mean. What any encoder must beat to have learned more than colour."""
+
+    backend_name = "pixels"
+
+    def __init__(self, patch_size: int, image_size: tuple[int, int]) -> None:
+        self.patch, self.image_size = patch_size, tuple(image_size)
+        self.manifest: dict[str, Any] = {"precision": "-", "model": {"patch_size": patch_size}}
+
+    def __call__(self, frames: np.ndarray) -> SimpleNamespace:
+        frames = frames[None] if frames.ndim == 3 else frames
+        h, w = self.image_size
+        rgb = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)[..., ::-1] for f in frames])
+        x = (rgb.astype(np.float32) / 255 - MEAN) / STD  # (B, H, W, 3), as the encoders see their input
+        b = len(x)
+        p = self.patch
+        patches = x.reshape(b, h // p, p, w // p, p, 3).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(b, h // p, w // p, -1)
+        return SimpleNamespace(cls=patches.mean((1, 2)), patches=np.ascontiguousarray(patches, np.float32))
+
+
+def random_init(cfg: Any, seed: int) -> Any:
+    """The ViT of `cfg` (a ViTConfig) with the weights `edge-vsd train --seed SEED` starts from."""
+    import torch
+
+    from edge_vsd.model import VisionTransformer
+
+    torch.manual_seed(seed)  # what `train` draws first after seeding: the same random weights
+    return VisionTransformer(cfg).eval()
+
+
+class TorchEncoder:
+    """An in-memory PyTorch ViT, callable like a runtimes encoder at `image_size` (set by the caller)."""
+
+    backend_name = "pytorch"
+
+    def __init__(self, model: Any, image_size: tuple[int, int]) -> None:
+        self.model, self.image_size = model, tuple(image_size)
+        self.manifest: dict[str, Any] = {"precision": "fp32", "model": {"patch_size": model.cfg.patch_size}}
+
+    def __call__(self, frames: np.ndarray) -> SimpleNamespace:
+        import torch
+
+        from edge_vsd.data.preprocess import preprocess
+
+        with torch.inference_mode():
+            out = self.model(preprocess(frames, self.image_size))
+        return SimpleNamespace(cls=out.cls.float().numpy(), patches=out.patches.float().numpy())
+
+
+def mean_std(values: list[float | None]) -> dict[str, Any]:
+    """{"mean", "std" (sample, ddof 1), "n", "values"} of the values that are not None."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0, "values": []}
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    return {"mean": float(np.mean(vals)), "std": std, "n": len(vals), "values": vals}

@@ -1,0 +1,73 @@
+"""Learning health, watched while training: a teacher that says nothing (uniform), one that says the same
+thing for every frame (one prototype), and how far the EMA teacher has moved from its random start."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+TOLERANCE = 0.02  # within 2% of log K counts as uniform
+STREAK = 10  # consecutive steps after warm-up before a warning
+ONE_PROTOTYPE = math.log(2)  # a batch whose mean teacher distribution has fewer than 2 effective prototypes
+DRIFT_EVERY = 10  # steps between measurements of the teacher's distance from its initialisation
+
+
+class Health:
+    """Per-step checks on the loss stats; each kind of failure is warned about once, with its cause and the
+    flag to change. `drift` measures the teacher backbone's relative distance from its initial weights."""
+
+    def __init__(self, max_entropy: float, warmup_end: int, teacher: nn.Module) -> None:
+        self.max_entropy, self.warmup_end = max_entropy, warmup_end
+        self.start = [p.detach().clone() for p in teacher.parameters()]
+        self.streaks = {"uniform": 0, "one_prototype": 0}
+        self.warned: set[str] = set()
+
+    @torch.no_grad()
+    def drift(self, teacher: nn.Module) -> float:
+        """||teacher - its initialisation|| / ||initialisation|| over every teacher parameter."""
+        now = [p.detach() for p in teacher.parameters()]
+        diff = torch._foreach_sub(now, self.start)
+        moved = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(diff)))
+        size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.start)))
+        return float(moved / size.clamp_min(1e-12))
+
+    def fractions(self, stats: dict[str, float]) -> dict[str, float]:
+        """Teacher entropies as a share of log K (1 = uniform)."""
+        return {
+            f"{k}_frac": stats[k] / self.max_entropy
+            for k in ("teacher_entropy", "patch_entropy")
+            if k in stats
+        }
+
+    def check(self, step: int, stats: dict[str, float], init_weight: float) -> str | None:
+        """The warning to print after `step` (0-based), if one is due; None otherwise."""
+        uniform_at = (1 - TOLERANCE) * self.max_entropy
+        entropies = [stats[k] for k in ("teacher_entropy", "patch_entropy") if k in stats]
+        signs = {
+            "uniform": stats["loss"] >= uniform_at or all(e >= uniform_at for e in entropies),
+            "one_prototype": stats.get("teacher_mean_entropy", math.inf) < ONE_PROTOTYPE,
+        }
+        for kind, bad in signs.items():
+            self.streaks[kind] = self.streaks[kind] + 1 if bad and step > self.warmup_end else 0
+            if self.streaks[kind] == STREAK and kind not in self.warned:
+                self.warned.add(kind)
+                first = step + 2 - STREAK
+                return self._message(kind, first, step + 1, stats, init_weight)
+        return None
+
+    def _message(self, kind: str, first: int, last: int, stats: dict[str, float], init_weight: float) -> str:
+        if kind == "uniform":
+            return (
+                f"steps {first}-{last}: loss {stats['loss']:.3f} within {TOLERANCE:.0%} of log K = "
+                f"{self.max_entropy:.2f}: the teacher is uniform and the student learns nothing. The teacher "
+                f"still holds {init_weight:.0%} of its random start (lower --momentum-teacher, or "
+                "--schedule fit), or its temperature is too high (--teacher-temp 0.04); a smaller --out-dim "
+                "or a higher --lr also help"
+            )
+        return (
+            f"steps {first}-{last}: the teacher gives every frame the same prototype (batch entropy "
+            f"{stats['teacher_mean_entropy']:.2f} nats): collapse; try a lower --lr or a higher "
+            "--teacher-temp"
+        )

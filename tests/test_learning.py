@@ -1,0 +1,88 @@
+"""Training that learns: schedules fitted to the run's length, and the health checks that watch it."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edge_vsd.config import TrainConfig
+from edge_vsd.health import STREAK, Health
+from edge_vsd.train import schedules, train
+
+SMALL = dict(img_size=32, batch_size=8, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
+
+
+@pytest.mark.parametrize("steps", [200, 300, 600, 2000, 20000, 300000])
+def test_fit_schedule_leaves_the_teachers_random_start(steps):
+    """The rule: any run of 200+ steps ends with under 1% of the teacher still its initialisation."""
+    sched = schedules(TrainConfig(), steps)
+    left = sched["teacher_init_weight"]
+    assert left[-1] < 0.01 and np.all(np.diff(left) <= 0)
+    assert left[-1] == pytest.approx(np.prod(sched["momentum"]))
+    assert np.all(sched["teacher_temp"] == 0.04)  # DINO's advice for a loss that does not fall
+    resolved = TrainConfig().resolve_schedule(steps)
+    assert resolved.momentum_teacher <= 0.996 and resolved.freeze_last_layer_steps == min(steps // 10, 1250)
+
+
+def test_dino_schedule_is_kept_as_a_preset():
+    sched = schedules(TrainConfig(schedule="dino"), 300)
+    assert sched["momentum"][0] == 0.996 and sched["teacher_temp"][-1] == 0.07
+    assert sched["teacher_init_weight"][-1] > 0.4  # why it is not the default for short runs
+    explicit = schedules(TrainConfig(momentum_teacher=0.99, teacher_temp=0.05), 300)
+    assert explicit["momentum"][0] == 0.99 and explicit["teacher_temp"][-1] == 0.05
+
+
+def _stats(loss, entropy, mean_entropy=3.0):
+    return {
+        "loss": loss,
+        "teacher_entropy": entropy,
+        "patch_entropy": entropy,
+        "teacher_mean_entropy": mean_entropy,
+    }
+
+
+def test_health_warns_once_on_a_uniform_teacher_and_not_on_a_healthy_one():
+    k = math.log(1024)
+    h = Health(k, warmup_end=5, teacher=torch.nn.Linear(2, 2))
+    healthy = [h.check(s, _stats(0.7 * k, 0.5 * k), 0.1) for s in range(100)]
+    assert healthy == [None] * 100
+    h = Health(k, warmup_end=5, teacher=torch.nn.Linear(2, 2))
+    uniform = [h.check(s, _stats(0.995 * k, 0.999 * k), 0.6) for s in range(100)]
+    fired = [i for i, w in enumerate(uniform) if w]
+    assert fired == [5 + STREAK]  # after warm-up, after STREAK steps in a row, once
+    assert (
+        "uniform" in uniform[fired[0]]
+        and "--momentum-teacher" in uniform[fired[0]]
+        and "60%" in uniform[0 + fired[0]]
+    )
+    h = Health(k, warmup_end=0, teacher=torch.nn.Linear(2, 2))
+    one = [h.check(s, _stats(0.1, 0.01, mean_entropy=0.05), 0.0) for s in range(30)]
+    assert sum(w is not None for w in one) == 1 and "same prototype" in next(w for w in one if w)
+
+
+def test_health_drift_measures_the_teacher_leaving_its_start():
+    lin = torch.nn.Linear(4, 4)
+    h = Health(1.0, 0, lin)
+    assert h.drift(lin) == 0.0
+    with torch.no_grad():
+        for p in lin.parameters():
+            p.mul_(2)
+    assert h.drift(lin) == pytest.approx(1.0)
+
+
+def test_forced_uniform_teacher_warns_in_a_real_run(synthetic_video, tmp_path, caplog):
+    """A teacher at temperature 100 is uniform: the run says so, naming the cause and the flags."""
+    cfg = TrainConfig(
+        video=[str(synthetic_video)], out=str(tmp_path / "run"), steps=25, teacher_temp=100.0, **SMALL
+    )
+    with caplog.at_level("WARNING", logger="edge_vsd"):
+        train(cfg, show_progress=False)
+    assert "the teacher is uniform" in caplog.text and "--teacher-temp" in caplog.text
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    assert last["teacher_entropy_frac"] > 0.98 and "teacher_drift" in last and last["teacher_drift"] > 0
+    assert last["teacher_init_weight"] < 0.01
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["schedule"] == "fit" and isinstance(saved["momentum_teacher"], float) and saved["lr"] == 2e-3
