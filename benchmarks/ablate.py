@@ -140,7 +140,8 @@ def run_arm(cfg: AblateConfig, arm: Arm, log) -> dict[str, Any]:
             if run_dir.is_dir():
                 write_bytes_atomic(timing_file, (json.dumps(timing) + "\n").encode())
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines() if r.strip()]
-    last = rows[-1] if rows else {}
+    steps = [r for r in rows if "loss" in r]  # eval rows (--eval-every) carry no loss
+    last = steps[-1] if steps else {}
     return {
         "model": str(run_dir / "checkpoint.pt"),
         "seconds": timing["seconds"],

@@ -51,8 +51,8 @@ class TorchEncoder:
 
     backend_name = "pytorch"
 
-    def __init__(self, model: Any, image_size: tuple[int, int]) -> None:
-        self.model, self.image_size = model, tuple(image_size)
+    def __init__(self, model: Any, image_size: tuple[int, int], device: str = "cpu") -> None:
+        self.model, self.image_size, self.device = model, tuple(image_size), device
         self.manifest: dict[str, Any] = {"precision": "fp32", "model": {"patch_size": model.cfg.patch_size}}
 
     def __call__(self, frames: np.ndarray) -> SimpleNamespace:
@@ -61,8 +61,8 @@ class TorchEncoder:
         from edge_vsd.data.preprocess import preprocess
 
         with torch.inference_mode():
-            out = self.model(preprocess(frames, self.image_size))
-        return SimpleNamespace(cls=out.cls.float().numpy(), patches=out.patches.float().numpy())
+            out = self.model(preprocess(frames, self.image_size).to(self.device))
+        return SimpleNamespace(cls=out.cls.float().cpu().numpy(), patches=out.patches.float().cpu().numpy())
 
 
 def mean_std(values: list[float | None]) -> dict[str, Any]:

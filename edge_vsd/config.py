@@ -59,6 +59,8 @@ RESUME_MAY_CHANGE = frozenset(
         "compile",
         "compile_mode",
         "photometric_on",
+        "eval_every",
+        "eval_data",
     }
 )
 
@@ -84,6 +86,8 @@ class TrainConfig:
     device: str = "cpu"
     init: str | None = None
     cache: str | None = None  # frame-cache folder for raw videos (default OUT/frame_cache)
+    eval_every: int = 0  # score student and teacher on eval_data every N steps (0: never)
+    eval_data: str | None = None  # make-data folder, DAVIS or ADE20K layout, or a video (correspondence)
     # optimisation (DINO defaults, lr scaled by batch/256)
     schedule: str = "fit"  # how unset (None) schedule settings follow from the run's length: fit, dino
     lr: float | None = None  # per 256 pairs; fit: 2e-3, dino: 5e-4
@@ -237,6 +241,11 @@ class TrainConfig:
         at_least("--delta", self.delta, 0)  # 0 is valid: same-frame pairs (the DINO preset)
         at_least("predictor_depth", self.predictor_depth, 0)
         at_least("--workers", self.workers, 0)
+        at_least("--eval-every", self.eval_every, 0)
+        if self.eval_every and not self.eval_data:
+            raise InputError(
+                "--eval-every needs --eval-data (a make-data folder, DAVIS or ADE layout, a video)"
+            )
         at_least("--local-crops", self.local_crops, 0)
         at_least("warmup_steps", self.warmup_steps, 0)
         at_least("freeze_last_layer_steps", self.freeze_last_layer_steps, 0)

@@ -442,13 +442,19 @@ def _setting(name: str) -> str:
 
 
 def train(
-    cfg: TrainConfig, resume: bool = False, show_progress: bool = True, stop_after: int | None = None
+    cfg: TrainConfig,
+    resume: bool = False,
+    show_progress: bool = True,
+    stop_after: int | None = None,
+    evaluator: Any = None,
 ) -> Path:
     """Run VSD training; returns the checkpoint path. Resumes from OUT/checkpoint.pt when `resume`;
-    `stop_after` ends this session after that many steps (checkpoint saved, schedule of the full run kept)."""
+    `stop_after` ends this session after that many steps (checkpoint saved, schedule of the full run kept).
+    `evaluator(step, {"student": vit, "teacher": vit}, device)` -> metrics row, every `cfg.eval_every` steps
+    (and at step 0 and the last step), with `.plot(metrics_file)`; see edge_vsd.benchmarks.train_eval."""
     with StopSignals() as signals:
         try:
-            return _train(cfg, resume, show_progress, stop_after, signals)
+            return _train(cfg, resume, show_progress, stop_after, signals, evaluator)
         except Stopped as exc:
             if signals.deferring:  # the step loop said what it saved
                 raise
@@ -457,7 +463,12 @@ def train(
 
 
 def _train(
-    cfg: TrainConfig, resume: bool, show_progress: bool, stop_after: int | None, signals: StopSignals
+    cfg: TrainConfig,
+    resume: bool,
+    show_progress: bool,
+    stop_after: int | None,
+    signals: StopSignals,
+    evaluator: Any = None,
 ) -> Path:
     """`train` with its stop signals: SIGINT or SIGTERM ends the loop at a step boundary with a checkpoint."""
     cfg.validate()
@@ -558,6 +569,17 @@ def _train(
     warmup_end = max(int(np.argmax(sched["lr"])), int(np.argmax(sched["teacher_temp"])))
     health = Health(loss_fn.max_entropy, warmup_end, teacher)
     saved = step if state is not None else -1
+
+    def evaluate(at: int) -> None:
+        if evaluator is None or metrics is None:
+            return
+        nets_now = {"student": student.backbone, "teacher": teacher.backbone}
+        metrics.write(json.dumps(evaluator(at, nets_now, str(device))) + "\n")
+        metrics.flush()
+        evaluator.plot(out / "metrics.jsonl")
+
+    if step == 0:
+        evaluate(0)  # the random start, the row every later one is read against
     signals.defer()
     try:
         while step < stop and not signals.requested(world, device, step):
@@ -579,6 +601,8 @@ def _train(
             shown["H/lnK"] = f"{stats['teacher_entropy_frac']:.2f}"
             shown["init"] = f"{init_weight:.2f}"  # the teacher's remaining share of its random start
             bar.set_postfix(shown)
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
+                evaluate(step)
             if rank == 0 and (step % cfg.save_every == 0 or step == stop):
                 save_atomic(make_checkpoint(cfg, step, student, teacher, opt, loss_fn), ckpt_path)
                 saved = step
@@ -759,6 +783,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--bf16",
     )
     p.add_argument("--cache", help="frame-cache folder for raw videos (default OUT/frame_cache)")
+    e = p.add_argument_group("evaluation while training")
+    e.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="score the student and teacher every N steps (and at steps 0 and last) into metrics.jsonl and "
+        "learning_curve.png: J&F, probe mIoU and/or warp + lighting correspondence (default 0: never)",
+    )
+    e.add_argument(
+        "--eval-data",
+        metavar="PATH",
+        help="held-out set: a make-data folder (try --hard), a DAVIS or ADE20K-layout folder, or a video",
+    )
 
 
 OPTION_FIELDS = [
@@ -801,6 +838,8 @@ OPTION_FIELDS = [
     "hue",
     "blur_sigma",
     "photometric_on",
+    "eval_every",
+    "eval_data",
 ]
 
 
@@ -826,8 +865,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     fresh = not Path(cfg.out).exists()
+    evaluator = None
+    if cfg.eval_every:
+        cfg.validate_settings()
+        from edge_vsd.benchmarks.train_eval import TrainingEval
+
+        evaluator = TrainingEval(cfg.eval_data or "", cfg.img_size, cfg.out)
     try:
-        path = train(cfg, resume=args.resume, stop_after=args.stop_after)
+        path = train(cfg, resume=args.resume, stop_after=args.stop_after, evaluator=evaluator)
     except KeyboardInterrupt as exc:
         print(str(exc) or "interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)

@@ -86,3 +86,56 @@ def test_forced_uniform_teacher_warns_in_a_real_run(synthetic_video, tmp_path, c
     assert last["teacher_init_weight"] < 0.01
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["schedule"] == "fit" and isinstance(saved["momentum_teacher"], float) and saved["lr"] == 2e-3
+
+
+def test_eval_every_writes_student_and_teacher_rows_and_a_curve(tmp_path):
+    """`train --eval-every` scores both nets at step 0 (the random start), every N steps and at the end."""
+    from edge_vsd.cli import main
+    from edge_vsd.data.make_data import DataConfig, make_data
+
+    data = make_data(
+        DataConfig(
+            out=str(tmp_path / "data"),
+            sequences=1,
+            frames=6,
+            height=64,
+            width=96,
+            ade_images=6,
+            videos=1,
+            video_frames=40,
+        )
+    )
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--out",
+        str(run),
+        "--video",
+        str(data / "videos" / "train-00.avi"),
+        "--steps",
+        "6",
+        "--batch-size",
+        "4",
+        "--img-size",
+        "32",
+        "--out-dim",
+        "64",
+        "--delta",
+        "3",
+        "--eval-every",
+        "3",
+        "--eval-data",
+        str(data),
+    ]
+    assert main(args) == 0
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval" in r]
+    assert [r["step"] for r in evals] == [0, 3, 6]
+    for r in evals:
+        for net in ("student", "teacher"):
+            assert 0 <= r["eval"][net]["JF"] <= 1 and 0 <= r["eval"][net]["miou"] <= 1
+    # at step 0 the teacher is the student's copy: the same scores
+    assert evals[0]["eval"]["student"] == evals[0]["eval"]["teacher"]
+    assert evals[-1]["eval"]["teacher"] != evals[0]["eval"]["teacher"]
+    assert (run / "learning_curve.png").stat().st_size > 1000
+    assert json.loads((run / "config.json").read_text())["eval_every"] == 3
