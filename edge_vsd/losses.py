@@ -64,13 +64,17 @@ class VSDLoss(nn.Module):
             loss_global = torch.stack(terms).mean()
             with torch.no_grad():
                 entropy = torch.stack([_softmax_entropy(z, p) for z, p in zip(t_logits, t_probs)]).mean()
-                mean_p = torch.cat(t_probs).mean(0)  # one prototype for every frame: this is near 0
-                mean_entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
+                # the batch's mean teacher distribution, as a share of the most it can spread (log of
+                # min(K, rows)): near 0 when one prototype takes every frame
+                rows = torch.cat(t_probs)
+                mean_p = rows.mean(0)
+                spread = math.log(min(rows.shape[0], rows.shape[1]))
+                mean_entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum() / max(spread, 1e-12)
                 self._accumulate("center", torch.cat(teacher_cls).detach().float())
             stats = {
                 "loss_global": loss_global.detach(),
                 "teacher_entropy": entropy,
-                "teacher_mean_entropy": mean_entropy,
+                "teacher_batch_spread": mean_entropy,
             }
             if student_patches is None or teacher_patches is None or self.dense_weight == 0:
                 return loss_global, stats

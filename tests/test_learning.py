@@ -34,12 +34,12 @@ def test_dino_schedule_is_kept_as_a_preset():
     assert explicit["momentum"][0] == 0.99 and explicit["teacher_temp"][-1] == 0.05
 
 
-def _stats(loss, entropy, mean_entropy=3.0):
+def _stats(loss, entropy, spread=0.9):
     return {
         "loss": loss,
         "teacher_entropy": entropy,
         "patch_entropy": entropy,
-        "teacher_mean_entropy": mean_entropy,
+        "teacher_batch_spread": spread,
     }
 
 
@@ -58,8 +58,8 @@ def test_health_warns_once_on_a_uniform_teacher_and_not_on_a_healthy_one():
         and "60%" in uniform[0 + fired[0]]
     )
     h = Health(k, warmup_end=0, teacher=torch.nn.Linear(2, 2))
-    one = [h.check(s, _stats(0.1, 0.01, mean_entropy=0.05), 0.0) for s in range(30)]
-    assert sum(w is not None for w in one) == 1 and "same prototype" in next(w for w in one if w)
+    one = [h.check(s, _stats(0.1, 0.01, spread=0.2), 0.0) for s in range(30)]
+    assert sum(w is not None for w in one) == 1 and "same few prototypes" in next(w for w in one if w)
 
 
 def test_health_drift_measures_the_teacher_leaving_its_start():
@@ -139,3 +139,16 @@ def test_eval_every_writes_student_and_teacher_rows_and_a_curve(tmp_path):
     assert evals[-1]["eval"]["teacher"] != evals[0]["eval"]["teacher"]
     assert (run / "learning_curve.png").stat().st_size > 1000
     assert json.loads((run / "config.json").read_text())["eval_every"] == 3
+
+
+def test_batch_spread_is_low_for_one_prototype_and_high_for_diverse_frames():
+    from edge_vsd.losses import VSDLoss
+
+    loss = VSDLoss(64)
+    loss(*[[torch.zeros(16, 64)] * 2] * 2, None, None, 0.04)  # centers start at a flat first batch
+    one = [torch.zeros(16, 64).index_fill_(1, torch.tensor([3]), 10.0) for _ in range(2)]
+    _, stats = loss(one, one, None, None, 0.04)
+    assert stats["teacher_batch_spread"] < 0.05
+    diverse = [torch.eye(64)[:16] * 10, torch.eye(64)[16:32] * 10]
+    _, stats = VSDLoss(64)(diverse, diverse, None, None, 0.04)
+    assert stats["teacher_batch_spread"] > 0.95
