@@ -163,16 +163,18 @@ def summary_rows(cfg: AblateConfig, table: list[dict[str, Any]]) -> list[list[st
                 r["method"],
                 delta,
                 str(r["steps"]),
-                n(r.get("JF")),
-                n(r.get("J")),
-                n(r.get("F")),
-                n(r.get("miou")),
-                n(r.get("knn")),
+                *(_with_spread(r, key, n) for key in ("JF", "J", "F", "miou", "knn")),
                 n((r.get("final") or {}).get("loss")),
                 n(r.get("seconds"), ".0f"),
             ]
         )
     return rows
+
+
+def _with_spread(row: dict[str, Any], key: str, n) -> str:
+    """`mean ± std` for a row with a seed spread (the random-init floor), else the value."""
+    sd = ((row.get("spread") or {}).get(key) or {}).get("std")
+    return n(row.get(key)) + (f" ± {sd:.3f}" if sd is not None and row.get(key) is not None else "")
 
 
 HEADER = ["arm", "method", "Δ", "steps", "J&F", "J", "F", "seg mIoU", "kNN acc", "final loss", "train s"]
@@ -188,7 +190,8 @@ def plot_delta(cfg: AblateConfig, table: list[dict[str, Any]]) -> bytes:
     for ax, (key, label) in zip(axes[0], metrics):
         xs = [r["delta"] for r in vsd if r.get(key) is not None]
         ax.plot(xs, [r[key] for r in vsd if r.get(key) is not None], "o-", color="#1f618d", label="VSD")
-        for r, style in zip((r for r in table if r["method"] != "vsd"), ("--", ":")):
+        styles = ("--", ":", "-.", (0, (1, 1)), (0, (3, 1, 1, 1)))
+        for r, style in zip((r for r in table if r["method"] != "vsd"), styles):
             if r.get(key) is not None:
                 ax.axhline(r[key], linestyle=style, color="#7f8c8d", label=r["arm"])
         ax.set_xlabel(f"Δ ({'seconds' if cfg.delta_seconds else 'frames'})")
@@ -281,6 +284,22 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
                 "F": d.get("F"),
                 "miou": (s.get("linear") or {}).get("miou"),
                 "knn": (s.get("knn") or {}).get("acc"),
+            }
+        )
+    for res in doc["models"][len(plan) :]:  # the floors eval added: raw pixels, random inits, trivial
+        d, s = res.get("davis") or {}, res.get("seg") or {}
+        table.append(
+            {
+                "arm": res["name"],
+                "method": "floor",
+                "delta": None,
+                "steps": 0,
+                "JF": d.get("JF"),
+                "J": d.get("J"),
+                "F": d.get("F"),
+                "miou": (s.get("linear") or {}).get("miou"),
+                "knn": (s.get("knn") or {}).get("acc"),
+                "spread": res.get("spread"),
             }
         )
     settings = asdict(cfg)

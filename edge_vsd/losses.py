@@ -64,8 +64,8 @@ class VSDLoss(nn.Module):
             loss_global = torch.stack(terms).mean()
             with torch.no_grad():
                 entropy = torch.stack([_softmax_entropy(z, p) for z, p in zip(t_logits, t_probs)]).mean()
-                # the batch's mean teacher distribution, as a share of the most it can spread (log of
-                # min(K, rows)): near 0 when one prototype takes every frame
+                # entropy of the batch's mean teacher distribution in units of log(min(K, rows)): near 0
+                # when one prototype takes every frame, 1 or more when each frame has its own
                 rows = torch.cat(t_probs)
                 mean_p = rows.mean(0)
                 spread = math.log(min(rows.shape[0], rows.shape[1]))

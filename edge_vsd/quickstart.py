@@ -13,12 +13,13 @@ from edge_vsd.checks import check_writable_dir
 from edge_vsd.data.synthetic import write_video
 from edge_vsd.errors import InputError
 
-TRAIN_DEFAULTS = {"delta": 15, "lr": 0.005, "out_dim": 1024}  # what quickstart's train stage passes
+TRAIN_DEFAULTS = {"delta": 15, "out_dim": 1024}  # what quickstart's train stage passes (with --schedule fit)
 # what quickstart writes in --out: --force replaces these and leaves anything else there alone
 OUTPUTS = (
     "run",
     "artifacts",
     "report",
+    "quality",
     "features.npz",
     "pca.png",
     "synthetic_train.avi",
@@ -146,8 +147,6 @@ def run(args: argparse.Namespace) -> int:
         str(args.img_size),
         "--delta",
         str(TRAIN_DEFAULTS["delta"]),
-        "--lr",
-        str(TRAIN_DEFAULTS["lr"]),
         "--out-dim",
         str(TRAIN_DEFAULTS["out_dim"]),
     ]
@@ -155,11 +154,24 @@ def run(args: argparse.Namespace) -> int:
         train_argv.append("--bf16")
     for v in train_videos:
         train_argv += ["--video", v]
-    total = 6
+    total = 7
     _stage(1, total, "train vit_tiny with video self-distillation", train_argv)
-    calib_flags = ["--calib", calib, "--calib-frames", "64", "--quiet"]
     _stage(
         2,
+        total,
+        "quality: the trained encoder beside its random start, raw pixels and chance",
+        [
+            "eval",
+            str(ckpt),
+            "--data",
+            heldout,
+            "--report",
+            str(out / "quality"),
+        ],
+    )
+    calib_flags = ["--calib", calib, "--calib-frames", "64", "--quiet"]
+    _stage(
+        3,
         total,
         "export cpu fp32",
         [
@@ -175,13 +187,13 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     _stage(
-        3,
+        4,
         total,
         "export cpu INT8",
         ["export", str(ckpt), "--target", "cpu", "--int8", "--out", str(art / "cpu-int8"), *calib_flags],
     )
     _stage(
-        4,
+        5,
         total,
         "export jetson INT8 (TensorRT Q/DQ)",
         [
@@ -197,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     )
     report = out / "report"
     _stage(
-        5,
+        6,
         total,
         "benchmark every artifact against the PyTorch model",
         [
@@ -216,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     _stage(
-        6,
+        7,
         total,
         "PCA picture of the patch features",
         [
@@ -234,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"\nquickstart finished in {time.perf_counter() - start:.0f} s")
     print(f"  report:     {report / 'report.md'}  (and report.html, results.json, PNG plots)")
+    print(f"  quality:    {out / 'quality' / 'report.md'}  (trained vs random init, raw pixels, chance)")
     print(f"  artifacts:  {art}/cpu-fp32, cpu-int8, jetson-int8 (BUILD_ON_DEVICE.txt for the board)")
     print(f"  PCA:        {out / 'pca.png'}")
     print(f"  checkpoint: {ckpt}")

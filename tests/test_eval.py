@@ -216,10 +216,13 @@ def test_ablate_tiny_and_resumable(data, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr()
     rows = [line for line in out.out.splitlines() if line.startswith("| ") and "arm" not in line]
-    assert [r.split("|")[1].strip() for r in rows] == ["vsd-d0", "vsd-d3", "dino", "init"]
+    floors = ["raw pixels", "random init (3 seeds)", "trivial"]
+    assert [r.split("|")[1].strip() for r in rows] == ["vsd-d0", "vsd-d3", "dino", "init", *floors]
     result = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert all(0 <= a["JF"] <= 1 for a in result["arms"])
-    assert {a["arm"]: a["steps"] for a in result["arms"]} == {"vsd-d0": 2, "vsd-d3": 2, "dino": 2, "init": 0}
+    steps = {a["arm"]: a["steps"] for a in result["arms"] if a["method"] != "floor"}
+    assert steps == {"vsd-d0": 2, "vsd-d3": 2, "dino": 2, "init": 0}
+    assert " ± " in next(r for r in rows if "random init" in r)
     for png in ("accuracy_vs_delta.png", "baselines.png"):
         assert cv2.imread(str(tmp_path / "abl" / png)) is not None
     cfg = json.loads((tmp_path / "abl" / "runs" / "dino" / "config.json").read_text())

@@ -5,6 +5,8 @@ Writes, from the synthetic scene generator and its ground truth:
               one id per moving object), ImageSets/2017/val.txt
   OUT/ade/    ADE20K layout: images/N.jpg, annotations/N.png (class per pixel, 0 = ignore; see CLASSES)
   OUT/videos/ unlabelled training videos (other seeds than the labelled scenes)
+With --hard every part comes from `edge_vsd.data.synthetic_hard`: shape classes, background-textured objects,
+per-frame light, noise, blur and JPEG, occlusion (the set where random features score low).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from edge_vsd.atomic import umask_mode
 from edge_vsd.data.synthetic import CLASSES, render, write_video
+from edge_vsd.data.synthetic_hard import HARD_CLASSES, render_hard
 from edge_vsd.errors import InputError
 
 # seeds of the three parts never overlap, so no labelled scene is seen in training
@@ -39,6 +42,13 @@ class DataConfig:
     videos: int = 2
     video_frames: int = 300
     seed: int = 0
+    hard: bool = False  # the hard set: see edge_vsd.data.synthetic_hard
+
+    def render(self, n_frames: int, seed: int, motion: str = "wrap"):
+        """(frames, ids, classes) of one scene from this set's generator."""
+        if self.hard:
+            return render_hard(n_frames, self.height, self.width, seed)
+        return render(n_frames, self.height, self.width, seed, motion)
 
 
 def davis_palette() -> list[int]:
@@ -69,7 +79,7 @@ def write_davis(root: Path, cfg: DataConfig) -> list[str]:
     names = []
     for i in range(cfg.sequences):
         name = f"synthetic-{i:02d}"
-        frames, ids, _ = render(cfg.frames, cfg.height, cfg.width, DAVIS_SEED + cfg.seed * 1000 + i, "bounce")
+        frames, ids, _ = cfg.render(cfg.frames, DAVIS_SEED + cfg.seed * 1000 + i, "bounce")
         img_dir = root / "JPEGImages" / "480p" / name
         ann_dir = root / "Annotations" / "480p" / name
         img_dir.mkdir(parents=True)
@@ -88,10 +98,23 @@ def write_ade(root: Path, cfg: DataConfig) -> None:
     (root / "images").mkdir(parents=True)
     (root / "annotations").mkdir(parents=True)
     for i in range(cfg.ade_images):
-        frames, _, classes = render(8, cfg.height, cfg.width, ADE_SEED + cfg.seed * 1000 + i)
+        frames, _, classes = cfg.render(8, ADE_SEED + cfg.seed * 1000 + i)
         cv2.imwrite(str(root / "images" / f"{i:05d}.jpg"), frames[-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         cv2.imwrite(str(root / "annotations" / f"{i:05d}.png"), classes[-1])
-    (root / "classes.json").write_text(json.dumps({str(k): v for k, v in CLASSES.items()}, indent=2) + "\n")
+    names = HARD_CLASSES if cfg.hard else CLASSES
+    (root / "classes.json").write_text(json.dumps({str(k): v for k, v in names.items()}, indent=2) + "\n")
+
+
+def write_frames(path: Path, frames: np.ndarray, fps: float = 30.0) -> None:
+    """BGR frames to an MJPG .avi."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    try:
+        for frame in frames:
+            writer.write(frame)
+    finally:
+        writer.release()
 
 
 def make_data(cfg: DataConfig, force: bool = False) -> Path:
@@ -100,7 +123,7 @@ def make_data(cfg: DataConfig, force: bool = False) -> Path:
     if out.exists() and not force:
         raise InputError(f"{out}: already exists; pass --force to replace it")
     for name, value in asdict(cfg).items():
-        if name not in ("out", "seed") and value < (1 if name != "videos" else 0):
+        if name not in ("out", "seed", "hard") and value < (1 if name != "videos" else 0):
             raise InputError(f"--{name.replace('_', '-')} {value}: must be at least 1")
     if cfg.height < 32 or cfg.width < 32:
         raise InputError(f"--size {cfg.height}x{cfg.width}: at least 32x32")
@@ -111,13 +134,11 @@ def make_data(cfg: DataConfig, force: bool = False) -> Path:
         write_davis(stage / "davis", cfg)
         write_ade(stage / "ade", cfg)
         for i in range(cfg.videos):
-            write_video(
-                stage / "videos" / f"train-{i:02d}.avi",
-                cfg.video_frames,
-                cfg.height,
-                cfg.width,
-                seed=VIDEO_SEED + cfg.seed * 1000 + i,
-            )
+            path, seed = stage / "videos" / f"train-{i:02d}.avi", VIDEO_SEED + cfg.seed * 1000 + i
+            if cfg.hard:
+                write_frames(path, cfg.render(cfg.video_frames, seed)[0])
+            else:
+                write_video(path, cfg.video_frames, cfg.height, cfg.width, seed=seed)
         (stage / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -168,6 +189,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="frames per training video (default %(default)s)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="the hard set: classes by shape, objects textured like the background with drifting hue and "
+        "scale, per-frame light, noise, blur and JPEG, occlusion (random features score low here)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
 
 
@@ -183,9 +210,13 @@ def run(args: argparse.Namespace) -> int:
         args.videos,
         args.video_frames,
         args.seed,
+        args.hard,
     )
     out = make_data(cfg, args.force)
     print(f"davis: {out / 'davis'} ({cfg.sequences} sequences x {cfg.frames} frames)")
-    print(f"ade:   {out / 'ade'} ({cfg.ade_images} images, {len(CLASSES)} classes)")
+    print(
+        f"ade:   {out / 'ade'} ({cfg.ade_images} images, "
+        f"{len(HARD_CLASSES if cfg.hard else CLASSES)} classes)"
+    )
     print(f"videos: {out / 'videos'} ({cfg.videos} x {cfg.video_frames} frames, unlabelled)")
     return 0
