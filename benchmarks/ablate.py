@@ -10,16 +10,24 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edge_vsd.benchmarks.davis import PropagationSettings
-from edge_vsd.benchmarks.evaluate import EvalConfig, load_inputs, run_eval
+from edge_vsd.benchmarks.evaluate import EvalConfig, dig, load_inputs, run_eval
+from edge_vsd.benchmarks.floors import FLOOR_SEEDS, mean_std
 from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 BASELINES = ("dino", "init")
+ARM_METRICS = {  # table column -> where eval puts it
+    "JF": ("davis", "JF"),
+    "J": ("davis", "J"),
+    "F": ("davis", "F"),
+    "miou": ("seg", "linear", "miou"),
+    "knn": ("seg", "knn", "acc"),
+}
 
 
 @dataclass
@@ -35,6 +43,7 @@ class AblateConfig:
     batch_size: int = 32
     init: str | None = None
     seed: int = 0
+    seeds: int = 1  # seeds seed, seed+1, ...: every arm trained once per seed, tables give mean ± std
     lr: float | None = None
     out_dim: int | None = None
     device: str = "cpu"
@@ -116,9 +125,14 @@ def init_weights(cfg: AblateConfig, run_dir: Path) -> Path:
     return path
 
 
-def run_arm(cfg: AblateConfig, arm: Arm, log) -> dict[str, Any]:
+def arm_dir(cfg: AblateConfig, arm: Arm, first_seed: int) -> Path:
+    """OUT/runs/ARM, or OUT/runs/ARM-sSEED for every seed but the first of a multi-seed ablation."""
+    return Path(cfg.out) / "runs" / (arm.name if cfg.seed == first_seed else f"{arm.name}-s{cfg.seed}")
+
+
+def run_arm(cfg: AblateConfig, arm: Arm, log, run_dir: Path | None = None) -> dict[str, Any]:
     """Train one arm (skipped when finished, resumed when interrupted); returns its model and timing."""
-    run_dir = Path(cfg.out) / "runs" / arm.name
+    run_dir = run_dir or Path(cfg.out) / "runs" / arm.name
     if arm.method == "init":
         return {"model": str(init_weights(cfg, run_dir)), "seconds": 0.0, "steps": 0}
     from edge_vsd.train import train
@@ -258,35 +272,41 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
     out = Path(cfg.out)
     plan = arms(cfg)
     preflight(cfg, plan)
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    runs = [(arm, seed) for seed in seeds for arm in plan]
     trained = {}
-    for i, arm in enumerate(plan, 1):
-        log(f"[{i}/{len(plan)}] {arm.name}")
-        trained[arm.name] = run_arm(cfg, arm, log)
-    log(f"[eval] {len(plan)} models")
+    for i, (arm, seed) in enumerate(runs, 1):
+        log(f"[{i}/{len(runs)}] {arm.name}" + (f", seed {seed}" if len(seeds) > 1 else ""))
+        scfg = replace(cfg, seed=seed)
+        trained[arm.name, seed] = run_arm(scfg, arm, log, arm_dir(scfg, arm, seeds[0]))
+    log(f"[eval] {len(runs)} models")
     ecfg = EvalConfig(
         davis=cfg.davis,
         seg_data=cfg.seg_data,
         max_frames=cfg.max_frames,
         propagation=PropagationSettings(radius=cfg.radius, short_side=cfg.eval_size),
+        floor_seeds=max(FLOOR_SEEDS, len(seeds)),
     )
-    doc = run_eval([trained[a.name]["model"] for a in plan], ecfg, out / "eval", force=True, log=log)
+    doc = run_eval([trained[a.name, s]["model"] for a, s in runs], ecfg, out / "eval", force=True, log=log)
+    scores = {(a.name, s): res for (a, s), res in zip(runs, doc["models"])}
     table = []
-    for arm, res in zip(plan, doc["models"]):
-        d, s = res.get("davis") or {}, res.get("seg") or {}
-        table.append(
-            {
-                "arm": arm.name,
-                "method": arm.method,
-                "delta": arm.delta,
-                **{k: v for k, v in trained[arm.name].items() if k != "model"},
-                "JF": d.get("JF"),
-                "J": d.get("J"),
-                "F": d.get("F"),
-                "miou": (s.get("linear") or {}).get("miou"),
-                "knn": (s.get("knn") or {}).get("acc"),
-            }
-        )
-    for res in doc["models"][len(plan) :]:  # the floors eval added: raw pixels, random inits, trivial
+    for arm in plan:
+        per_seed = []
+        for seed in seeds:
+            res = scores[arm.name, seed]
+            per_seed.append(
+                {"seed": seed, **{k: v for k, v in trained[arm.name, seed].items() if k != "model"}}
+                | {key: dig(res, path) for key, path in ARM_METRICS.items()}
+            )
+        row: dict[str, Any] = {"arm": arm.name, "method": arm.method, "delta": arm.delta}
+        row["steps"], row["seconds"] = per_seed[0]["steps"], sum(r["seconds"] for r in per_seed)
+        row["final"] = per_seed[0].get("final")
+        spread = {key: mean_std([r[key] for r in per_seed]) for key in ARM_METRICS}
+        row.update({key: v["mean"] for key, v in spread.items()})
+        if len(seeds) > 1:
+            row["spread"], row["seeds"] = spread, per_seed
+        table.append(row)
+    for res in doc["models"][len(runs) :]:  # the floors eval added: raw pixels, random inits, trivial
         d, s = res.get("davis") or {}, res.get("seg") or {}
         table.append(
             {
@@ -309,7 +329,8 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
     result = {"settings": settings, "arms": table, "eval_settings": doc["settings"]}
     md = "| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER) + "\n"
     md += "".join("| " + " | ".join(row) + " |\n" for row in summary_rows(cfg, table))
-    budget = f"{cfg.arch} @ {cfg.img_size} px, {cfg.steps} steps x batch {cfg.batch_size}, seed {cfg.seed}"
+    seed_text = f"seed {cfg.seed}" if cfg.seeds == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std)"
+    budget = f"{cfg.arch} @ {cfg.img_size} px, {cfg.steps} steps x batch {cfg.batch_size}, {seed_text}"
     doc_md = (
         f"# edge-vsd ablation\n\n{budget}; videos: {', '.join(settings['video'])}\n\n{md}\n"
         "![accuracy vs delta](accuracy_vs_delta.png)\n\n![baselines](baselines.png)\n"
@@ -350,7 +371,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=d.img_size)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--init", metavar="CKPT", help="start every arm from this checkpoint (also the init arm)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="first seed (default 0)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=d.seeds,
+        help="train every arm with this many seeds; tables give mean ± std, the JSON each seed (default 1)",
+    )
     p.add_argument("--lr", type=float, help="base learning rate per 256 pairs (train's default otherwise)")
     p.add_argument("--out-dim", type=int, help="head prototypes (train's default otherwise)")
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])
@@ -377,6 +404,8 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeInputError(f"--deltas {args.deltas}: frames are whole numbers (or pass --delta-seconds)")
     if args.steps < 1:
         raise RuntimeInputError(f"--steps {args.steps}: must be at least 1")
+    if args.seeds < 1:
+        raise RuntimeInputError(f"--seeds {args.seeds}: must be at least 1")
     for path in (*args.video, args.davis, args.seg_data, args.init):
         if path and not Path(path).exists():
             raise RuntimeInputError(f"{path}: no such file or folder")
@@ -392,6 +421,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         init=args.init,
         seed=args.seed,
+        seeds=args.seeds,
         lr=args.lr,
         out_dim=args.out_dim,
         device=args.device,

@@ -266,3 +266,23 @@ def copy_first_mask(seqs: list[Sequence], s: PropagationSettings) -> dict[str, A
         per_object = score_sequence([gts[0]] * len(gts), gts, objects, s.bound_th)
         per_seq.append({"per_object": {str(k): v for k, v in per_object.items()}})
     return summarize(per_seq)
+
+
+def patch_oracle(seqs: list[Sequence], s: PropagationSettings, patch: int) -> dict[str, Any]:
+    """The DAVIS ceiling of a patch-grid encoder: each frame's true mask seen at the patch grid (the id at
+    each cell's centre) and upsampled as predictions are. What perfect features at this grid could score."""
+    per_seq = []
+    for seq in seqs:
+        gts = [read_mask(m) if m is not None else None for m in seq.masks]
+        h, w = gts[0].shape
+        dh, dw = dino_size(h, w, s.short_side)
+        grid = (max(1, dh // patch), max(1, dw // patch))
+        objects = [int(o) for o in np.unique(gts[0]) if 0 < o < 255]
+        n = max(objects, default=0) + 1
+        preds = [
+            gts[0] if i == 0 or g is None else upsample_masks(one_hot(grid_ids(g, grid), n), (h, w))
+            for i, g in enumerate(gts)
+        ]
+        per_object = score_sequence(preds, gts, objects, s.bound_th)
+        per_seq.append({"per_object": {str(k): v for k, v in per_object.items()}})
+    return summarize(per_seq)

@@ -27,6 +27,7 @@ from edge_vsd.benchmarks.davis import (
     dino_size,
     evaluate_sequence,
     load_davis,
+    patch_oracle,
     summarize,
 )
 from edge_vsd.benchmarks.floors import FLOOR_SEEDS, RawPixels, TorchEncoder, mean_std, random_init
@@ -307,7 +308,32 @@ def floor_rows(
         row["seeds"] = seeds
         rows.append(row)
     rows.append(trivial_answers(cfg, inputs))
+    rows.append(oracle_answers(reference, cfg, inputs))
     return rows
+
+
+def oracle_answers(reference: Model, cfg: EvalConfig, inputs: EvalInputs) -> dict[str, Any]:
+    """The ceiling beside the floors: the ground truth seen at the reference's patch grid (DAVIS masks,
+    probe labels), so a table shows how much room there is between random features and perfect ones."""
+    out: dict[str, Any] = {"name": "oracle (truth at the patch grid)", "kind": "ceiling", "backend": "-"}
+    out["precision"] = "-"
+    if cfg.davis:
+        seqs = load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
+        out["davis"] = patch_oracle(seqs, cfg.propagation, reference.patch)
+    if inputs.seg is not None:
+        h, w = inputs.seg.images.shape[1:3]
+        labels = np.stack(
+            [cv2.resize(lb, (w, h), interpolation=cv2.INTER_NEAREST) for lb in inputs.seg.labels]
+        )
+        p = reference.patch
+        cells = patch_labels(labels, (max(1, h // p), max(1, w // p)))
+        up = np.stack(
+            [cv2.resize(c.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST) for c in cells]
+        )
+        present = np.unique(labels[labels != IGNORE])
+        m, acc = miou(up.astype(labels.dtype), labels, present)
+        out["seg"] = {"linear": {"miou": m, "pixel_acc": acc}, "knn": {"acc": acc}}
+    return out
 
 
 TABLE = ["model", "kind", "backend", "J&F", "J", "F", "seg mIoU", "seg acc", "kNN acc", "corr. acc"]

@@ -171,7 +171,12 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
         assert 0 <= m["seg"]["linear"]["miou"] <= 1 and 0 <= m["seg"]["knn"]["acc"] <= 1
     # every table carries its floors: raw pixels, the first model's architecture at random init, trivial
     floors = {m["name"]: m for m in doc["models"][2:]}
-    assert list(floors) == ["raw pixels", "random init (2 seeds)", "trivial"]
+    assert list(floors) == [
+        "raw pixels",
+        "random init (2 seeds)",
+        "trivial",
+        "oracle (truth at the patch grid)",
+    ]
     rand = floors["random init (2 seeds)"]
     assert [r["model"] for r in rand["seeds"]] == ["random init 0", "random init 1"]
     jf = rand["spread"]["JF"]
@@ -182,6 +187,11 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
     trivial = floors["trivial"]
     assert 0 < trivial["davis"]["JF"] < 1 and trivial["seg"]["majority"] in (1, 2, 3, 4)
     assert 0 < trivial["seg"]["linear"]["pixel_acc"] < 1
+    oracle = floors["oracle (truth at the patch grid)"]  # the ceiling: truth seen at the patch grid
+    assert (
+        oracle["davis"]["JF"] > max(trivial["davis"]["JF"], rand["davis"]["JF"]) and oracle["davis"]["JF"] < 1
+    )
+    assert oracle["seg"]["linear"]["miou"] > rand["seg"]["linear"]["miou"]
     assert doc["models"][1]["davis"]["input_size"] == [96, 128]  # the artifact runs at its own size
     assert {"report.md", "report.html", "masks.png"} <= {p.name for p in report.iterdir()}
     assert cv2.imread(str(report / "masks.png")).shape[0] > 3 * 22  # ground truth + two model rows
@@ -216,7 +226,7 @@ def test_ablate_tiny_and_resumable(data, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr()
     rows = [line for line in out.out.splitlines() if line.startswith("| ") and "arm" not in line]
-    floors = ["raw pixels", "random init (3 seeds)", "trivial"]
+    floors = ["raw pixels", "random init (3 seeds)", "trivial", "oracle (truth at the patch grid)"]
     assert [r.split("|")[1].strip() for r in rows] == ["vsd-d0", "vsd-d3", "dino", "init", *floors]
     result = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert all(0 <= a["JF"] <= 1 for a in result["arms"])
@@ -306,3 +316,39 @@ def test_a_failing_arm_surfaces_trains_error(data, tmp_path):
     with pytest.raises(InputError, match="not more than delta"):
         run_arm(cfg, Arm("vsd-d100", "vsd", 100), log=lambda m: None)
     assert not (tmp_path / "abl" / "runs" / "vsd-d100").exists()
+
+
+def test_ablate_seeds_give_mean_and_spread_and_each_seed(data, tmp_path, capsys):
+    args = [
+        "ablate",
+        "--video",
+        str(data / "videos" / "train-00.avi"),
+        "--deltas",
+        "3",
+        "--baselines",
+        "init",
+    ]
+    args += ["--steps", "2", "--batch-size", "4", "--img-size", "32", "--out-dim", "64", "--seeds", "2"]
+    args += [
+        "--davis",
+        str(data / "davis"),
+        "--max-frames",
+        "5",
+        "--eval-size",
+        "64",
+        "--out",
+        str(tmp_path / "a"),
+    ]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "a" / "ablation.json").read_text())
+    vsd = next(a for a in result["arms"] if a["arm"] == "vsd-d3")
+    assert [s["seed"] for s in vsd["seeds"]] == [0, 1]
+    assert vsd["JF"] == pytest.approx(np.mean([s["JF"] for s in vsd["seeds"]]))
+    assert vsd["spread"]["JF"]["std"] == pytest.approx(np.std([s["JF"] for s in vsd["seeds"]], ddof=1))
+    assert (tmp_path / "a" / "runs" / "vsd-d3" / "checkpoint.pt").is_file()
+    assert (tmp_path / "a" / "runs" / "vsd-d3-s1" / "checkpoint.pt").is_file()
+    init = next(a for a in result["arms"] if a["arm"] == "init")
+    assert init["spread"]["JF"]["std"] > 0  # two random starts differ
+    out = capsys.readouterr().out
+    assert "seeds 0-1 (mean ± std)" in (tmp_path / "a" / "ablation.md").read_text()
+    assert f"{vsd['JF']:.3f} ± {vsd['spread']['JF']['std']:.3f}" in out

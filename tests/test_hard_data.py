@@ -1,0 +1,38 @@
+"""The hard synthetic set: its nuisance factors are present, and its classes are shapes, not colours."""
+
+import numpy as np
+
+from edge_vsd.data.synthetic_hard import HARD_CLASSES, nuisance, render_hard
+
+
+def test_nuisance_changes_light_and_adds_noise_blur_and_jpeg():
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    rng = np.random.default_rng(0)
+    light = {"brightness": 0.1, "hue": 0.0, "contrast": 1.0, "wb": [1.0, 1.0, 1.0], "gamma": 1.0}
+    noisy = nuisance(flat, rng, {**light, "noise": 6.0, "blur": 0.0, "jpeg": 95})
+    assert abs(noisy.mean() - (128 + 25.5)) < 3 and noisy.std() > 3  # brighter, and grainy
+    blurred = nuisance(flat, rng, {**light, "noise": 6.0, "blur": 1.5, "jpeg": 95})
+    assert blurred.std() < noisy.std() / 2  # blur takes most of the grain away
+    tinted = nuisance(flat, rng, {**light, "wb": [1.2, 1.0, 0.8], "noise": 0.0, "blur": 0.0, "jpeg": 95})
+    b, g, r = tinted.reshape(-1, 3).mean(0)
+    assert b > g + 10 > r + 20  # white balance moved the channels apart
+
+
+def test_hard_scenes_drift_in_light_and_classes_are_shapes():
+    frames, ids, classes = render_hard(60, 96, 128, seed=3, n_obj=6)
+    assert frames.shape == (60, 96, 128, 3) and set(np.unique(classes)) <= set(HARD_CLASSES)
+    assert len(np.unique(ids)) > 3 and len(np.unique(classes)) > 2
+    # per-frame light: the whole frame's brightness drifts over time
+    assert frames.reshape(60, -1).mean(1).std() > 2
+    # one class, many looks: instances of the same shape differ in colour
+    means = {}
+    for k in np.unique(ids[0])[1:]:
+        mask = ids[0] == k
+        if mask.sum() > 30:
+            means.setdefault(int(np.bincount(classes[0][mask]).argmax()), []).append(frames[0][mask].mean(0))
+    spread = [np.abs(np.subtract(*m[:2])).max() for m in means.values() if len(m) >= 2]
+    assert not spread or max(spread) > 10
+    # the same object's colour drifts over time (hue drift and light)
+    k = int(np.bincount(ids[0][ids[0] > 0]).argmax())
+    first, last = frames[0][ids[0] == k].mean(0), frames[-1][ids[-1] == k].mean(0)
+    assert np.abs(first - last).max() > 5
