@@ -60,7 +60,8 @@ def folder_not_checkpoint(path: Path, flag: str = "") -> InputError:
     what = "an exported artifact folder" if (path / "manifest.json").is_file() else "a folder"
     return InputError(
         f"{path}: {what}, not a checkpoint file{f' ({flag})' if flag else ''}; expected a training run's "
-        "checkpoint.pt or a DINO/DoRA .pth"
+        "checkpoint.pt, a DINO/DoRA/DINOv2 .pth or a Hugging Face DINOv2 folder (config.json, "
+        "model.safetensors)"
     )
 
 
@@ -102,15 +103,13 @@ def _short(exc: Exception) -> str:
 
 # Keys of training-only parts that a backbone load leaves out on purpose (reported, never loaded): the
 # projection heads and predictor of edge-vsd and DINO, and DINOv2's masked-token embedding.
-TRAINING_ONLY = ("head.", "patch_head.", "predictor.", "mask_token")
+TRAINING_ONLY = ("head.", "patch_head.", "predictor.", "mask_token", "dino_head.", "ibot_head.")
 # Keys that name parts of another architecture: what their presence says about the file
 FOREIGN_PARTS = {
-    r"\.ls[12]\.(gamma|scale_factor)$": "LayerScale",
-    r"^register_tokens$|^reg_token$": "register tokens",
-    r"^storage_tokens$": "storage tokens",
+    r"^reg_token$": "timm's register token",
+    r"^storage_tokens$": "DINOv3's storage tokens",
     r"^rope_embed\.": "rotary position embeddings",
-    r"^blocks\.\d+\.\d+\.": "chunked blocks (blocks.CHUNK.I.*)",
-    r"\.mlp\.w12\.|\.mlp\.w3\.": "a SwiGLU MLP",
+    r"\.mlp\.w12\.|\.mlp\.w3\.": "a SwiGLU MLP (DINOv2 giant)",
 }
 
 
@@ -130,6 +129,8 @@ def split_state_dict(
         ignored = [k for k in tensors if not k.startswith("backbone.")]
         tensors = {k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")}
     ignored += [k for k in tensors if k.startswith(TRAINING_ONLY)]
+    # DINOv2 training checkpoints chunk the blocks: blocks.CHUNK.I.* with I the block's own index
+    tensors = {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in tensors.items()}
     return {k: v for k, v in tensors.items() if not k.startswith(TRAINING_ONLY)}, ignored
 
 
@@ -141,14 +142,17 @@ def backbone_state_dict(ckpt: dict[str, Any], which: str = "teacher") -> dict[st
 def unexpected_keys_error(path: str | Path, keys: list[str]) -> InputError:
     """One line naming the keys no part of our ViT takes, and which architecture they point to."""
     parts = sorted({name for k in keys for rx, name in FOREIGN_PARTS.items() if re.search(rx, k)})
-    what = f" ({', '.join(parts)}: not a DINO v1-style ViT)" if parts else ""
+    what = f" ({', '.join(parts)}: not a format edge-vsd loads)" if parts else ""
     shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
     return InputError(f"{path}: unexpected keys {shown}{what}; nothing was loaded")
 
 
-def infer_config(sd: dict[str, torch.Tensor], img_size: tuple[int, int] | None = None) -> ViTConfig:
+def infer_config(
+    sd: dict[str, torch.Tensor], img_size: tuple[int, int] | None = None, pos_resize: str | None = None
+) -> ViTConfig:
     """Architecture from the tensors: width from cls_token, depth from blocks, patch from the kernel,
-    grid from pos_embed (square unless `img_size` says otherwise), heads = width / 64."""
+    grid from pos_embed (square unless `img_size` says otherwise), heads = width / 64, DINOv2's registers
+    and LayerScale where present. `pos_resize` (else inferred, see POS_RESIZE): how the grid resamples."""
     required = ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight"]
     missing = [k for k in required if k not in sd]
     if missing:
@@ -165,25 +169,39 @@ def infer_config(sd: dict[str, torch.Tensor], img_size: tuple[int, int] | None =
             raise InputError(f"pos_embed has {n} patch positions, not a square grid; pass the image size")
         img_size = (side * patch, side * patch)
     mlp_ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / dim if "blocks.0.mlp.fc1.weight" in sd else 4.0
+    registers = int(sd["register_tokens"].shape[1]) if "register_tokens" in sd else 0
+    layer_scale = "blocks.0.ls1.gamma" in sd
+    if pos_resize is None:  # DINOv2 (LayerScale) hub files: the register models antialias, the others offset
+        pos_resize = "bicubic-antialias" if registers else "bicubic-offset" if layer_scale else "bicubic"
     return ViTConfig(
         embed_dim=dim,
         depth=depth,
         num_heads=max(1, dim // 64),
         patch_size=patch,
-        img_size=tuple(img_size),
+        img_size=(int(img_size[0]), int(img_size[1])),
         mlp_ratio=mlp_ratio,
+        registers=registers,
+        layer_scale=layer_scale,
+        pos_resize=pos_resize,
     )
 
 
 def load_encoder(path: str | Path, which: str = "teacher") -> VisionTransformer:
     """The backbone (teacher by default) of an edge-vsd, DINO or DoRA checkpoint, in eval mode. Strict: a key
     that no part of the ViT takes is an InputError naming it; training-only keys are logged as ignored."""
-    ckpt = load_checkpoint(path)
+    from edge_vsd.formats import is_hf_folder, load_hf_folder
+
+    pos_resize = None
+    if is_hf_folder(Path(path)):
+        ckpt, pos_resize = load_hf_folder(Path(path))
+    else:
+        ckpt = load_checkpoint(path)
     sd, ignored = split_state_dict(ckpt, which)
     meta = ckpt.get("edge_vsd") if isinstance(ckpt.get("edge_vsd"), dict) else {}
     img_size = tuple(meta["img_size"]) if "img_size" in meta else None
+    pos_resize = meta.get("pos_resize", pos_resize)
     try:
-        cfg = infer_config(sd, img_size)
+        cfg = infer_config(sd, img_size, pos_resize)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     with torch.device("meta"):  # no random init of weights that are overwritten next

@@ -118,6 +118,7 @@ class TrainConfig:
     teacher_temp: float | None = None  # fit: 0.04 (DINO's advice when the loss does not fall); dino: 0.07
     warmup_teacher_temp_steps: int | None = None  # fit: 0; dino: 30% of training
     center_momentum: float = 0.9
+    centering: str = "ema"  # teacher centering: ema (DINO) or sinkhorn (DINOv2's Sinkhorn-Knopp per batch)
     local_crops: int = 0  # DINO local crops per frame for the global term
     local_size: int = 48
     # augmentation (DINO's recipe; see edge_vsd.data.augment.AugmentConfig)
@@ -202,11 +203,13 @@ class TrainConfig:
         self.validate_settings()
         if self.init:
             init = Path(self.init)
-            if init.is_dir():
+            from edge_vsd.formats import is_hf_folder
+
+            if init.is_dir() and not is_hf_folder(init):
                 from edge_vsd.checkpoint import folder_not_checkpoint
 
                 raise folder_not_checkpoint(init, "--init")
-            if not init.is_file():
+            if not init.exists():
                 raise InputError(f"{init}: no such checkpoint file (--init)")
         if self.device == "cuda":
             import torch
@@ -297,6 +300,7 @@ class TrainConfig:
         _choice("--clip-mode", self.clip_mode, ("per-param", "global"))
         _choice("--blur-sigma", self.blur_sigma, ("relative", "pixels"))
         _choice("--photometric-on", self.photometric_on, ("auto", "loader", "device"))
+        _choice("--centering", self.centering, ("ema", "sinkhorn"))
         if not self.dense_weight >= 0:
             raise InputError(f"--dense-weight {self.dense_weight}: must be >= 0")
         if self.dense and self.independent_crops:

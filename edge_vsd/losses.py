@@ -14,7 +14,8 @@ class VSDLoss(nn.Module):
     """Global term: teacher CLS of one frame vs student CLS of the other (both directions, plus local crops).
     Dense term: predicted student patches of frame t vs teacher patches of frame t+delta.
     Loss = (global + w * dense) / (1 + w): w = 1 is their mean, w = 0 is DINO's CLS-only loss.
-    Teacher outputs are centred (one center per term) and sharpened by the scheduled temperature."""
+    Teacher outputs are centred (one center per term) and sharpened by the scheduled temperature, or
+    (`centering="sinkhorn"`, as DINOv2) turned into an equipartition over the prototypes per batch."""
 
     def __init__(
         self,
@@ -22,10 +23,11 @@ class VSDLoss(nn.Module):
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
         dense_weight: float = 1.0,
+        centering: str = "ema",
     ):
         super().__init__()
         self.student_temp, self.center_momentum = student_temp, center_momentum
-        self.dense_weight = dense_weight
+        self.dense_weight, self.sinkhorn = dense_weight, centering == "sinkhorn"
         self.max_entropy = math.log(out_dim)
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("patch_center", torch.zeros(1, out_dim))
@@ -53,7 +55,11 @@ class VSDLoss(nn.Module):
             self._init_centers(torch.cat(teacher_cls).detach().float(), teacher_patches)
         with torch.autocast(teacher_cls[0].device.type, enabled=False):  # float32, whatever the step runs in
             t_logits = [(t.detach().float() - self.center) / teacher_temp for t in teacher_cls]
-            t_probs = [F.softmax(z, dim=-1) for z in t_logits]
+            if self.sinkhorn:
+                raw = torch.cat([t.detach().float() for t in teacher_cls]) / teacher_temp
+                t_probs = list(sinkhorn_knopp(raw).chunk(len(teacher_cls)))
+            else:
+                t_probs = [F.softmax(z, dim=-1) for z in t_logits]
             s_logp = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_cls]
             terms = [
                 _cross_entropy(tp, s_logp[v])
@@ -63,7 +69,9 @@ class VSDLoss(nn.Module):
             ]
             loss_global = torch.stack(terms).mean()
             with torch.no_grad():
-                entropy = torch.stack([_softmax_entropy(z, p) for z, p in zip(t_logits, t_probs)]).mean()
+                entropy = torch.stack(
+                    [_entropy(z, p, self.sinkhorn) for z, p in zip(t_logits, t_probs)]
+                ).mean()
                 # entropy of the batch's mean teacher distribution in units of log(min(K, rows)): near 0
                 # when one prototype takes every frame, 1 or more when each frame has its own
                 rows = torch.cat(t_probs)
@@ -81,12 +89,16 @@ class VSDLoss(nn.Module):
             with torch.no_grad():
                 # (B, N, K) tensors: every pass over them is memory traffic, so in place where safe
                 z = (teacher_patches.float() - self.patch_center).div_(teacher_temp)
-                tpp = F.softmax(z, dim=-1)
+                if self.sinkhorn:
+                    raw = teacher_patches.float().flatten(0, -2) / teacher_temp
+                    tpp = sinkhorn_knopp(raw).view_as(z)
+                else:
+                    tpp = F.softmax(z, dim=-1)
             loss_dense = _cross_entropy(
                 tpp, F.log_softmax(student_patches.float() / self.student_temp, dim=-1)
             )
             with torch.no_grad():
-                stats.update(loss_dense=loss_dense.detach(), patch_entropy=_softmax_entropy(z, tpp))
+                stats.update(loss_dense=loss_dense.detach(), patch_entropy=_entropy(z, tpp, self.sinkhorn))
                 self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))
         loss = (loss_global + self.dense_weight * loss_dense) / (1 + self.dense_weight)
         return loss, stats
@@ -135,6 +147,35 @@ def _softmax_entropy(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of p = softmax(z) along the last axis: log p = z - logsumexp(z), so the entropy
     is logsumexp(z) - <p, z>, two reads of z and no log of p."""
     return torch.logsumexp(z, dim=-1).mean() + _cross_entropy(p, z)
+
+
+def _entropy(z: torch.Tensor, p: torch.Tensor, direct: bool) -> torch.Tensor:
+    """Mean entropy of the rows of p: from its logits z when p = softmax(z), else (Sinkhorn) from p."""
+    if not direct:
+        return _softmax_entropy(z, p)
+    return -(p * p.clamp_min(1e-30).log()).sum(-1).mean()
+
+
+@torch.no_grad()
+def sinkhorn_knopp(logits: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+    """(rows, K) teacher logits -> per-row distributions whose prototypes share the batch equally (Cuturi's
+    Sinkhorn-Knopp, as DINOv2's teacher): no prototype can take every row, so no collapse to one, and no
+    uniform rows either. Rows and mass are summed over every process."""
+    q = torch.exp(logits - logits.max()).t()  # (K, rows); the shift cancels in the normalisations
+    rows = torch.tensor(float(q.shape[1]), device=q.device)
+    total = q.sum()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(rows)
+        dist.all_reduce(total)
+    q /= total
+    k = q.shape[0]
+    for _ in range(iterations):
+        per_proto = q.sum(1, keepdim=True)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(per_proto)
+        q /= per_proto.clamp_min(1e-30) * k
+        q /= q.sum(0, keepdim=True).clamp_min(1e-30) * rows
+    return (q * rows).t()
 
 
 def _all_mean(total: torch.Tensor, count: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -23,7 +23,16 @@ class ViTConfig:
     patch_size: int = 16
     img_size: tuple[int, int] = (224, 224)  # grid the position embedding is stored at
     mlp_ratio: float = 4.0
+    registers: int = 0  # DINOv2 register tokens: after CLS, no position embedding, not in the outputs
+    layer_scale: bool = False  # DINOv2 LayerScale: each residual branch scaled per channel (ls1/ls2.gamma)
+    pos_resize: str = "bicubic"  # how the position grid is resampled: see POS_RESIZE
 
+
+# How each format resamples its stored position grid to another size (what its reference code does):
+#   bicubic            size=, no antialias: DINO v1, DoRA, edge-vsd, Hugging Face Dinov2Model
+#   bicubic-antialias  size=, antialias: DINOv2 with registers (torch hub and Dinov2WithRegistersModel)
+#   bicubic-offset     scale_factor=(n + 0.1) / M, no antialias: DINOv2 torch-hub files without registers
+POS_RESIZE = ("bicubic", "bicubic-antialias", "bicubic-offset")
 
 PRESETS = {
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
@@ -102,17 +111,26 @@ def use_fused_attention(model: nn.Module, on: bool = True) -> nn.Module:
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        layer_scale: bool = False,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
+        self.ls1 = LayerScale(dim) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
 class PatchEmbed(nn.Module):
@@ -124,14 +142,33 @@ class PatchEmbed(nn.Module):
         return self.proj(x)  # (B, D, h, w)
 
 
-def resize_pos_embed(pos: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
-    """Bicubic resize of a (1, h*w, D) patch position grid to an explicit output size (export-safe)."""
+def resize_pos_embed(
+    pos: torch.Tensor, src: tuple[int, int], dst: tuple[int, int], mode: str = "bicubic"
+) -> torch.Tensor:
+    """Bicubic resize of a (1, h*w, D) patch position grid to `dst`, the way `mode` says (see POS_RESIZE),
+    in float32."""
     if src == dst:
         return pos
     d = pos.shape[-1]
-    grid = pos.reshape(1, src[0], src[1], d).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=dst, mode="bicubic", align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], d)
+    grid = pos.reshape(1, src[0], src[1], d).permute(0, 3, 1, 2).float()
+    if mode == "bicubic-offset":  # DINOv2's historical offset: the scale, not the size, sets the sampling
+        scale = ((dst[0] + 0.1) / src[0], (dst[1] + 0.1) / src[1])
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False)
+    else:
+        antialias = mode == "bicubic-antialias"
+        grid = F.interpolate(grid, size=dst, mode="bicubic", align_corners=False, antialias=antialias)
+    return grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], d)
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (DINOv2's `ls1`/`ls2`, parameter `gamma`)."""
+
+    def __init__(self, dim: int, init: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
 
 
 class VisionTransformer(nn.Module):
@@ -143,11 +180,16 @@ class VisionTransformer(nn.Module):
         self.patch_size = cfg.patch_size
         self.embed_dim = cfg.embed_dim
         self.grid = (cfg.img_size[0] // cfg.patch_size, cfg.img_size[1] // cfg.patch_size)
+        self.trained_size = cfg.img_size  # `at_size` copies keep the size the grid was trained at
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.embed_dim))
+        if cfg.registers:
+            self.register_tokens = nn.Parameter(torch.zeros(1, cfg.registers, cfg.embed_dim))
         rates = [drop_path_rate * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # stochastic depth
-        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, r) for r in rates)
+        self.blocks = nn.ModuleList(
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, r, cfg.layer_scale) for r in rates
+        )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -158,18 +200,38 @@ class VisionTransformer(nn.Module):
         return arch_name(self.cfg.embed_dim, self.cfg.depth)
 
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Normalised tokens (B, 1 + h*w, D) and the patch grid (h, w)."""
+        """Normalised tokens (B, 1 + h*w, D) (registers dropped) and the patch grid (h, w)."""
         b, _, H, W = x.shape
         if H % self.patch_size or W % self.patch_size:
             raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {self.patch_size}")
         grid = (H // self.patch_size, W // self.patch_size)
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         pos = self.pos_embed
-        pos = torch.cat([pos[:, :1], resize_pos_embed(pos[:, 1:], self.grid, grid)], dim=1)
+        pos = torch.cat(
+            [pos[:, :1], resize_pos_embed(pos[:, 1:], self.grid, grid, self.cfg.pos_resize)], dim=1
+        )
         x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + pos
+        r = self.cfg.registers
+        if r:
+            x = torch.cat([x[:, :1], self.register_tokens.expand(b, -1, -1), x[:, 1:]], dim=1)
         for blk in self.blocks:
             x = blk(x)
-        return self.norm(x), grid
+        x = self.norm(x)
+        return (torch.cat([x[:, :1], x[:, 1 + r :]], dim=1) if r else x), grid
+
+    def at_size(self, size: tuple[int, int]) -> VisionTransformer:
+        """A copy whose stored position grid is resampled once (in its own mode) for `size`, so an export
+        at that size holds a constant and no Resize node."""
+        import copy
+
+        out = copy.deepcopy(self)
+        grid = (size[0] // self.patch_size, size[1] // self.patch_size)
+        pos = self.pos_embed.detach()
+        new = torch.cat([pos[:, :1], resize_pos_embed(pos[:, 1:], self.grid, grid, self.cfg.pos_resize)], 1)
+        out.pos_embed = nn.Parameter(new, requires_grad=self.pos_embed.requires_grad)
+        out.cfg = replace(self.cfg, img_size=tuple(size))
+        out.grid = grid
+        return out
 
     def forward(self, x: torch.Tensor) -> Features:
         t, (h, w) = self.tokens(x)

@@ -47,9 +47,7 @@ from edge_vsd.losses import VSDLoss, read_stats
 from edge_vsd.model import (
     DropPath,
     VisionTransformer,
-    ViTConfig,
     build_vit,
-    resize_pos_embed,
     use_fused_attention,
 )
 from edge_vsd.preflight import check_inputs
@@ -79,16 +77,9 @@ def init_backbone(cfg: TrainConfig):
     """A fresh preset ViT, or the `--init` backbone with its position grid resampled to the training size."""
     if not cfg.init:
         return build_vit(cfg.arch, cfg.img_size, cfg.patch_size, cfg.drop_path)
-    src = load_encoder(cfg.init)
-    c = src.cfg
-    size = (cfg.img_size, cfg.img_size)
-    model = VisionTransformer(
-        ViTConfig(c.embed_dim, c.depth, c.num_heads, c.patch_size, size, c.mlp_ratio), cfg.drop_path
-    )
-    sd = src.state_dict()
-    pos = sd["pos_embed"]
-    sd["pos_embed"] = torch.cat([pos[:, :1], resize_pos_embed(pos[:, 1:], src.grid, model.grid)], dim=1)
-    model.load_state_dict(sd)
+    src = load_encoder(cfg.init).at_size((cfg.img_size, cfg.img_size))  # the grid resampled in its own mode
+    model = VisionTransformer(src.cfg, cfg.drop_path)
+    model.load_state_dict(src.state_dict())
     return model
 
 
@@ -154,6 +145,7 @@ def make_checkpoint(
             "patch_size": student.backbone.patch_size,
             "img_size": [cfg.img_size, cfg.img_size],
             "method": cfg.method,
+            "pos_resize": student.backbone.cfg.pos_resize,
         },
         "config": cfg.to_dict(),
         "step": step,
@@ -235,7 +227,8 @@ def build_nets(
         if isinstance(m, DropPath):
             m.p = 0.0
     teacher.eval()
-    loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum, cfg.dense_weight).to(device)
+    loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum, cfg.dense_weight, cfg.centering)
+    loss_fn = loss_fn.to(device)
     return student, teacher, loss_fn, adamw(param_groups(student), device)
 
 
@@ -521,7 +514,9 @@ def _train(
     # on resume the architecture comes from the checkpoint (an --init backbone may differ from --arch)
     backbone = None
     if state is not None:
-        vit_cfg = infer_config(backbone_state_dict(state, "student"), (cfg.img_size, cfg.img_size))
+        meta = state.get("edge_vsd") if isinstance(state.get("edge_vsd"), dict) else {}
+        size = (cfg.img_size, cfg.img_size)
+        vit_cfg = infer_config(backbone_state_dict(state, "student"), size, meta.get("pos_resize"))
         backbone = VisionTransformer(vit_cfg, cfg.drop_path)
     student, teacher, loss_fn, opt = build_nets(cfg, device, backbone)
     if cfg.compile:
@@ -753,6 +748,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="detect scene cuts (colour-histogram jumps), report them, and drop pairs that span one",
     )
     m.add_argument(
+        "--centering",
+        choices=["ema", "sinkhorn"],
+        help="teacher centering: ema (DINO's running center, default) or sinkhorn (DINOv2's Sinkhorn-Knopp "
+        "equipartition per batch)",
+    )
+    m.add_argument(
         "--clip-mode",
         choices=["per-param", "global"],
         help="gradient clipping at 3.0: per parameter as DINO (default) or of the global norm",
@@ -831,6 +832,7 @@ OPTION_FIELDS = [
     "independent_crops",
     "skip_cuts",
     "clip_mode",
+    "centering",
     "norm_last_layer",
     "crop_scale",
     "blur_prob",

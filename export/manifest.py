@@ -17,6 +17,11 @@ from edge_vsd.runtimes.manifest import file_entry, sha256_file
 from edge_vsd.data import preprocess as pp
 
 
+def source_sha256(path: Path) -> str:
+    """sha256 of the checkpoint file, or of a Hugging Face folder's weights (model.safetensors)."""
+    return sha256_file(path / "model.safetensors" if path.is_dir() else path)
+
+
 def build_manifest(
     cfg,
     backbone,
@@ -50,7 +55,9 @@ def build_manifest(
             "depth": backbone.cfg.depth,
             "num_heads": backbone.cfg.num_heads,
             "image_size": [h, w],
-            "trained_image_size": list(backbone.cfg.img_size),
+            "trained_image_size": list(getattr(backbone, "trained_size", backbone.cfg.img_size)),
+            # DINOv2 register tokens run inside the encoder and are not among the outputs
+            "registers": int(getattr(backbone.cfg, "registers", 0)),
         },
         "input": {
             "name": INPUT_NAME,
@@ -92,7 +99,7 @@ def build_manifest(
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "export": {
             "config": config_record(cfg),
-            "checkpoint_sha256": sha256_file(cfg.checkpoint),
+            "checkpoint_sha256": source_sha256(Path(cfg.checkpoint)),
             "simplify": simplify_stats,
             "seconds": {k: round(v, 2) for k, v in seconds.items()},
         },

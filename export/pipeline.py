@@ -78,6 +78,9 @@ def export_artifact(cfg: ExportConfig) -> Path:
 
             backbone = load_encoder(cfg.checkpoint)
             size = _image_size(cfg, backbone)
+            # the position grid resampled once, in the format's own mode, and exported as a constant:
+            # no (antialiased) Resize in the graph, which TensorRT 10.3 on JetPack 6 would refuse
+            backbone = backbone.at_size(size)
         with log.stage("frames (calibration + held-out)"):
             frames = _frames(cfg, size)
             calib_x = calibration.to_tensor(frames.calib)

@@ -140,27 +140,17 @@ def test_unexpected_keys_fail_with_one_line_naming_them(vit, tmp_path):
     message = r"one.pt: unexpected keys blocks.0.extra_scale; nothing was loaded$"
     with pytest.raises(InputError, match=message):
         load_encoder(tmp_path / "one.pt")
-    dinov2 = vit.state_dict() | {"register_tokens": torch.zeros(1, 4, 384), "mask_token": torch.zeros(1, 384)}
-    dinov2 |= {f"blocks.{i}.ls{j}.gamma": torch.ones(384) for i in range(12) for j in (1, 2)}
-    torch.save(dinov2, tmp_path / "dinov2_vits14_reg4.pth")
+    # DINOv3's torch-hub keys: storage tokens, RoPE periods, a masked k bias (not loadable yet)
+    dinov3 = vit.state_dict() | {"storage_tokens": torch.zeros(1, 4, 384), "mask_token": torch.zeros(1, 384)}
+    dinov3 |= {"rope_embed.periods": torch.ones(16)}
+    dinov3 |= {f"blocks.{i}.attn.qkv.bias_mask": torch.ones(1152) for i in range(12)}
+    torch.save(dinov3, tmp_path / "dinov3_vits16.pth")
     with pytest.raises(InputError) as err:
-        load_encoder(tmp_path / "dinov2_vits14_reg4.pth")
+        load_encoder(tmp_path / "dinov3_vits16.pth")
     text = str(err.value)
-    assert "\n" not in text and "register_tokens" in text and "blocks.0.ls1.gamma" in text
-    assert "(+20 more)" in text and "LayerScale, register tokens" in text and "mask_token" not in text
-
-
-def test_chunked_blocks_are_not_read_as_a_shallow_vit(vit, tmp_path):
-    """DINOv2 training checkpoints chunk the blocks (blocks.CHUNK.I.*): refused, not loaded 4 blocks deep."""
-    sd = {}
-    for k, v in vit.state_dict().items():
-        if k.startswith("blocks."):
-            i, rest = k.split(".", 2)[1:]
-            k = f"blocks.{int(i) // 3}.{i}.{rest}"
-        sd[f"backbone.{k}"] = v
-    torch.save({"teacher": sd}, tmp_path / "teacher_checkpoint.pth")
-    with pytest.raises(InputError, match=r"chunked blocks"):
-        load_encoder(tmp_path / "teacher_checkpoint.pth")
+    assert "\n" not in text and "storage_tokens" in text and "rope_embed.periods" in text
+    assert "(+9 more)" in text and "mask_token" not in text
+    assert "DINOv3's storage tokens, rotary position embeddings: not a format edge-vsd loads" in text
 
 
 def test_training_only_keys_are_reported_as_ignored(vit, tmp_path, caplog):

@@ -1,0 +1,168 @@
+"""DINOv2 checkpoints as they come: Hugging Face folders and torch-hub files load with the architecture
+inferred and match the reference forward (transformers, random weights made offline) at two sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edge_vsd import load_encoder
+from edge_vsd.model import resize_pos_embed
+
+transformers = pytest.importorskip("transformers", reason="transformers is the DINOv2 reference (dev extra)")
+
+SMALL = dict(
+    hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512, patch_size=14
+)
+
+
+def hf_model(registers: int, image_size: int = 70):
+    torch.manual_seed(0)
+    if registers:
+        cfg = transformers.Dinov2WithRegistersConfig(
+            **SMALL, image_size=image_size, num_register_tokens=registers
+        )
+        model = transformers.Dinov2WithRegistersModel(cfg)
+    else:
+        model = transformers.Dinov2Model(transformers.Dinov2Config(**SMALL, image_size=image_size))
+    with torch.no_grad():  # LayerScale, tokens and position grid away from their constant inits
+        for name, p in model.named_parameters():
+            if "lambda1" in name or "token" in name or "position" in name:
+                p.copy_(torch.randn_like(p) * (0.5 if "lambda1" in name else 0.1))
+    return model.eval()
+
+
+def reference(model, x, registers):
+    with torch.no_grad():
+        h = model(pixel_values=x).last_hidden_state
+    return h[:, 0], h[:, 1 + registers :]
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_hugging_face_folder_matches_the_reference_at_two_sizes(tmp_path, registers):
+    model = hf_model(registers)
+    model.save_pretrained(tmp_path / "hf")
+    enc = load_encoder(tmp_path / "hf")
+    assert (enc.cfg.embed_dim, enc.cfg.depth, enc.cfg.num_heads, enc.cfg.patch_size) == (128, 2, 2, 14)
+    assert enc.cfg.registers == registers and enc.cfg.layer_scale and enc.cfg.img_size == (70, 70)
+    assert enc.cfg.pos_resize == ("bicubic-antialias" if registers else "bicubic")
+    for size in ((70, 70), (98, 98), (56, 84)):  # native, larger, non-square
+        x = torch.randn(2, 3, *size)
+        cls, patches = reference(model, x, registers)
+        with torch.no_grad():
+            out = enc(x)
+        assert torch.allclose(out.cls, cls, atol=1e-4), size
+        assert torch.allclose(out.patches.flatten(1, 2), patches, atol=1e-4), size
+
+
+def _hub(model) -> dict[str, torch.Tensor]:
+    """The torch-hub layout (dinov2_vits14[_reg4]_pretrain.pth) of a Hugging Face model's weights."""
+    import tempfile
+    from pathlib import Path
+
+    from edge_vsd.formats import load_hf_folder
+
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        sd, _ = load_hf_folder(Path(d))
+    return sd
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_torch_hub_file_loads_with_its_own_resampling(tmp_path, registers):
+    model = hf_model(registers)
+    sd = _hub(model)
+    assert "mask_token" in sd and ("register_tokens" in sd) == bool(registers) and "blocks.1.ls2.gamma" in sd
+    torch.save(sd, tmp_path / f"dinov2_vits14{'_reg4' if registers else ''}_pretrain.pth")
+    enc = load_encoder(tmp_path / f"dinov2_vits14{'_reg4' if registers else ''}_pretrain.pth")
+    assert enc.cfg.pos_resize == ("bicubic-antialias" if registers else "bicubic-offset")
+    x = torch.randn(1, 3, 70, 70)  # native: no resampling, so the hub file equals the reference exactly
+    cls, patches = reference(model, x, registers)
+    with torch.no_grad():
+        out = enc(x)
+    assert torch.allclose(out.cls, cls, atol=1e-4) and torch.allclose(
+        out.patches.flatten(1, 2), patches, atol=1e-4
+    )
+    if registers:  # the hub's register models resample as Dinov2WithRegistersModel does
+        x = torch.randn(1, 3, 98, 98)
+        cls, _ = reference(model, x, registers)
+        assert torch.allclose(enc(x).cls, cls, atol=1e-4)
+
+
+def test_each_resampling_is_the_one_applied():
+    pos = torch.randn(1, 25, 8)
+    grid = pos.reshape(1, 5, 5, 8).permute(0, 3, 1, 2)
+    expect = {
+        "bicubic": F.interpolate(grid, size=(7, 9), mode="bicubic", align_corners=False),
+        "bicubic-antialias": F.interpolate(
+            grid, size=(7, 9), mode="bicubic", align_corners=False, antialias=True
+        ),
+        "bicubic-offset": F.interpolate(
+            grid, scale_factor=(7.1 / 5, 9.1 / 5), mode="bicubic", align_corners=False
+        ),
+    }
+    outs = {m: resize_pos_embed(pos, (5, 5), (7, 9), m) for m in expect}
+    for mode, ref in expect.items():
+        assert torch.equal(outs[mode], ref.permute(0, 2, 3, 1).reshape(1, 63, 8)), mode
+    assert not torch.allclose(outs["bicubic"], outs["bicubic-antialias"])
+    assert not torch.allclose(outs["bicubic"], outs["bicubic-offset"])
+
+
+def test_chunked_training_checkpoint_loads_as_the_full_depth(tmp_path):
+    """DINOv2's teacher_checkpoint.pth: {"teacher": backbone.blocks.CHUNK.I.*, dino_head.*, ibot_head.*}."""
+    model = hf_model(0)
+    sd = _hub(model)
+    chunked = {}
+    for k, v in sd.items():
+        if k.startswith("blocks."):
+            i, rest = k.split(".", 2)[1:]
+            k = f"blocks.{int(i)}.{i}.{rest}"  # DINOv2 pads each chunk, so I is the global index
+        chunked[f"backbone.{k}"] = v
+    chunked["dino_head.mlp.0.weight"] = torch.zeros(4, 128)
+    chunked["ibot_head.mlp.0.weight"] = torch.zeros(4, 128)
+    torch.save({"teacher": chunked}, tmp_path / "teacher_checkpoint.pth")
+    enc = load_encoder(tmp_path / "teacher_checkpoint.pth")
+    assert enc.cfg.depth == 2
+    x = torch.randn(1, 3, 70, 70)
+    assert torch.allclose(enc(x).cls, reference(model, x, 0)[0], atol=1e-4)
+
+
+def test_register_model_exports_to_jetson_int8_without_resize_and_passes_lint(tmp_path, synthetic_video):
+    """Exported at a size other than its grid's: the resampled grid is a constant (no Resize, Tile or If),
+    the INT8 gate passes, `lint-trt` finds nothing, and `extract` runs the artifact."""
+    import json
+
+    import onnx
+
+    from edge_vsd.cli import main
+
+    hf_model(4).save_pretrained(tmp_path / "hf")
+    art = tmp_path / "jetson-int8"
+    args = ["export", str(tmp_path / "hf"), "--target", "jetson", "--int8", "--img-size", "112", "112"]
+    assert (
+        main([*args, "--out", str(art), "--calib", str(synthetic_video), "--calib-frames", "16", "--quiet"])
+        == 0
+    )
+    ops = {n.op_type for n in onnx.load(str(art / "encoder.onnx")).graph.node}
+    assert not ops & {"Resize", "Tile", "If"} and "QuantizeLinear" in ops
+    assert main(["lint-trt", str(art / "encoder.onnx")]) == 0
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["model"]["registers"] == 4 and manifest["model"]["trained_image_size"] == [70, 70]
+    assert manifest["parity"]["vs_fp32"]["cls_cosine_min"] >= manifest["parity"]["gate"]
+    assert manifest["parity"]["fp32_vs_torch"]["max_abs_error"] < 1e-3
+    assert (
+        main(
+            [
+                "extract",
+                str(synthetic_video),
+                "--artifact",
+                str(art),
+                "--out",
+                str(tmp_path / "f.npz"),
+                "--max-frames",
+                "4",
+            ]
+        )
+        == 0
+    )
