@@ -70,13 +70,14 @@ class Model:
 
     def __init__(self, spec: str) -> None:
         path = Path(spec)
-        if path.is_dir():
+        hf_folder = (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+        if path.is_dir() and not hf_folder:
             from edge_vsd import runtimes
 
             self.kind, self.encoder = "artifact", runtimes.load(path)
             self.backend = self.encoder.backend_name
             self.precision = self.encoder.manifest.get("precision", "?")
-        elif path.is_file():
+        elif path.is_file() or hf_folder:  # a checkpoint, or a Hugging Face DINOv2 folder
             from edge_vsd.benchmarks.torch_reference import TorchReference
 
             self.kind, self.encoder = "checkpoint", TorchReference(path)

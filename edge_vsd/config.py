@@ -229,7 +229,8 @@ class TrainConfig:
         _choice("--device", self.device, ("cpu", "cuda"))
         _choice("--compile-mode", self.compile_mode, COMPILE_MODES)
         _choice("--schedule", self.schedule, SCHEDULES)
-        check_img_size(self.img_size, self.patch_size)
+        # with --init the patch size is the checkpoint's: `check_inputs` checks the size against it
+        check_img_size(self.img_size, 1 if self.init else self.patch_size)
         for flag, value in (
             ("--batch-size", self.batch_size),
             ("--epochs", self.epochs),
@@ -257,7 +258,9 @@ class TrainConfig:
             raise InputError(f"--delta-seconds {self.delta_seconds}: must be > 0")
         if self.batch_size % self.accum:
             raise InputError(f"--batch-size {self.batch_size} must divide by --accum {self.accum}")
-        if self.local_crops and (self.local_size <= 0 or self.local_size % self.patch_size):
+        if self.local_crops and (
+            self.local_size <= 0 or self.local_size % (1 if self.init else self.patch_size)
+        ):
             raise InputError(
                 f"local_size {self.local_size}: must be a positive multiple of patch size {self.patch_size}"
             )

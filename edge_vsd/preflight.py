@@ -33,7 +33,15 @@ def check_inputs(cfg: TrainConfig) -> None:
     if cfg.init:
         from edge_vsd.checkpoint import load_encoder
 
-        load_encoder(cfg.init)  # refuses pickled code, NaN weights, non-ViT files; loaded again later
+        patch = load_encoder(cfg.init).patch_size  # refuses pickled code, NaN weights, non-ViT files
+        if cfg.img_size % patch or (cfg.local_crops and cfg.local_size % patch):
+            sizes = f"--img-size {cfg.img_size}" + (
+                f" / local_size {cfg.local_size}" if cfg.local_crops else ""
+            )
+            raise InputError(
+                f"{cfg.init}: patch size {patch}; {sizes} must be a multiple of it "
+                f"(e.g. --img-size {max(patch, cfg.img_size // patch * patch)})"
+            )
     check_videos(cfg)
 
 

@@ -166,3 +166,33 @@ def test_register_model_exports_to_jetson_int8_without_resize_and_passes_lint(tm
         )
         == 0
     )
+
+
+def test_fine_tune_from_a_hugging_face_folder_and_compare_with_the_start(tmp_path, synthetic_video, capsys):
+    """`train --init` a DINOv2 folder (patch 14, registers): 20 steps, the teacher starts from the same
+    weights, the checkpoint keeps the format's parts, and `eval` scores it beside its start."""
+    from edge_vsd.cli import main
+
+    hf_model(4).save_pretrained(tmp_path / "hf")
+    run = tmp_path / "ft"
+    args = ["train", "--init", str(tmp_path / "hf"), "--out", str(run), "--steps", "20", "--batch-size", "4"]
+    assert (
+        main([*args, "--img-size", "56", "--out-dim", "64", "--delta", "5", "--video", str(synthetic_video)])
+        == 0
+    )
+    enc = load_encoder(run / "checkpoint.pt")
+    assert enc.cfg.registers == 4 and enc.cfg.layer_scale and enc.cfg.pos_resize == "bicubic-antialias"
+    assert enc.cfg.patch_size == 14 and enc.cfg.img_size == (56, 56)
+    capsys.readouterr()
+    models = [str(run / "checkpoint.pt"), str(tmp_path / "hf")]
+    assert (
+        main(
+            ["eval", *models, "--data", str(synthetic_video), "--report", str(tmp_path / "r"), "--no-floors"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "| checkpoint.pt | checkpoint |" in out and "| hf | checkpoint |" in out
+    bad = ["train", "--init", str(tmp_path / "hf"), "--out", str(tmp_path / "bad"), "--img-size", "64"]
+    assert main([*bad, "--video", str(synthetic_video)]) == 2
+    assert "patch size 14; --img-size 64 must be a multiple of it" in capsys.readouterr().err
