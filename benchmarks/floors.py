@@ -10,7 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-MEAN, STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # ImageNet's, as every encoder here normalises
+STD = np.array([0.229, 0.224, 0.225], np.float32)
 FLOOR_SEEDS = 3  # random inits, so a table shows their spread
 
 
@@ -21,7 +22,8 @@ class RawPixels:
     backend_name = "pixels"
 
     def __init__(self, patch_size: int, image_size: tuple[int, int]) -> None:
-        self.patch, self.image_size = patch_size, tuple(image_size)
+        self.patch = patch_size
+        self.image_size: tuple[int, int] = (int(image_size[0]), int(image_size[1]))
         self.manifest: dict[str, Any] = {"precision": "-", "model": {"patch_size": patch_size}}
 
     def __call__(self, frames: np.ndarray) -> SimpleNamespace:
@@ -52,7 +54,8 @@ class TorchEncoder:
     backend_name = "pytorch"
 
     def __init__(self, model: Any, image_size: tuple[int, int], device: str = "cpu") -> None:
-        self.model, self.image_size, self.device = model, tuple(image_size), device
+        self.model, self.device = model, device
+        self.image_size: tuple[int, int] = (int(image_size[0]), int(image_size[1]))
         self.manifest: dict[str, Any] = {"precision": "fp32", "model": {"patch_size": model.cfg.patch_size}}
 
     def __call__(self, frames: np.ndarray) -> SimpleNamespace:
