@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edge_vsd.config import TrainConfig
-from edge_vsd.health import STREAK, Health
+from edge_vsd.health import COLLAPSE_STREAK, STREAK, Health
 from edge_vsd.train import schedules, train
 
 SMALL = dict(img_size=32, batch_size=8, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
@@ -58,8 +58,12 @@ def test_health_warns_once_on_a_uniform_teacher_and_not_on_a_healthy_one():
         and "60%" in uniform[0 + fired[0]]
     )
     h = Health(k, warmup_end=0, teacher=torch.nn.Linear(2, 2))
-    one = [h.check(s, _stats(0.1, 0.01, spread=0.2), 0.0) for s in range(30)]
-    assert sum(w is not None for w in one) == 1 and "same few prototypes" in next(w for w in one if w)
+    passing = [h.check(s, _stats(0.3 * k, 0.1, spread=0.2), 0.0) for s in range(1, 21)]
+    passing += [h.check(s, _stats(0.3 * k, 0.5 * k), 0.0) for s in range(21, 40)]
+    assert passing == [None] * 39  # a 20-step few-prototype phase that passes is not warned about
+    one = [h.check(s, _stats(0.1, 0.01, spread=0.2), 0.0) for s in range(40, 100)]
+    fired = [i for i, w in enumerate(one) if w]
+    assert fired == [COLLAPSE_STREAK - 1] and "same few prototypes" in one[fired[0]]
 
 
 def test_health_drift_measures_the_teacher_leaving_its_start():
