@@ -456,7 +456,11 @@ def run_eval(models: list[str], cfg: EvalConfig, report: str | Path, force: bool
             firsts.append((name, r["davis"].pop("_first")))
         results.append(r)
     if cfg.floors and opened:
-        results += floor_rows(opened[0], cfg, inputs, log)
+        floors = floor_rows(opened[0], cfg, inputs, log)
+        chance = (results[0].get("correspondence") or {}).get("chance")
+        if chance is not None:  # a random match's hit rate at the first model's grid
+            next(r for r in floors if r["name"] == "trivial")["correspondence"] = {"corr_acc": chance}
+        results += floors
     picture = masks_picture(firsts[0][1], firsts) if firsts else None
     settings = {
         **{k: v for k, v in asdict(cfg).items() if k != "propagation"},

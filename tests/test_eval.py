@@ -352,3 +352,23 @@ def test_ablate_seeds_give_mean_and_spread_and_each_seed(data, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "seeds 0-1 (mean ± std)" in (tmp_path / "a" / "ablation.md").read_text()
     assert f"{vsd['JF']:.3f} ± {vsd['spread']['JF']['std']:.3f}" in out
+
+
+def test_correspondence_table_has_pixels_random_inits_and_chance(tmp_path, synthetic_video, capsys):
+    """The quickstart's quality stage: warp + lighting correspondence beside its floors."""
+    import torch
+
+    from edge_vsd.model import build_vit
+
+    torch.manual_seed(0)
+    torch.save(build_vit("vit_tiny", 64).state_dict(), tmp_path / "vit.pt")
+    args = ["eval", str(tmp_path / "vit.pt"), "--data", str(synthetic_video), "--floor-seeds", "2"]
+    assert main([*args, "--report", str(tmp_path / "r")]) == 0
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    rows = {m["name"]: m for m in doc["models"]}
+    model = rows["vit.pt"]["correspondence"]
+    assert model["lighting"] and 0 < model["chance"] < model["corr_acc"] <= 1
+    assert rows["trivial"]["correspondence"]["corr_acc"] == model["chance"]
+    spread = rows["random init (2 seeds)"]["spread"]["corr_acc"]
+    assert spread["n"] == 2 and spread["values"][0] == pytest.approx(model["corr_acc"])
+    assert 0 <= rows["raw pixels"]["correspondence"]["corr_acc"] <= 1
