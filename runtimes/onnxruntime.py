@@ -46,6 +46,10 @@ class OnnxRuntimeBackend:
         path = Path(artifact_dir) / onnx_file
         self._path, self._threads, self._spinning = path, threads, spinning
         providers = providers_for(device, ort.get_available_providers())
+        # A jetson graph is TensorRT's to run; on a CPU, ONNX Runtime only simulates it. Its fused integer
+        # kernels accumulate u8 x s8 products in saturating 16-bit pairs on CPUs without VNNI (AVX2), which
+        # the board's int32 accumulation does not do: keep the Q/DQ pairs as float fake-quant there instead.
+        self._fake_quant = manifest.get("target") == "jetson" and providers[:1] == ["CPUExecutionProvider"]
         self.session = self._open(threads, providers)
         self.input_name = manifest["input"]["name"]
         self.output_names = [manifest["outputs"]["cls"]["name"], manifest["outputs"]["patches"]["name"]]
@@ -70,6 +74,8 @@ class OnnxRuntimeBackend:
         if self._spinning is not None:
             spin = "1" if self._spinning else "0"
             options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        if self._fake_quant:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             return ort.InferenceSession(str(self._path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for invalid/unsupported models

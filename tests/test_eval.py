@@ -188,9 +188,8 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
     assert 0 < trivial["davis"]["JF"] < 1 and trivial["seg"]["majority"] in (1, 2, 3, 4)
     assert 0 < trivial["seg"]["linear"]["pixel_acc"] < 1
     oracle = floors["oracle (truth at the patch grid)"]  # the ceiling: truth seen at the patch grid
-    assert (
-        oracle["davis"]["JF"] > max(trivial["davis"]["JF"], rand["davis"]["JF"]) and oracle["davis"]["JF"] < 1
-    )
+    # at this tiny grid (6x8 patches) even the truth loses to copying the full-size first mask
+    assert rand["davis"]["JF"] < oracle["davis"]["JF"] < 1
     assert oracle["seg"]["linear"]["miou"] > rand["seg"]["linear"]["miou"]
     assert doc["models"][1]["davis"]["input_size"] == [96, 128]  # the artifact runs at its own size
     assert {"report.md", "report.html", "masks.png"} <= {p.name for p in report.iterdir()}
