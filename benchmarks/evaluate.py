@@ -309,7 +309,8 @@ def floor_rows(
         row["seeds"] = seeds
         rows.append(row)
     rows.append(trivial_answers(cfg, inputs))
-    rows.append(oracle_answers(reference, cfg, inputs))
+    if cfg.davis or inputs.seg is not None:  # correspondence has no labels to build a ceiling from
+        rows.append(oracle_answers(reference, cfg, inputs))
     return rows
 
 
