@@ -64,12 +64,18 @@ class Health:
 
     def _message(self, kind: str, first: int, last: int, stats: dict[str, float], init_weight: float) -> str:
         if kind == "uniform":
-            return (
+            head = (
                 f"steps {first}-{last}: loss {stats['loss']:.3f} within {TOLERANCE:.0%} of log K = "
-                f"{self.max_entropy:.2f}: the teacher is uniform and the student learns nothing. The teacher "
-                f"still holds {init_weight:.0%} of its random start (lower --momentum-teacher, or "
-                "--schedule fit), or its temperature is too high (--teacher-temp 0.04); a smaller --out-dim "
-                "or a higher --lr also help"
+                f"{self.max_entropy:.2f}: the teacher is uniform and the student learns nothing. "
+            )
+            if init_weight >= 0.05:
+                return head + (
+                    f"The teacher still holds {init_weight:.0%} of its random start: lower "
+                    "--momentum-teacher (--schedule fit derives it from the run's length)"
+                )
+            return head + (
+                "The teacher has left its random start, so the recipe or the footage is the cause: try "
+                "--teacher-temp 0.04 if it is higher, a smaller --out-dim, another --lr, or more varied video"
             )
         return (
             f"steps {first}-{last}: the teacher gives every frame the same few prototypes (batch spread "

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edge_vsd import __version__
 from edge_vsd.checkpoint import (
@@ -576,6 +577,9 @@ def _train(
     if step == 0:
         evaluate(0)  # the random start, the row every later one is read against
     signals.defer()
+    quiet_bar = contextlib.ExitStack()
+    if show_progress and rank == 0:  # log lines print above the progress bar, not into it
+        quiet_bar.enter_context(logging_redirect_tqdm())
     try:
         while step < stop and not signals.requested(world, device, step):
             stats = train_step(nets, batches, cfg, sched, step, freeze_steps, device)
@@ -608,6 +612,7 @@ def _train(
         raise Stopped(exc.signum, f"{exc} at step {step}; {done} in {ckpt_path}") from None
     finally:
         bar.close()
+        quiet_bar.close()
         if metrics is not None:
             metrics.close()
         cleanup()

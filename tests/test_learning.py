@@ -52,11 +52,10 @@ def test_health_warns_once_on_a_uniform_teacher_and_not_on_a_healthy_one():
     uniform = [h.check(s, _stats(0.995 * k, 0.999 * k), 0.6) for s in range(100)]
     fired = [i for i, w in enumerate(uniform) if w]
     assert fired == [5 + STREAK]  # after warm-up, after STREAK steps in a row, once
-    assert (
-        "uniform" in uniform[fired[0]]
-        and "--momentum-teacher" in uniform[fired[0]]
-        and "60%" in uniform[0 + fired[0]]
-    )
+    assert "uniform" in uniform[fired[0]] and "holds 60% of its random start" in uniform[fired[0]]
+    h = Health(k, warmup_end=5, teacher=torch.nn.Linear(2, 2))
+    left = next(w for w in (h.check(s, _stats(0.995 * k, 0.999 * k), 0.01) for s in range(100)) if w)
+    assert "has left its random start" in left and "--teacher-temp" in left
     h = Health(k, warmup_end=0, teacher=torch.nn.Linear(2, 2))
     passing = [h.check(s, _stats(0.3 * k, 0.1, spread=0.2), 0.0) for s in range(1, 21)]
     passing += [h.check(s, _stats(0.3 * k, 0.5 * k), 0.0) for s in range(21, 40)]
