@@ -235,8 +235,8 @@ def evaluate_model(
 
 
 def trivial_answers(cfg: EvalConfig, inputs: EvalInputs) -> dict[str, Any]:
-    """The floors that need no model: copy-the-first-mask (DAVIS), the majority class of the probes' training
-    split (same split as the probes), and chance for correspondence."""
+    """The floors that need no model: copy-the-first-mask (DAVIS) and the majority class of the probes'
+    training split (same split as the probes). `run_eval` adds correspondence's chance."""
     out: dict[str, Any] = {"name": "trivial", "kind": "floor", "backend": "-", "precision": "-"}
     if cfg.davis:
         seqs = load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
@@ -323,10 +323,8 @@ def oracle_answers(reference: Model, cfg: EvalConfig, inputs: EvalInputs) -> dic
         seqs = load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
         out["davis"] = patch_oracle(seqs, cfg.propagation, reference.patch)
     if inputs.seg is not None:
-        h, w = inputs.seg.images.shape[1:3]
-        labels = np.stack(
-            [cv2.resize(lb, (w, h), interpolation=cv2.INTER_NEAREST) for lb in inputs.seg.labels]
-        )
+        labels = inputs.seg.labels  # the probe's size: a checkpoint runs at the images' own
+        h, w = labels.shape[1:3]
         p = reference.patch
         cells = patch_labels(labels, (max(1, h // p), max(1, w // p)))
         up = np.stack(
