@@ -15,19 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from edge_vsd.benchmarks.davis import PropagationSettings
-from edge_vsd.benchmarks.evaluate import EvalConfig, dig, load_inputs, run_eval
+from edge_vsd.benchmarks.evaluate import FLOOR_METRICS, EvalConfig, dig, load_inputs, run_eval
 from edge_vsd.benchmarks.floors import FLOOR_SEEDS, mean_std
 from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 BASELINES = ("dino", "init")
-ARM_METRICS = {  # table column -> where eval puts it
-    "JF": ("davis", "JF"),
-    "J": ("davis", "J"),
-    "F": ("davis", "F"),
-    "miou": ("seg", "linear", "miou"),
-    "knn": ("seg", "knn", "acc"),
-}
+ARM_METRICS = {k: FLOOR_METRICS[k] for k in ("JF", "J", "F", "miou", "knn")}  # table columns
 
 
 @dataclass

@@ -30,18 +30,20 @@ from edge_vsd.benchmarks.davis import (
     patch_oracle,
     summarize,
 )
-from edge_vsd.benchmarks.floors import FLOOR_SEEDS, RawPixels, TorchEncoder, mean_std, random_init
+from edge_vsd.benchmarks.floors import FLOOR_SEEDS, RawPixels, mean_std, random_init
 from edge_vsd.benchmarks.report import check_report_dir
 from edge_vsd.benchmarks.runner import unique_names
 from edge_vsd.benchmarks.seg_probe import (
     IGNORE,
     SegData,
+    holdout_split,
     load_seg_data,
     miou,
     patch_labels,
     seg_features,
     seg_probe,
 )
+from edge_vsd.benchmarks.torch_reference import TorchEncoder
 from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
@@ -125,9 +127,7 @@ def knn_patch_probe(
     images' labelled patches, memory bank = the other images' patches."""
     n, gh, gw, d = feats.shape
     y = patch_labels(labels, (gh, gw))
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, int(round(n * holdout)))
-    test, train = order[:n_test], order[n_test:]
+    test, train = holdout_split(n, holdout, seed)
     x_tr, y_tr = feats[train].reshape(-1, d), y[train].reshape(-1)
     x_te, y_te = feats[test].reshape(-1, d), y[test].reshape(-1)
     x_tr, y_tr = x_tr[y_tr != IGNORE], y_tr[y_tr != IGNORE]
@@ -243,9 +243,7 @@ def trivial_answers(cfg: EvalConfig, inputs: EvalInputs) -> dict[str, Any]:
         out["davis"] = copy_first_mask(seqs, cfg.propagation)
     if inputs.seg is not None:
         labels = inputs.seg.labels
-        n = len(labels)
-        order = np.random.default_rng(0).permutation(n)
-        test, train = order[: max(1, int(round(n * 0.25)))], order[max(1, int(round(n * 0.25))) :]
+        test, train = holdout_split(len(labels))  # the probes' own split
         seen = labels[train][labels[train] != IGNORE]
         majority = int(np.bincount(seen.ravel()).argmax()) if seen.size else 0
         target = labels[test]

@@ -48,26 +48,6 @@ def random_init(cfg: Any, seed: int) -> Any:
     return VisionTransformer(cfg).eval()
 
 
-class TorchEncoder:
-    """An in-memory PyTorch ViT, callable like a runtimes encoder at `image_size` (set by the caller)."""
-
-    backend_name = "pytorch"
-
-    def __init__(self, model: Any, image_size: tuple[int, int], device: str = "cpu") -> None:
-        self.model, self.device = model, device
-        self.image_size: tuple[int, int] = (int(image_size[0]), int(image_size[1]))
-        self.manifest: dict[str, Any] = {"precision": "fp32", "model": {"patch_size": model.cfg.patch_size}}
-
-    def __call__(self, frames: np.ndarray) -> SimpleNamespace:
-        import torch
-
-        from edge_vsd.data.preprocess import preprocess
-
-        with torch.inference_mode():
-            out = self.model(preprocess(frames, self.image_size).to(self.device))
-        return SimpleNamespace(cls=out.cls.float().cpu().numpy(), patches=out.patches.float().cpu().numpy())
-
-
 def mean_std(values: list[float | None]) -> dict[str, Any]:
     """{"mean", "std" (sample, ddof 1), "n", "values"} of the values that are not None."""
     vals = [float(v) for v in values if v is not None]

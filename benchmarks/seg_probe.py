@@ -67,6 +67,13 @@ def load_seg_data(root: str | Path, max_images: int = 200) -> SegData:
     return SegData(np.stack(images), np.stack(labels), names)
 
 
+def holdout_split(n: int, holdout: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(test, train) image indices: a seeded permutation, `holdout` of it (at least one) held out."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(n * holdout)))
+    return order[:n_test], order[n_test:]
+
+
 def patch_labels(labels: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Majority non-ignore label of each patch cell (IGNORE where a cell has no labelled pixel)."""
     n, h, w = labels.shape
@@ -160,9 +167,7 @@ def seg_probe(
     h, w = image_size
     labels, feats = features if features is not None else seg_features(enc, data, image_size, batch)
     n, gh, gw, d = feats.shape
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, int(round(n * holdout)))
-    test, train = order[:n_test], order[n_test:]
+    test, train = holdout_split(n, holdout, seed)
     y_grid = patch_labels(labels[train], (gh, gw)).reshape(-1)
     x = feats[train].reshape(-1, d).astype(np.float64)
     keep = y_grid != IGNORE

@@ -1,8 +1,10 @@
-"""A PyTorch checkpoint as the fidelity reference (`--reference model.pt`); torch is imported only here."""
+"""PyTorch encoders callable like a runtimes encoder: an in-memory ViT (`TorchEncoder`), or a checkpoint as
+the fidelity reference (`--reference model.pt`, `TorchReference`); torch is imported only here."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -10,31 +12,37 @@ import numpy as np
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 
 
-class TorchReference:
-    """Callable like a runtimes encoder: uint8 BGR frames -> object with float32 `.cls` and `.patches`."""
+class TorchEncoder:
+    """uint8 BGR frames -> object with float32 `.cls` and `.patches`, from a ViT run at `image_size` (which
+    callers may change) on `device`."""
 
     backend_name = "pytorch"
 
-    def __init__(self, path: str | Path, image_size: tuple[int, int] | None = None) -> None:
-        import torch
-
-        from edge_vsd import load_encoder
-
-        self.path = Path(path)
-        self.model = load_encoder(self.path)
-        self.image_size = tuple(image_size or self.model.cfg.img_size)
+    def __init__(self, model: Any, image_size: tuple[int, int] | None = None, device: str = "cpu") -> None:
+        self.model, self.device = model, device
+        size = image_size or model.cfg.img_size
+        self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.manifest: dict[str, Any] = {
             "precision": "fp32",
             "backend": "pytorch",
-            "model": {"patch_size": self.model.cfg.patch_size},
+            "model": {"patch_size": model.cfg.patch_size},
         }
-        self._torch = torch
 
-    def __call__(self, frames: np.ndarray):
-        from types import SimpleNamespace
+    def __call__(self, frames: np.ndarray) -> SimpleNamespace:
+        import torch
 
         from edge_vsd.data.preprocess import preprocess
 
-        with self._torch.inference_mode():
-            out = self.model(preprocess(frames, self.image_size))
-        return SimpleNamespace(cls=out.cls.float().numpy(), patches=out.patches.float().numpy())
+        with torch.inference_mode():
+            out = self.model(preprocess(frames, self.image_size).to(self.device))
+        return SimpleNamespace(cls=out.cls.float().cpu().numpy(), patches=out.patches.float().cpu().numpy())
+
+
+class TorchReference(TorchEncoder):
+    """A checkpoint's teacher backbone (or a Hugging Face DINOv2 folder), as a `TorchEncoder` on the CPU."""
+
+    def __init__(self, path: str | Path, image_size: tuple[int, int] | None = None) -> None:
+        from edge_vsd import load_encoder
+
+        self.path = Path(path)
+        super().__init__(load_encoder(self.path), image_size)

@@ -9,7 +9,7 @@ from typing import Any
 
 from edge_vsd.benchmarks.davis import PropagationSettings
 from edge_vsd.benchmarks.evaluate import EvalConfig, Model, dig, evaluate_model, load_inputs
-from edge_vsd.benchmarks.floors import TorchEncoder
+from edge_vsd.benchmarks.torch_reference import TorchEncoder
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 # bounded, so an evaluation costs seconds: DAVIS sequences and frames, labelled images, correspondence frames
