@@ -38,6 +38,9 @@ SCHEDULE_RESOLVED = (  # the settings `resolve_schedule` fills when unset
     "freeze_last_layer_steps",
 )
 INIT_WEIGHT_LEFT = 0.005  # "fit": the teacher's remaining share of its initialisation at the last step
+# "fit" with --init (fine-tuning trained weights): a tenth of the from-scratch lr, so the first steps of
+# randomly initialised heads do not wash out the backbone, and half the warm-up (the backbone needs none)
+FINETUNE_LR, FINETUNE_WARMUP = 2e-4, 0.05
 DINO_EPOCH_STEPS = 1250  # one ImageNet epoch at DINO's batch of 1024: caps warm-ups that scale with the run
 COMPILE_PAYS_AFTER = 3000  # steps from which `--compile` auto turns CUDA graphs on (see resolve_compile)
 
@@ -90,9 +93,9 @@ class TrainConfig:
     eval_data: str | None = None  # make-data folder, DAVIS or ADE20K layout, or a video (correspondence)
     # optimisation (DINO defaults, lr scaled by batch/256)
     schedule: str = "fit"  # how unset (None) schedule settings follow from the run's length: fit, dino
-    lr: float | None = None  # per 256 pairs; fit: 2e-3, dino: 5e-4
+    lr: float | None = None  # per 256 pairs; fit: 2e-3 (2e-4 with --init), dino: 5e-4
     min_lr: float = 1e-6
-    warmup_steps: int | None = None  # default: 10% of training, at most 10 DINO epochs
+    warmup_steps: int | None = None  # default: 10% of training (5% with --init), at most 10 DINO epochs
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     momentum_teacher: float | None = None  # fit: leaves INIT_WEIGHT_LEFT of the init at the end; dino: 0.996
@@ -182,11 +185,13 @@ class TrainConfig:
         from edge_vsd.schedules import fit_momentum
 
         fit = self.schedule == "fit"
+        finetune = fit and bool(self.init)
         epoch = steps_per_epoch or total
         if self.lr is None:
-            self.lr = 2e-3 if fit else 5e-4
+            self.lr = (FINETUNE_LR if finetune else 2e-3) if fit else 5e-4
         if self.warmup_steps is None:
-            self.warmup_steps = min(total // 10, 10 * DINO_EPOCH_STEPS)
+            share = FINETUNE_WARMUP if finetune else 0.1
+            self.warmup_steps = min(int(share * total), 10 * DINO_EPOCH_STEPS)
         if self.momentum_teacher is None:
             self.momentum_teacher = fit_momentum(total, INIT_WEIGHT_LEFT, 0.996) if fit else 0.996
         if self.teacher_temp is None:

@@ -34,6 +34,15 @@ def test_dino_schedule_is_kept_as_a_preset():
     assert explicit["momentum"][0] == 0.99 and explicit["teacher_temp"][-1] == 0.05
 
 
+def test_init_gets_the_fine_tuning_recipe():
+    scratch = TrainConfig().resolve_schedule(1000)
+    tuned = TrainConfig(init="dinov2.pth").resolve_schedule(1000)
+    assert tuned.lr == scratch.lr / 10 and tuned.warmup_steps == scratch.warmup_steps // 2
+    assert tuned.momentum_teacher == scratch.momentum_teacher  # the heads still start random
+    assert TrainConfig(init="dinov2.pth", lr=1e-3).resolve_schedule(1000).lr == 1e-3  # a flag wins
+    assert TrainConfig(init="dinov2.pth", schedule="dino").resolve_schedule(1000).lr == 5e-4
+
+
 def _stats(loss, entropy, spread=0.9):
     return {
         "loss": loss,
