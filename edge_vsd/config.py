@@ -122,6 +122,7 @@ class TrainConfig:
     warmup_teacher_temp_steps: int | None = None  # fit: 0; dino: 30% of training
     center_momentum: float = 0.9
     centering: str = "ema"  # teacher centering: ema (DINO) or sinkhorn (DINOv2's Sinkhorn-Knopp per batch)
+    koleo: float = 0.0  # weight of the KoLeo term on the student's CLS features (DINOv2 uses 0.1)
     local_crops: int = 0  # DINO local crops per frame for the global term
     local_size: int = 48
     # augmentation (DINO's recipe; see edge_vsd.data.augment.AugmentConfig)
@@ -311,6 +312,8 @@ class TrainConfig:
         _choice("--centering", self.centering, ("ema", "sinkhorn"))
         if not self.dense_weight >= 0:
             raise InputError(f"--dense-weight {self.dense_weight}: must be >= 0")
+        if not self.koleo >= 0:
+            raise InputError(f"--koleo {self.koleo}: must be >= 0")
         if self.dense and self.independent_crops:
             raise InputError(
                 "--independent-crops needs --dense-weight 0: the dense term matches patch i of both "

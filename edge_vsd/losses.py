@@ -128,6 +128,21 @@ class VSDLoss(nn.Module):
             self._counts[name] = 0
 
 
+def koleo(embeddings: torch.Tensor, views: int) -> torch.Tensor:
+    """KoLeo regulariser (Sablayrolles et al. 2019, used by DINOv2): minus the mean log distance of each
+    L2-normalised embedding to its nearest neighbour within its view's batch. It is large when the features
+    of different frames coincide, which is the collapse a low-diversity video drifts into."""
+    terms = []
+    for x in embeddings.float().chunk(views):
+        x = F.normalize(x, dim=-1, eps=1e-8)
+        with torch.no_grad():
+            dots = x @ x.T
+            dots.fill_diagonal_(-2.0)
+            nearest = dots.argmax(dim=1)
+        terms.append(-torch.log((x - x[nearest]).norm(dim=-1) + 1e-8).mean())
+    return torch.stack(terms).mean()
+
+
 def read_stats(loss: torch.Tensor, stats: dict[str, torch.Tensor]) -> dict[str, float]:
     """{"loss", **stats, "kl", "kl_dense"?} as floats, read from the device in one synchronisation."""
     values = torch.stack([loss.detach().float(), *(v.float() for v in stats.values())]).tolist()

@@ -44,7 +44,7 @@ from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.distributed import any_process, barrier, cleanup, init_distributed
 from edge_vsd.errors import InputError
 from edge_vsd.health import DRIFT_EVERY, Health
-from edge_vsd.losses import VSDLoss, read_stats
+from edge_vsd.losses import VSDLoss, koleo, read_stats
 from edge_vsd.model import (
     DropPath,
     VisionTransformer,
@@ -318,14 +318,19 @@ def train_step(
             with autocast, record_function("vsd.forward"):
                 with torch.no_grad():
                     t_cls, t_patches = nets.teacher(globals_)
-                s_cls, s_patches = nets.model(globals_, locals_)
+                s_out = nets.model(globals_, locals_, embed=cfg.koleo > 0)
+                s_cls, s_patches = s_out[0], s_out[1]
                 temp = float(sched["teacher_temp"][step])
                 loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, temp)
+                total = loss
+                if cfg.koleo > 0:  # reported apart from the loss, which the health checks read against ln K
+                    stats["koleo"] = koleo(s_out[2], 2)
+                    total = loss + cfg.koleo * stats["koleo"]
                 values = read_stats(loss, stats)  # the step's one device-to-host synchronisation
                 if not math.isfinite(values["loss"]):
                     raise FloatingPointError(f"loss is {values['loss']} at step {step}; lower --lr")
             with record_function("vsd.backward"):
-                (loss / cfg.accum).backward()
+                (total / cfg.accum).backward()
         for k, v in values.items():
             totals[k] = totals.get(k, 0.0) + v / cfg.accum
     with record_function("vsd.optimizer"):
@@ -759,6 +764,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "equipartition per batch)",
     )
     m.add_argument(
+        "--koleo",
+        type=float,
+        metavar="W",
+        help="weight of DINOv2's KoLeo term on the student's CLS features, which keeps different frames "
+        "apart (default 0: off)",
+    )
+    m.add_argument(
         "--clip-mode",
         choices=["per-param", "global"],
         help="gradient clipping at 3.0: per parameter as DINO (default) or of the global norm",
@@ -838,6 +850,7 @@ OPTION_FIELDS = [
     "skip_cuts",
     "clip_mode",
     "centering",
+    "koleo",
     "norm_last_layer",
     "crop_scale",
     "blur_prob",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -25,11 +27,11 @@ class VSDNet(nn.Module):
         self.dense = dense  # False (DINO preset): CLS logits only, patches None
 
     def forward(
-        self, globals_: torch.Tensor, locals_: torch.Tensor | None = None
-    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        self, globals_: torch.Tensor, locals_: torch.Tensor | None = None, embed: bool = False
+    ) -> tuple[Any, ...]:
         """globals_ (B, 2, 3, S, S): frames t and t+delta. Returns CLS logits per view [t, t+delta, locals...]
         and patch logits (B, N, K): the student's prediction of t+delta from t, or the teacher's t+delta
-        (None without the dense term)."""
+        (None without the dense term); with `embed`, also the backbone's CLS tokens (2B, D), views stacked."""
         b = globals_.shape[0]
         tokens, grid = self.backbone.tokens(globals_.transpose(0, 1).flatten(0, 1))
         patches = None
@@ -46,6 +48,8 @@ class VSDNet(nn.Module):
             n = locals_.shape[1]
             local_tokens, _ = self.backbone.tokens(locals_.transpose(0, 1).flatten(0, 1))
             cls += list(self.head(local_tokens[:, 0]).chunk(n))
+        if embed:
+            return cls, patches, tokens[:, 0]
         return cls, patches
 
 

@@ -9,6 +9,7 @@ import torch
 
 from edge_vsd.config import TrainConfig
 from edge_vsd.health import COLLAPSE_STREAK, STREAK, Health
+from edge_vsd.losses import koleo
 from edge_vsd.train import schedules, train
 
 SMALL = dict(img_size=32, batch_size=8, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
@@ -41,6 +42,17 @@ def test_init_gets_the_fine_tuning_recipe():
     assert tuned.momentum_teacher == scratch.momentum_teacher  # the heads still start random
     assert TrainConfig(init="dinov2.pth", lr=1e-3).resolve_schedule(1000).lr == 1e-3  # a flag wins
     assert TrainConfig(init="dinov2.pth", schedule="dino").resolve_schedule(1000).lr == 5e-4
+
+
+def test_koleo_pushes_collapsed_features_apart():
+    torch.manual_seed(0)
+    near = (torch.ones(16, 32) + 1e-3 * torch.randn(16, 32)).requires_grad_()
+    spread = torch.randn(16, 32)
+    assert koleo(torch.cat([near, near]), 2) > koleo(torch.cat([spread, spread]), 2) + 3
+    koleo(torch.cat([near, near]), 2).backward()
+    with torch.no_grad():  # one small step down the gradient moves the nearest neighbours apart
+        moved = near - 1e-4 * near.grad / near.grad.norm()
+    assert koleo(torch.cat([moved, moved]), 2) < koleo(torch.cat([near, near]), 2)
 
 
 def _stats(loss, entropy, spread=0.9):
