@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
+import inspect
 import json
 import os
 import re
@@ -374,6 +376,71 @@ def render_readme(current: str) -> str:
     return f"{head}{BEGIN}\n{status_table(link='docs/')}\n{END}{tail}"
 
 
+# ---------------------------------------------------------------- Python API
+
+API = [
+    "edge_vsd.checkpoint.load_encoder",
+    "edge_vsd.runtimes.load",
+    "edge_vsd.runtimes.Encoder",
+    "edge_vsd.runtimes.Features",
+    "edge_vsd.runtimes.geometry.PatchGrid",
+    "edge_vsd.runtimes.writer.load_features",
+    "edge_vsd.runtimes.writer.read_meta",
+    "edge_vsd.export.pipeline.ExportConfig",
+    "edge_vsd.export.pipeline.export_artifact",
+]
+
+
+def _signature(obj: Any, name: str) -> str:
+    """`name(params) -> ret` with the annotations as the source writes them."""
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return name
+    params = []
+    for p in sig.parameters.values():
+        text = ("*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else "") + p.name
+        if p.annotation is not p.empty:
+            text += f": {str(p.annotation).strip(chr(39))}"
+        if p.default is not p.empty:
+            text += f" = {p.default!r}"
+        params.append(text)
+    ret = "" if sig.return_annotation is sig.empty else f" -> {str(sig.return_annotation).strip(chr(39))}"
+    return f"{name}({', '.join(params)}){ret}"
+
+
+def _doc(obj: Any) -> list[str]:
+    return [inspect.getdoc(obj) or "(no docstring)", ""]
+
+
+def render_api() -> str:
+    """docs/api-reference.md: signatures and docstrings of the public API, imported from the code."""
+    out = [
+        NOTE.format(src="the docstrings of the objects listed in docs/gen.py's API"),
+        "",
+        "# API reference",
+        "",
+    ]
+    out += ["Signatures and docstrings of the public Python API. Examples: [Python API](api.md).", ""]
+    for path in API:
+        module_name, attr = path.rsplit(".", 1)
+        obj = getattr(importlib.import_module(module_name), attr)
+        kind = "class" if inspect.isclass(obj) else "def"
+        out += [f"## `{path}`", "", "```python", f"{kind} {_signature(obj, attr)}", "```", ""] + _doc(obj)
+        if not inspect.isclass(obj):
+            continue
+        for name, member in vars(obj).items():
+            if name.startswith("_") and name != "__call__":
+                continue
+            if isinstance(member, property):
+                out += [f"### `{attr}.{name}` (property)", ""] + _doc(member)
+            elif isinstance(member, (classmethod, staticmethod)) or inspect.isfunction(member):
+                func = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
+                out += [f"### `{attr}.{name}`", "", "```python", _signature(func, name), "```", ""]
+                out += _doc(func)
+    return "\n".join(out).rstrip() + "\n"
+
+
 # ---------------------------------------------------------------- error index
 
 ERROR_CLASSES = {"InputError", "RuntimeInputError", "GateFailed", "SourceLost"}
@@ -533,6 +600,7 @@ def outputs() -> dict[Path, str]:
         DOCS / "cli.md": render_cli(),
         DOCS / "benchmarks.md": render_benchmarks(),
         DOCS / "errors.md": render_errors(),
+        DOCS / "api-reference.md": render_api(),
         README: render_readme(README.read_text()),
     }
 
