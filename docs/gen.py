@@ -91,8 +91,7 @@ def render_cli() -> str:
     out += [f"| [`{n}`](#edge-vsd-{n}) | {_cell(h)} |" for n, (_, h) in COMMANDS.items()]
     for name, parser in parsers.items():
         title = f"edge-vsd {name}".strip()
-        anchor = title.replace(" ", "-")
-        out += ["", f"## {title} {{#{anchor}}}", ""]
+        out += ["", f"## {title}", ""]
         if parser.description and name:
             out += [_cell(parser.description), ""]
         out += ["```text", parser.format_usage().strip(), "```", ""]
@@ -352,7 +351,7 @@ def render_benchmarks() -> str:
     for rel in _files("learning"):
         if rel.split("/")[-1].startswith(("probe-", "hard-", "easy-")):
             out += _eval_section(rel)
-    out += ["## Ablation: VSD at several Δ, DINO and the starting weights", ""]
+    out += ["## Ablation", "", "VSD at several Δ beside DINO and the starting weights, same budget.", ""]
     for rel in _files("ablation"):
         out += _ablation_section(rel)
     out += [
