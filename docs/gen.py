@@ -1,9 +1,10 @@
 """Render the docs' generated parts from the code and the measured JSON; `--check` fails when one is stale.
 
-`python docs/gen.py` writes docs/cli.md (from the argparse parsers), docs/benchmarks.md (from
-docs/peers, docs/ablation and docs/learning JSON) and the README's status table between its markers.
-`python docs/gen.py --check` writes nothing: it exits 1 naming the first stale file, or a README command
-that the parsers reject.
+`python docs/gen.py` writes docs/cli.md (from the argparse parsers), docs/errors.md (from the raise
+statements), docs/api-reference.md (from the docstrings), docs/benchmarks.md (from the docs/peers,
+docs/ablation and docs/learning JSON) and the README's status table between its markers.
+`python docs/gen.py --check` writes nothing: it exits 1 naming the first stale file, or a command in the
+code blocks of the README or a docs page that the parsers reject.
 """
 
 from __future__ import annotations
@@ -622,9 +623,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(path)
         print(f"wrote {rel}")
     if args.check:
-        bad = bad_commands(README)
+        bad = [msg for page in [README, *sorted(DOCS.glob("*.md"))] for msg in bad_commands(page)]
         if bad:
-            print(f"docs/gen.py: README command the CLI rejects: {bad[0]}", file=sys.stderr)
+            print(f"docs/gen.py: a command the CLI rejects: {bad[0]}", file=sys.stderr)
             return 1
     return 0
 

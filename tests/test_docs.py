@@ -47,6 +47,12 @@ def test_readme_commands_are_real_commands_with_real_flags(gen):
     assert gen.bad_commands(ROOT / "README.md") == []
 
 
+def test_docs_pages_commands_are_real_commands(gen):
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    assert sum(len(list(gen.shell_commands(p.read_text()))) for p in pages) > 10
+    assert [msg for page in pages for msg in gen.bad_commands(page)] == []
+
+
 def test_command_check_rejects_what_the_cli_rejects(gen):
     parsers = gen.command_parsers()
     ok = ["edge-vsd", "export", "run/checkpoint.pt", "--target", "jetson", "--int8", "--calib", "a.mp4"]
