@@ -299,8 +299,11 @@ def _ablation_section(rel: str) -> list[str]:
 def _eval_section(rel: str) -> list[str]:
     data = _load(rel)
     date, machine = _provenance(rel, data)
-    label = _load("provenance.json").get(rel, {}).get("label", rel)
-    out = [f"### {label}", "", f"{date}, {machine}. [JSON]({rel})", ""]
+    extra = _load("provenance.json").get(rel, {})
+    label = extra.get("label", rel)
+    if extra.get("models"):
+        label += ": " + ", ".join(extra["models"].values())
+    out = [f"### {label}", "", f"{date}, {machine}. [{rel}]({rel})", ""]
     models = data["models"]
     if any("correspondence" in m or "corr_acc" in (m.get("spread") or {}) for m in models):
         out += ["| model | kind | warp + lighting correspondence |", "|---|---|---|"]
@@ -309,7 +312,9 @@ def _eval_section(rel: str) -> list[str]:
                 continue
             v, std, k = _probe_value(m)
             out.append(
-                f"| {m['name']} | {m['kind']} | {v:.3f}" + (f" ± {std:.3f} ({k})" if std else "") + " |"
+                f"| {extra.get('models', {}).get(m['name'], m['name'])} | {m['kind']} | {v:.3f}"
+                + (f" ± {std:.3f} ({k})" if std else "")
+                + " |"
             )
     else:
         out += ["| model | kind | J&F | seg mIoU | seg acc |", "|---|---|---|---|---|"]
