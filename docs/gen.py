@@ -112,7 +112,9 @@ def _load(rel: str) -> Any:
 
 def _provenance(rel: str, data: dict[str, Any]) -> tuple[str, str]:
     """(date, machine) of a results file: from the file itself, else from docs/provenance.json."""
-    extra = _load("provenance.json").get(rel, {})
+    known = _load("provenance.json")
+    prefixes = [k for k in known if rel.startswith(k)]
+    extra = known[max(prefixes, key=len)] if prefixes else {}
     date = str(data.get("created_at") or extra.get("date") or "?")[:10]
     cpu = (data.get("fingerprint") or {}).get("cpu") or {}
     if cpu.get("model"):
@@ -334,18 +336,49 @@ def _eval_section(rel: str) -> list[str]:
     return out + [""]
 
 
+def _training_section() -> list[str]:
+    """One row per `edge-vsd bench-train` results file in docs/training."""
+    out = [
+        "## Training throughput (`edge-vsd bench-train`)",
+        "",
+        "Fraction = the step's FLOP/s over a large matmul timed in the same rounds (bf16 matmul for bf16 "
+        "runs); ours / DINO = that fraction over the same for DINO's own step. What each lever gave: "
+        "[Performance notes](performance-notes.md#training-throughput).",
+        "",
+        "| file | model | batch | device, threads | precision, compile | workers | pairs/s pre-loaded "
+        "| fraction | ours / DINO | cache vs pre-loaded | date, machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rel in _files("training"):
+        d = _load(rel)
+        if "pairs_per_s_preloaded" not in d:
+            continue
+        frac = d.get("flops_fraction_of_bf16_matmul") if d.get("bf16") else d.get("flops_fraction_of_matmul")
+        ratio, cache = d.get("fraction_ratio_vs_dino"), d.get("cache_fraction_of_preloaded")
+        mode = d.get("compile_mode") if d.get("compile") else "eager"
+        date, machine = _provenance(rel, d)
+        out.append(
+            f"| [{Path(rel).stem}]({rel}) | {d['arch']} {d['img_size']} px | {d['batch_size']} "
+            f"| {d['device']}, {d.get('threads', '?')} | {'bf16' if d.get('bf16') else 'fp32'}, {mode} "
+            f"| {d.get('workers', '-')} | {d['pairs_per_s_preloaded']:.1f} "
+            f"| {'-' if frac is None else f'{frac:.2f}x'} | {'-' if ratio is None else f'{ratio:.2f}'} "
+            f"| {'-' if cache is None else f'{cache:.2f}x'} | {date}, {machine} |"
+        )
+    return out + [""]
+
+
 def render_benchmarks() -> str:
     """docs/benchmarks.md: every measured results file in docs/, rendered."""
     from edge_vsd.benchmarks.peers import markdown as peers_markdown
 
     out = [
-        NOTE.format(src="docs/peers, docs/ablation and docs/learning JSON"),
+        NOTE.format(src="docs/peers, docs/ablation, docs/learning and docs/training JSON"),
         "",
         "# Benchmarks",
         "",
         "Every table on this page is rendered from a results file that `edge-vsd bench --peers`, "
-        "`edge-vsd ablate` or `edge-vsd eval` wrote, by `python docs/gen.py`; CI fails when the page "
-        "no longer matches its JSON. Where a file does not record its date or machine, "
+        "`edge-vsd ablate`, `edge-vsd eval` or `edge-vsd bench-train` wrote, by `python docs/gen.py`; "
+        "CI fails when the page no longer matches its JSON. Where a file does not record its date or machine, "
         "`docs/provenance.json` does. What the numbers mean: [Evaluation](evaluation.md), "
         "[Deploying on a CPU](deploy-cpu.md), [Performance notes](performance-notes.md).",
         "",
@@ -362,6 +395,7 @@ def render_benchmarks() -> str:
     out += ["## Ablation", "", "VSD at several Δ beside DINO and the starting weights, same budget.", ""]
     for rel in _files("ablation"):
         out += _ablation_section(rel)
+    out += _training_section()
     out += [
         "## Latency against the peers (`edge-vsd bench --peers`)",
         "",
