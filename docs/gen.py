@@ -378,8 +378,8 @@ def render_benchmarks() -> str:
         "",
         "Every table on this page is rendered from a results file that `edge-vsd bench --peers`, "
         "`edge-vsd ablate`, `edge-vsd eval` or `edge-vsd bench-train` wrote, by `python docs/gen.py`; "
-        "CI fails when the page no longer matches its JSON. Where a file does not record its date or machine, "
-        "`docs/provenance.json` does. What the numbers mean: [Evaluation](evaluation.md), "
+        "CI fails when the page no longer matches its JSON. Where a file does not record its date or "
+        "machine, `docs/provenance.json` does. What the numbers mean: [Evaluation](evaluation.md), "
         "[Deploying on a CPU](deploy-cpu.md), [Performance notes](performance-notes.md).",
         "",
         "## Where it stands",
