@@ -157,7 +157,9 @@ def quality_rows(link: str) -> list[tuple[bool | None, float, list[str]]]:
         if not rel.split("/")[-1].startswith("probe-"):
             continue
         models = data["models"]
-        floor = next(m for m in models if m["name"].startswith("random init"))
+        floor = next((m for m in models if m["name"].startswith("random init")), None)
+        if floor is None:  # an `eval --no-floors` file: nothing to compare with
+            continue
         f_mean, f_std, f_n = _probe_value(floor)
         pixels = next((m for m in models if m["name"] == "raw pixels"), None)
         date, machine = _provenance(rel, data)
@@ -207,6 +209,8 @@ def latency_rows(link: str) -> list[list[str]]:
     newest: dict[str, tuple[str, dict[str, Any]]] = {}
     for rel in _files("peers"):
         data = _load(rel)
+        if "ours_tuned" not in data.get("rows", {}):
+            continue
         if (
             data["checkpoint"] not in newest
             or data["created_at"] > newest[data["checkpoint"]][1]["created_at"]
