@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+from types import ModuleType
 from typing import NoReturn
 
 # command -> (module with add_arguments(parser) and run(args) -> int, one-line help)
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(name: str, module: ModuleType | None = None) -> argparse.ArgumentParser:
+    """The parser of `edge-vsd NAME`, as main() runs it (imports the command's module unless given)."""
+    module_name, help_text = COMMANDS[name]
+    sub = OneLineParser(prog=f"edge-vsd {name}", description=help_text)
+    (module or importlib.import_module(module_name)).add_arguments(sub)
+    return sub
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -128,9 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     # our own messages (skipped videos, stage notes) at INFO; third-party libraries only from WARNING
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("edge_vsd").setLevel(logging.INFO)
-    module_name, help_text = COMMANDS[name]
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(COMMANDS[name][0])
     except ModuleNotFoundError as exc:
         if debug:
             raise
@@ -141,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    sub = OneLineParser(prog=f"edge-vsd {name}", description=help_text)
-    module.add_arguments(sub)
-    args = sub.parse_args(argv[cmd_index + 1 :])
+    args = command_parser(name, module).parse_args(argv[cmd_index + 1 :])
     args.debug = debug
     try:
         return int(module.run(args) or 0)

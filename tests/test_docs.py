@@ -1,0 +1,117 @@
+"""The docs: generated pages match the parsers and the JSON, and the README's commands are real commands."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def gen():
+    spec = importlib.util.spec_from_file_location("docs_gen", ROOT / "docs" / "gen.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reference_lists_every_command_and_flag(gen):
+    page = (ROOT / "docs" / "cli.md").read_text()
+    sections = dict(re.findall(r"^## (edge-vsd[\w -]*)\n(.*?)(?=^## |\Z)", page, re.M | re.S))
+    parsers = gen.command_parsers()
+    assert len(parsers) > 10
+    for name, parser in parsers.items():
+        title = f"edge-vsd {name}".strip()
+        assert title in sections, f"docs/cli.md has no section for `{title}`: run python docs/gen.py"
+        for flag in gen.option_names(parser):
+            assert f"`{flag}`" in sections[title], (
+                f"docs/cli.md: `{title}` lacks {flag}: run python docs/gen.py"
+            )
+
+
+def test_generated_pages_are_current(gen):
+    for path, text in gen.outputs().items():
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run python docs/gen.py"
+
+
+def test_readme_commands_are_real_commands_with_real_flags(gen):
+    commands = list(gen.shell_commands((ROOT / "README.md").read_text()))
+    names = {argv[1] for _, argv in commands if len(argv) > 1}
+    assert {"quickstart", "train", "eval", "export", "bench", "extract"} <= names
+    assert gen.bad_commands(ROOT / "README.md") == []
+
+
+def test_docs_pages_commands_are_real_commands(gen):
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    assert sum(len(list(gen.shell_commands(p.read_text()))) for p in pages) > 10
+    assert [msg for page in pages for msg in gen.bad_commands(page)] == []
+
+
+def test_command_check_rejects_what_the_cli_rejects(gen):
+    parsers = gen.command_parsers()
+    ok = ["edge-vsd", "export", "run/checkpoint.pt", "--target", "jetson", "--int8", "--calib", "a.mp4"]
+    assert gen.check_command(ok, parsers) is None
+    assert "unrecognized arguments: --no-such-flag" in gen.check_command([*ok, "--no-such-flag"], parsers)
+    assert "invalid int value" in gen.check_command(["edge-vsd", "train", "--steps", "many"], parsers)
+    assert "unknown command" in gen.check_command(["edge-vsd", "trian", "--video", "x"], parsers)
+    assert "required" in gen.check_command(["edge-vsd", "extract", "0", "--out", "f.npz"], parsers)
+
+
+def test_shell_commands_follow_continuations_chains_and_prompts(gen):
+    page = (
+        "```bash\npip install . && edge-vsd tune art \\\n    --rounds 5  # a comment\n```\n"
+        "```console\n$ edge-vsd lint-trt a.onnx\nedge-vsd lint-trt: printed output, not a command\n```\n"
+        "```python\nedge-vsd = 1\n```\n"
+    )
+    assert [argv for _, argv in gen.shell_commands(page)] == [
+        ["edge-vsd", "tune", "art", "--rounds", "5"],
+        ["edge-vsd", "lint-trt", "a.onnx"],
+    ]
+
+
+def _docs_copy(tmp_path: Path) -> Path:
+    """The repository's docs inputs and README in a temporary root, sources linked."""
+    for name in ("edge_vsd", "export", "runtimes", "benchmarks"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    return tmp_path
+
+
+def test_a_changed_measurement_makes_the_pages_stale_until_regenerated(gen, tmp_path, monkeypatch, capsys):
+    root = _docs_copy(tmp_path)
+    monkeypatch.setattr(gen, "ROOT", root)
+    monkeypatch.setattr(gen, "DOCS", root / "docs")
+    monkeypatch.setattr(gen, "README", root / "README.md")
+    assert gen.main(["--check"]) == 0
+    newest = max(
+        (root / "docs" / "peers").glob("vits16-*.json"), key=lambda p: json.loads(p.read_text())["created_at"]
+    )
+    data = json.loads(newest.read_text())
+    data["rows"]["ours_tuned"]["median_ms"] = 123.456
+    newest.write_text(json.dumps(data))
+
+    assert gen.main(["--check"]) == 1
+    assert "docs/benchmarks.md is stale" in capsys.readouterr().err
+    assert gen.main([]) == 0
+    assert "123.46 ms" in (root / "README.md").read_text()
+    assert "| ours_tuned | openvino-cpu" in (root / "docs" / "benchmarks.md").read_text()
+    assert gen.main(["--check"]) == 0
+
+
+def test_check_names_a_readme_command_the_cli_rejects(gen, tmp_path, monkeypatch, capsys):
+    root = _docs_copy(tmp_path)
+    monkeypatch.setattr(gen, "ROOT", root)
+    monkeypatch.setattr(gen, "DOCS", root / "docs")
+    monkeypatch.setattr(gen, "README", root / "README.md")
+    readme = root / "README.md"
+    readme.write_text(readme.read_text() + "\n```bash\nedge-vsd bench art --iterations 5\n```\n")
+    assert gen.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "README.md:" in err and "--iterations" in err
