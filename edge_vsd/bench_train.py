@@ -27,19 +27,12 @@ from edge_vsd.data.cache import build_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.data.synthetic import write_video
+from edge_vsd.device import DeviceBatches, compile_nets, fast_math, to_device
 from edge_vsd.dino_reference import as_dino_code, dino_optimizer, dino_step
 from edge_vsd.errors import InputError
 from edge_vsd.model import use_fused_attention
-from edge_vsd.train import (
-    DeviceBatches,
-    Nets,
-    build_nets,
-    compile_nets,
-    fast_math,
-    schedules,
-    to_device,
-    train_step,
-)
+from edge_vsd.nets import Nets, build_nets
+from edge_vsd.step import schedules, train_step
 
 # named configurations: the CPU point and the real GPU one (ViT-S/16 at 224, batch 64)
 PRESETS = {

@@ -13,7 +13,7 @@ from torch import nn
 
 from edge_vsd.config import TrainConfig
 from edge_vsd.model import Attention, DropPath
-from edge_vsd.train import Nets, param_groups
+from edge_vsd.nets import Nets, param_groups
 
 
 def _dino_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:

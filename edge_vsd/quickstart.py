@@ -63,7 +63,7 @@ def step_seconds(batch_size: int, img_size: int, out_dim: int, bf16: bool, steps
 
     from edge_vsd.bench_train import Stepper
     from edge_vsd.config import TrainConfig
-    from edge_vsd.train import fast_math
+    from edge_vsd.device import fast_math
 
     fast_math()
     cfg = TrainConfig(img_size=img_size, batch_size=batch_size, out_dim=out_dim, delta=15, bf16=bf16)
