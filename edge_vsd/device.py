@@ -77,6 +77,7 @@ class DeviceBatches:
         current = torch.cuda.current_stream(self.device)
         current.wait_stream(self.stream)
         batch, self.ready = self.ready, None
+        assert batch is not None  # set by _prepare
         for t in batch.values():
             t.record_stream(current)  # made on the side stream: keep its memory until the step is done
         with contextlib.suppress(StopIteration):

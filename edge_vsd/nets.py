@@ -37,7 +37,8 @@ def init_backbone(cfg: TrainConfig):
 
 def param_groups(model: nn.Module) -> list[dict[str, Any]]:
     """Weight decay on weights only: none on biases and norm parameters (1-D tensors)."""
-    decay, no_decay = [], []
+    decay: list[torch.Tensor] = []
+    no_decay: list[torch.Tensor] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)

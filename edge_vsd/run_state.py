@@ -113,7 +113,8 @@ def _setting(name: str) -> str:
 
 def resumed_backbone(cfg: TrainConfig, state: dict[str, Any]) -> VisionTransformer:
     """The checkpoint's ViT architecture (an --init backbone may differ from --arch), weights still random."""
-    meta = state.get("edge_vsd") if isinstance(state.get("edge_vsd"), dict) else {}
+    meta = state.get("edge_vsd")
+    meta = meta if isinstance(meta, dict) else {}
     size = (cfg.img_size, cfg.img_size)
     vit_cfg = infer_config(backbone_state_dict(state, "student"), size, meta.get("pos_resize"))
     return VisionTransformer(vit_cfg, cfg.drop_path)

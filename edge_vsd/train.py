@@ -189,7 +189,7 @@ def _train(
                 metrics.flush()
             step += 1
             bar.update(1)
-            shown = {k: f"{stats[k]:.3f}" for k in ("loss", "loss_dense") if k in stats}
+            shown: dict[str, str] = {k: f"{stats[k]:.3f}" for k in ("loss", "loss_dense") if k in stats}
             shown["H/lnK"] = f"{stats['teacher_entropy_frac']:.2f}"
             shown["init"] = f"{init_weight:.2f}"  # the teacher's remaining share of its random start
             bar.set_postfix(shown)
@@ -210,6 +210,7 @@ def _train(
             metrics.close()
         cleanup()
     if step < stop:
+        assert signals.signum is not None  # the loop ended on a stop signal
         name = "interrupted" if signals.signum == signal.SIGINT else signal.Signals(signals.signum).name
         raise Stopped(
             signals.signum, f"{name} at step {step}; checkpoint saved to {ckpt_path} (--resume continues)"
