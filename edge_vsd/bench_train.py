@@ -13,7 +13,9 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.autograd import DeviceType
@@ -27,22 +29,15 @@ from edge_vsd.data.cache import build_cache, open_cache
 from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.prepare import cache_short_side
 from edge_vsd.data.synthetic import write_video
+from edge_vsd.device import DeviceBatches, compile_nets, fast_math, to_device
 from edge_vsd.dino_reference import as_dino_code, dino_optimizer, dino_step
 from edge_vsd.errors import InputError
 from edge_vsd.model import use_fused_attention
-from edge_vsd.train import (
-    DeviceBatches,
-    Nets,
-    build_nets,
-    compile_nets,
-    fast_math,
-    schedules,
-    to_device,
-    train_step,
-)
+from edge_vsd.nets import Nets, build_nets
+from edge_vsd.step import schedules, train_step
 
 # named configurations: the issue's CPU point and the real GPU one (ViT-S/16 at 224, batch 64)
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(arch="vit_tiny", img_size=112, batch_size=32),
     "vit_s16_224": dict(arch="vit_small", img_size=224, batch_size=64),
 }
@@ -189,9 +184,9 @@ def profile_steps(stepper: Stepper, batches, n: int) -> tuple[dict[str, float], 
     return summary, tables
 
 
-def timed_rounds(blocks: dict[str, callable], rounds: int) -> dict[str, float]:
+def timed_rounds(blocks: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
     """Median seconds of each block over `rounds`, the order rotating each round."""
-    names, times = list(blocks), {k: [] for k in blocks}
+    names, times = list(blocks), {k: list[float]() for k in blocks}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(blocks[name]())
@@ -434,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         rounds=args.rounds,
         attention=args.attention,
-        compile=cfg.compile,
+        compile=bool(cfg.compile),
         dino=not args.no_dino,
         reference=args.reference,
         cache=not args.no_cache,

@@ -197,7 +197,8 @@ def load_encoder(path: str | Path, which: str = "teacher") -> VisionTransformer:
     else:
         ckpt = load_checkpoint(path)
     sd, ignored = split_state_dict(ckpt, which)
-    meta = ckpt.get("edge_vsd") if isinstance(ckpt.get("edge_vsd"), dict) else {}
+    meta = ckpt.get("edge_vsd")
+    meta = meta if isinstance(meta, dict) else {}
     img_size = tuple(meta["img_size"]) if "img_size" in meta else None
     pos_resize = meta.get("pos_resize", pos_resize)
     try:

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "labelled synthetic data: DAVIS-layout masks, ADE-layout classes, training videos",
     ),
     "prepare": ("edge_vsd.data.prepare", "decode videos once into a memory-mapped uint8 frame cache"),
-    "train": ("edge_vsd.train", "train a ViT encoder with video self-distillation"),
+    "train": ("edge_vsd.train_cli", "train a ViT encoder with video self-distillation"),
     "bench-train": ("edge_vsd.bench_train", "measure training throughput (pairs/s, FLOP/s vs matmul)"),
     "export": ("edge_vsd.export.cli", "checkpoint -> ONNX / INT8 / TensorRT-ready artifact folder"),
     "lint-trt": (

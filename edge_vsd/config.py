@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -136,9 +137,9 @@ class TrainConfig:
 
     def augment(self) -> AugmentConfig:
         return AugmentConfig(
-            crop_scale=tuple(self.crop_scale),
+            crop_scale=(self.crop_scale[0], self.crop_scale[1]),
             independent_crops=self.independent_crops,
-            blur_prob=tuple(self.blur_prob),
+            blur_prob=(self.blur_prob[0], self.blur_prob[1]),
             solarize_prob=self.solarize_prob,
             hue=self.hue,
             blur_sigma=self.blur_sigma,
@@ -339,9 +340,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
         if path.suffix == ".toml":
-            import tomllib
+            if sys.version_info < (3, 11):
+                raise ValueError("a TOML config needs Python 3.11+ (tomllib); use a JSON one")
+            else:
+                import tomllib
 
-            data = tomllib.loads(text)
+                data = tomllib.loads(text)
         else:
             data = json.loads(text)
     except (OSError, ValueError) as exc:

@@ -13,7 +13,7 @@ from torch import nn
 
 from edge_vsd.config import TrainConfig
 from edge_vsd.model import Attention, DropPath
-from edge_vsd.train import Nets, param_groups
+from edge_vsd.nets import Nets, param_groups
 
 
 def _dino_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -36,9 +36,9 @@ def as_dino_code(net: nn.Module) -> nn.Module:
     """Make every attention and drop-path layer of `net` compute as DINO's vision_transformer.py does."""
     for m in net.modules():
         if isinstance(m, Attention):
-            m.forward = types.MethodType(_dino_attention, m)
+            m.forward = types.MethodType(_dino_attention, m)  # type: ignore[method-assign]  # on purpose
         elif isinstance(m, DropPath):
-            m.forward = types.MethodType(_dino_drop_path, m)
+            m.forward = types.MethodType(_dino_drop_path, m)  # type: ignore[method-assign]  # on purpose
     return net
 
 

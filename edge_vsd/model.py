@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ class ViTConfig:
 #   bicubic-offset     scale_factor=(n + 0.1) / M, no antialias: DINOv2 torch-hub files without registers
 POS_RESIZE = ("bicubic", "bicubic-antialias", "bicubic-offset")
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
     "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
     "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
@@ -229,7 +229,7 @@ class VisionTransformer(nn.Module):
         pos = self.pos_embed.detach()
         new = torch.cat([pos[:, :1], resize_pos_embed(pos[:, 1:], self.grid, grid, self.cfg.pos_resize)], 1)
         out.pos_embed = nn.Parameter(new, requires_grad=self.pos_embed.requires_grad)
-        out.cfg = replace(self.cfg, img_size=tuple(size))
+        out.cfg = replace(self.cfg, img_size=(size[0], size[1]))
         out.grid = grid
         return out
 
@@ -259,7 +259,7 @@ def build_vit(
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(PRESETS)}")
     if patch_size not in (8, 16):
         raise ValueError(f"patch size must be 8 or 16, got {patch_size}")
-    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    size = (img_size, img_size) if isinstance(img_size, int) else (img_size[0], img_size[1])
     if size[0] % patch_size or size[1] % patch_size:
         raise ValueError(f"image size {size[0]}x{size[1]} is not a multiple of the patch size {patch_size}")
     cfg = ViTConfig(**PRESETS[arch], patch_size=patch_size, img_size=size)

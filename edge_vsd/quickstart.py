@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from edge_vsd.checks import check_writable_dir
 from edge_vsd.data.synthetic import write_video
 from edge_vsd.errors import InputError
 
-TRAIN_DEFAULTS = {"delta": 15, "out_dim": 1024}  # what quickstart's train stage passes (with --schedule fit)
+# what quickstart's train stage passes (with --schedule fit)
+TRAIN_DEFAULTS: dict[str, Any] = {"delta": 15, "out_dim": 1024}
 # what quickstart writes in --out: --force replaces these and leaves anything else there alone
 OUTPUTS = (
     "run",
@@ -63,7 +65,7 @@ def step_seconds(batch_size: int, img_size: int, out_dim: int, bf16: bool, steps
 
     from edge_vsd.bench_train import Stepper
     from edge_vsd.config import TrainConfig
-    from edge_vsd.train import fast_math
+    from edge_vsd.device import fast_math
 
     fast_math()
     cfg = TrainConfig(img_size=img_size, batch_size=batch_size, out_dim=out_dim, delta=15, bf16=bf16)

@@ -43,7 +43,8 @@ class VSDNet(nn.Module):
             cls, patches = list(rows[: 2 * b].chunk(2)), rows[2 * b :].unflatten(0, patches.shape[:2])
         else:
             cls = list(self.head(tokens[:, 0]).chunk(2))
-            patches = self.patch_head(patches) if patches is not None else None
+            if patches is not None and self.patch_head is not None:
+                patches = self.patch_head(patches)
         if locals_ is not None:
             n = locals_.shape[1]
             local_tokens, _ = self.backbone.tokens(locals_.transpose(0, 1).flatten(0, 1))

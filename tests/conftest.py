@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-try:  # before any torch op, so the intra-op threads inherit it (see edge_vsd.train.fast_math)
+try:  # before any torch op, so the intra-op threads inherit it (see edge_vsd.device.fast_math)
     import torch
 
     torch.set_flush_denormal(True)

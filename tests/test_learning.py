@@ -10,7 +10,8 @@ import torch
 from edge_vsd.config import TrainConfig
 from edge_vsd.health import COLLAPSE_STREAK, STREAK, Health
 from edge_vsd.losses import koleo
-from edge_vsd.train import schedules, train
+from edge_vsd.step import schedules
+from edge_vsd.train import train
 
 SMALL = dict(img_size=32, batch_size=8, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
 

@@ -17,7 +17,9 @@ from edge_vsd.data.pairs import FramePairs, StepBatches
 from edge_vsd.data.synthetic import make_frames
 from edge_vsd.errors import InputError
 from edge_vsd.losses import VSDLoss, read_stats
-from edge_vsd.train import build_nets, clip_gradients, param_groups, train
+from edge_vsd.nets import build_nets, param_groups
+from edge_vsd.step import clip_gradients
+from edge_vsd.train import train
 
 TINY = dict(img_size=32, batch_size=4, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16)
 

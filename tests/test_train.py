@@ -16,7 +16,8 @@ from edge_vsd.cli import main
 from edge_vsd.config import TrainConfig
 from edge_vsd.model import build_vit
 from edge_vsd.schedules import cosine, linear_then_constant
-from edge_vsd.train import ema_update, train
+from edge_vsd.step import ema_update
+from edge_vsd.train import train
 from edge_vsd.vsd import build_vsd
 
 SMALL = dict(img_size=32, batch_size=8, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
@@ -263,7 +264,7 @@ def test_cuda_graphs_compile_mode_trains_like_eager(synthetic_video, tmp_path):
 def test_config_file_and_flags(tmp_path):
     import argparse
 
-    from edge_vsd.train import add_arguments, config_from_args
+    from edge_vsd.train_cli import add_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -303,7 +304,7 @@ def test_device_batches_prefetch_on_a_side_stream_gives_the_same_views(synthetic
 
     from edge_vsd.data.cache import build_cache, open_cache
     from edge_vsd.data.pairs import FramePairs, StepBatches
-    from edge_vsd.train import DeviceBatches, to_device
+    from edge_vsd.device import DeviceBatches, to_device
 
     cache = build_cache([synthetic_video], tmp_path / "cache", 72, show_progress=False)
     data = FramePairs(open_cache(cache), 64, 2, defer_photometric=True)

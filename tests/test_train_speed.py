@@ -8,7 +8,7 @@ import torch
 
 from edge_vsd.bench_train import BenchOptions, config_from_args, dino_config, run_benchmark
 from edge_vsd.config import COMPILE_PAYS_AFTER, TrainConfig
-from edge_vsd.train import adamw, build_nets, param_groups
+from edge_vsd.nets import adamw, build_nets, param_groups
 
 SMALL = dict(img_size=32, batch_size=4, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, delta=5)
 CPU = torch.device("cpu")
@@ -82,8 +82,8 @@ def test_bench_train_presets():
 
 def test_train_compile_mode_flag_and_its_check():
     from edge_vsd.errors import InputError
-    from edge_vsd.train import add_arguments
-    from edge_vsd.train import config_from_args as train_config
+    from edge_vsd.train_cli import add_arguments
+    from edge_vsd.train_cli import config_from_args as train_config
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -76,6 +76,7 @@ def draw_photometric(
 ) -> torch.Tensor:
     """Draw one view's colour jitter (p 0.8), grayscale (p 0.2), blur (p blur_p) and solarisation, in that
     order, as a row of PHOTO_FIELDS. Applying it is separate, so it can run later on a batch and a GPU."""
+    p: dict[str, float]
     p = dict(jitter=0, brightness=1, contrast=1, saturation=1, hue=0, gray=0, blur=0, sigma=1, solarize=0)
     if _u(g) < 0.8:
         p.update(jitter=1, brightness=_u(g, 0.6, 1.4), contrast=_u(g, 0.6, 1.4), saturation=_u(g, 0.8, 1.2))
@@ -218,7 +219,7 @@ def augment_pair(
 def finish_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Apply the photometric rows to the views and normalise: {"globals", "locals"?} float. Works on a
     sample or a batch (views (..., 3, S, S), rows (..., len(PHOTO_FIELDS))) on any device."""
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for name in ("globals", "locals"):
         if name not in batch:
             continue

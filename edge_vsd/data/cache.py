@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def is_cache(path: str | Path) -> bool:
 
 
 def build_cache(
-    sources: list[str | Path], out: str | Path, short_side: int, show_progress: bool = True
+    sources: Sequence[str | Path], out: str | Path, short_side: int, show_progress: bool = True
 ) -> Path:
     """Decode `sources` into the cache folder `out` (written under a temp name, renamed when complete).
     An earlier cache in `out` is replaced; anything else there is refused."""
@@ -109,7 +110,7 @@ def _remove_stale_builds(out: Path) -> None:
             pass
 
 
-def cache_matches(cache: Path, sources: list[str | Path], short_side: int) -> bool:
+def cache_matches(cache: Path, sources: Sequence[str | Path], short_side: int) -> bool:
     """True when `cache` was built from exactly these (unchanged) files at this size."""
     try:
         index = json.loads((cache / INDEX).read_text())

@@ -15,8 +15,8 @@ def histogram_distances(frames: np.ndarray) -> np.ndarray:
         small = cv2.resize(np.ascontiguousarray(f), (64, 48), interpolation=cv2.INTER_AREA)
         h = cv2.calcHist([small], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).ravel()
         hists.append(h / max(1.0, h.sum()))
-    hists = np.stack(hists) if hists else np.zeros((0, 512))
-    return 0.5 * np.abs(np.diff(hists, axis=0)).sum(axis=1)
+    table = np.stack(hists) if hists else np.zeros((0, 512))
+    return 0.5 * np.abs(np.diff(table, axis=0)).sum(axis=1)
 
 
 def detect_cuts(frames: np.ndarray, threshold: float = CUT_THRESHOLD) -> list[int]:

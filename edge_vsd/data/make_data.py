@@ -109,7 +109,7 @@ def write_frames(path: Path, frames: np.ndarray, fps: float = 30.0) -> None:
     """BGR frames to an MJPG .avi."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     try:
         for frame in frames:
             writer.write(frame)

@@ -107,7 +107,7 @@ def write_video(
     """Write a synthetic video (MJPG in .avi, mp4v otherwise) and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+    fourcc = cv2.VideoWriter.fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
     writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"{path}: OpenCV cannot write this video format")

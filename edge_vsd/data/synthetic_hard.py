@@ -10,6 +10,8 @@ and raw-pixel features score low and a learned encoder has room to show.
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -58,7 +60,9 @@ def nuisance(frame: np.ndarray, rng: np.random.Generator, light: dict[str, float
     if light["blur"] > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), light["blur"])
     ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(light["jpeg"])])
-    return cv2.imdecode(jpg, cv2.IMREAD_COLOR)
+    out = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
+    assert out is not None  # a JPEG it has just encoded
+    return out
 
 
 def render_hard(
@@ -70,12 +74,12 @@ def render_hard(
     pad = 3
     bg = _texture(rng, height * pad, width * pad, 60)
     mid = _texture(rng, height * pad, width * pad, 40)
-    mid_mask = (rng.random((height * pad // 24, width * pad // 24)) > 0.55).astype(np.float32)
+    mid_mask: np.ndarray = (rng.random((height * pad // 24, width * pad // 24)) > 0.55).astype(np.float32)
     mid_mask = cv2.resize(cv2.GaussianBlur(mid_mask, (3, 3), 0), (width * pad, height * pad))[..., None]
     pan = rng.uniform(-1, 1, 2)
     pan /= np.linalg.norm(pan) + 1e-6
     size = min(height, width)
-    objs = []
+    objs: list[dict[str, Any]] = []
     for _ in range(n_obj):
         objs.append(
             {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ VIDEO_EXTS = {".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", 
 CACHE_INDEX = "index.json"  # what makes a folder a frame cache (edge_vsd.data.cache)
 
 
-def expand_sources(specs: list[str | Path]) -> list[Path]:
+def expand_sources(specs: Sequence[str | Path]) -> list[Path]:
     """Files, folders (their videos, sorted) and glob patterns -> a list of video paths."""
     out: list[Path] = []
     for spec in specs:
@@ -90,7 +90,7 @@ def try_decode(path: str | Path, short_side: int, progress=None) -> DecodedVideo
         fps, claimed = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         frames = []
         for frame in iter_frames(cap):
-            h, w = short_side_size(*frame.shape[:2], short_side)
+            h, w = short_side_size(frame.shape[0], frame.shape[1], short_side)
             frames.append(
                 cv2.cvtColor(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
             )
