@@ -68,8 +68,8 @@ def open_videos(cfg: TrainConfig, rank: int):
         return open_cache(cfg.video[0])
     cache = Path(cfg.cache or Path(cfg.out) / "frame_cache")
     short = cache_short_side(cfg.img_size)
-    if rank == 0 and not cache_matches(cache, cfg.video, short):
-        build_cache(cfg.video, cache, short)
+    if rank == 0 and not cache_matches(cache, cfg.video, short, cfg.topic):
+        build_cache(cfg.video, cache, short, topic=cfg.topic)
     barrier()
     return open_cache(cache)
 
@@ -645,8 +645,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--video",
         action="append",
         metavar="PATH",
-        help="video file, folder or glob (repeatable), or one frame cache from `edge-vsd prepare` (alone)",
+        help="video file, folder or glob (repeatable), or one frame cache from `edge-vsd prepare` (alone); "
+        "ROS 2 bags (.mcap, .db3, bag folder) too",
     )
+    p.add_argument("--topic", help="ROS 2 bags: the image topic (default: the bag's only image topic)")
     p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoint.pt (default runs/vsd)")
     p.add_argument(
         "--arch", choices=["vit_tiny", "vit_small", "vit_base"], help="ViT preset (default vit_tiny)"
@@ -805,6 +807,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 OPTION_FIELDS = [
+    "topic",
     "out",
     "arch",
     "patch_size",

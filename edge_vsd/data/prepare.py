@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=16,
         help="the patch size train will use; --img-size must be a multiple of it, as in train (default 16)",
     )
+    p.add_argument(
+        "--topic", help="ROS 2 bags: the image topic (default: the bag's only Image/CompressedImage topic)"
+    )
     p.add_argument("--out", required=True, help="cache folder to write")
 
 
@@ -35,7 +38,7 @@ def cache_short_side(img_size: int) -> int:
 def run(args: argparse.Namespace) -> int:
     check_img_size(args.img_size, args.patch_size)
     check_writable_dir(Path(args.out), "--out")
-    out = build_cache(args.videos, args.out, cache_short_side(args.img_size))
+    out = build_cache(args.videos, args.out, cache_short_side(args.img_size), topic=args.topic)
     for v in open_cache(out):
         name = _as_given(v.source)
         print(f"{name}: {v.frames.shape[0]} frames {v.frames.shape[2]}x{v.frames.shape[1]} @ {v.fps:g} fps")
