@@ -30,7 +30,9 @@ class BagSegment(DecodedVideo):
     stamps_ns: np.ndarray  # (N,) int64
 
 
-def decode_bag(path: str | Path, short_side: int, topic: str | None = None, progress=None) -> list[BagSegment]:
+def decode_bag(
+    path: str | Path, short_side: int, topic: str | None = None, progress=None
+) -> list[BagSegment]:
     """Every frame of the bag's image topic, resized to `short_side` and split at stamp gaps; bad bags
     raise a one-line error (the reader's BagError)."""
     from edge_vsd.runtimes.bags import GAP_FACTOR, Bag, nominal_fps, stamp_segments
@@ -63,6 +65,4 @@ def decode_bag(path: str | Path, short_side: int, topic: str | None = None, prog
             len(bounds),
         )
     stacked = np.stack(frames)
-    return [
-        BagSegment(Path(path), stacked[a:b], fps, name, stamp_arr[a:b]) for a, b in bounds if b - a >= 2
-    ]
+    return [BagSegment(Path(path), stacked[a:b], fps, name, stamp_arr[a:b]) for a, b in bounds if b - a >= 2]
