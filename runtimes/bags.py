@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,3 +411,32 @@ def file_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     return os.path.getsize(path)
+
+
+def open_bag_source(path: str | Path, topic: str | None = None) -> Any:
+    """A `FrameSource` over a bag's image topic (see `BagSource`)."""
+    from edge_vsd.runtimes.sources import FrameSource, Grab
+
+    class BagSource(FrameSource):
+        """Frames of one image topic; `Grab.timestamp` is the header stamp in seconds and `Grab.stamp_ns`
+        the same stamp exact, in integer nanoseconds. Reading errors end the stream with a BagError."""
+
+        kind = "bag"
+
+        def __init__(self) -> None:
+            self.bag = Bag(path, topic)
+            super().__init__(f"{self.bag.path} {self.bag.topic.name}")
+            self.frame_count = self.bag.frame_count
+
+        def frames(self, stride: int = 1) -> Iterator[Grab]:
+            wall, mono = time.time(), time.monotonic()
+            for item in self.bag.frames(stride):
+                if self.stop_event.is_set():
+                    return
+                self.unreadable = self.bag.unreadable
+                decode_s = time.monotonic() - mono
+                yield Grab(item.index, item.stamp_ns / 1e9, wall, mono, decode_s, item.frame, item.stamp_ns)
+                wall, mono = time.time(), time.monotonic()
+            self.unreadable = self.bag.unreadable
+
+    return BagSource()
