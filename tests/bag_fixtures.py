@@ -98,8 +98,8 @@ def write_bag(
     storage: str = "mcap",
     single_file: bool = True,
 ) -> Path:
-    """Write `{topic: [message, ...]}` (messages of one type per topic, receive time = header stamp + 1 ms)
-    as a rosbag2 bag; with `single_file` return the lone .mcap/.db3 file (the folder's metadata dropped)."""
+    """Write `{topic: [message, ...]}` (one type per topic, in list order: received 1 ms after the stamp,
+    never before the previous one) as a rosbag2 bag; `single_file`: the lone .mcap/.db3 file, no folder."""
     path = Path(path)
     folder = path.with_suffix("") if single_file else path
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -108,10 +108,11 @@ def write_bag(
         for topic, msgs in topics.items():
             typename = msgs[0].__msgtype__
             conn = writer.add_connection(topic, typename, typestore=STORE)
-            for m in msgs:
-                stamp = getattr(getattr(m, "header", None), "stamp", None)
-                t = stamp.sec * 10**9 + stamp.nanosec + 1_000_000 if stamp is not None else len(rows)
-                rows.append((t, conn, STORE.serialize_cdr(m, typename)))
+            received = 0
+            for m in msgs:  # received 1 ms after the stamp, and never before the topic's previous message
+                stamp = m.header.stamp
+                received = max(received + 1, stamp.sec * 10**9 + stamp.nanosec + 1_000_000)
+                rows.append((received, conn, STORE.serialize_cdr(m, typename)))
         for t, conn, data in sorted(rows, key=lambda r: r[0]):
             writer.write(conn, t, data)
     if not single_file:
