@@ -55,7 +55,7 @@ class LiveView:
             self.server = foxglove.start_server(name="edge-vsd", host=host, port=port, context=self.context)
         except Exception as exc:  # port taken, bad address: the SDK's error, on one line
             raise RuntimeInputError(f"--foxglove {port}: cannot serve on {host}:{port} ({exc})") from None
-        self.port = int(self.server.port())
+        self.port = int(self.server.port)
         self.url = f"ws://{host}:{self.port}"
         self._pictures = PCAPictures(fit_frames=1)
         self.sent = 0

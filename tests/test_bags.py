@@ -5,8 +5,12 @@ bags' one-line errors through the real CLI."""
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -305,3 +309,65 @@ def test_missing_robot_extra_is_named(tmp_path, bags, monkeypatch):
     hint = r"needs the package 'rosbags.typesys' \(pip install 'edge-vsd\[robot\]'\)"
     with pytest.raises(RuntimeInputError, match=hint):
         Bag(bags["mcap"])
+
+
+# -- live view -----------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _connect(url: str, deadline: float):
+    from websockets.sync.client import connect
+
+    while True:
+        try:
+            return connect(url, subprotocols=["foxglove.sdk.v1", "foxglove.websocket.v1"], open_timeout=2)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_foxglove_live_view_serves_pca_pictures_and_latency_to_a_websocket_client(artifact, tmp_path):
+    pytest.importorskip("websockets", reason="the test's WebSocket client (dev extra)")
+    from mjpeg_server import MJPEGServer
+    from rosbags.typesys import Stores, get_typestore
+
+    port, out, result = _free_port(), tmp_path / "live.npz", {}
+    with MJPEGServer(fps=25, max_frames=400) as camera:
+        args = ["extract", camera.url, "--artifact", str(artifact), "--out", str(out)]
+        args += ["--foxglove", str(port), "--duration", "5"]
+        worker = threading.Thread(target=lambda: result.setdefault("code", main(args)))
+        worker.start()
+        pictures, latency = [], []
+        try:
+            with _connect(f"ws://127.0.0.1:{port}", time.monotonic() + 4) as ws:
+                channels = {}
+                while len(channels) < 2:
+                    msg = json.loads(ws.recv(timeout=5))
+                    if msg["op"] == "advertise":
+                        channels.update({c["topic"]: c for c in msg["channels"]})
+                pca, lat = channels[PCA_TOPIC], channels["/edge_vsd/latency"]
+                assert pca["encoding"] == "cdr" and pca["schemaName"] == "sensor_msgs/msg/CompressedImage"
+                subs = [{"id": 1, "channelId": pca["id"]}, {"id": 2, "channelId": lat["id"]}]
+                ws.send(json.dumps({"op": "subscribe", "subscriptions": subs}))
+                while len(pictures) < 3 or len(latency) < 3:
+                    data = ws.recv(timeout=5)
+                    if not isinstance(data, bytes) or data[0] != 0x01:  # 0x01: message data
+                        continue
+                    sub, log_time = struct.unpack_from("<IQ", data, 1)
+                    (pictures if sub == 1 else latency).append((log_time, data[13:]))
+        finally:
+            worker.join(timeout=30)
+    assert result.get("code") == 0 and load_features(out)["cls"].shape[0] > 0
+    store = get_typestore(Stores.LATEST)
+    for log_time, payload in pictures:
+        msg = store.deserialize_cdr(payload, "sensor_msgs/msg/CompressedImage")
+        assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == log_time and msg.format == "jpeg"
+        assert cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_COLOR).shape == (72, 192, 3)
+    for log_time, payload in latency:
+        row = json.loads(payload)
+        assert row["stamp_ns"] == log_time and row["age_ms"] >= 0 and row["inference_ms"] > 0
