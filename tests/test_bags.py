@@ -371,3 +371,21 @@ def test_foxglove_live_view_serves_pca_pictures_and_latency_to_a_websocket_clien
     for log_time, payload in latency:
         row = json.loads(payload)
         assert row["stamp_ns"] == log_time and row["age_ms"] >= 0 and row["inference_ms"] > 0
+
+
+# -- export calibration and eval frames ----------------------------------------------------------------------
+def test_export_calibration_and_eval_frames_come_from_the_bag_topic(bags, frames):
+    from edge_vsd.benchmarks.data import load_frames as eval_frames
+    from edge_vsd.export.calibration import load_frames as calib_frames
+
+    decoded = np.stack([g.frame for g in Bag(bags["db3"]).frames()])  # raw bgr8: the recorded frames
+    assert np.array_equal(decoded, frames)
+    resized = [cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in frames]
+    fs = calib_frames([bags["db3"]], (48, 64), n_calib=8, n_heldout=4, topic=CAM)
+    assert fs.calib.shape == (8, 48, 64, 3) and len(fs.heldout) == 4 and fs.total_frames == N
+    for x in [*fs.calib, *fs.heldout]:  # every frame is one of the topic's, resized as the reference does
+        assert any(np.array_equal(x, r) for r in resized)
+
+    got, info = eval_frames(bags["folder"], 8)
+    assert info["kind"] == "bag" and got.shape == (8, 72, 96, 3)
+    assert np.array_equal(got, frames[: 8 * (N // 8) : N // 8])
