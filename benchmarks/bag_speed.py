@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,7 +39,7 @@ def synthetic(n: int, size: tuple[int, int]) -> np.ndarray:
 
 def write_video(path: Path, frames: np.ndarray, fps: float) -> Path:
     h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     writer.set(cv2.VIDEOWRITER_PROP_QUALITY, JPEG_QUALITY)
     for f in frames:
         writer.write(f)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "bag (MCAP, Image bgr8)": write_bag(d / "raw.mcap", frames, 30.0, False),
         }
         # as `edge-vsd extract` loads it: ONNX Runtime's workers do not spin between calls
-        spin = (
+        spin: dict[str, Any] = (
             {"spinning": False}
             if auto_backend(read_manifest(args.artifact)).startswith("onnxruntime")
             else {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,6 +82,10 @@ def _imports(path: Path) -> tuple[Any, Any]:
             f"{path}: reading ROS 2 bags needs the package {exc.name!r} ({ROBOT_EXTRA})"
         ) from None
     return typesys, mcap
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def ros2_name(msgtype: str) -> str:
@@ -209,7 +214,8 @@ class Bag:
         if self.path.is_dir():
             if not (self.path / "metadata.yaml").is_file():
                 raise BagError(f"{self.path}: a folder without metadata.yaml is not a ROS 2 bag")
-            return sorted(self.path.glob("*.mcap"))
+            # split recordings are run_0.mcap, run_1.mcap, ..., run_10.mcap: in number order
+            return sorted(self.path.glob("*.mcap"), key=_natural_key)
         if self.path.suffix.lower() == ".mcap":
             return [self.path]
         if self.path.suffix.lower() != ".db3":

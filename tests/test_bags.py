@@ -264,6 +264,12 @@ def test_bad_bags_get_one_line_errors(tmp_path, artifact, frames, true_stamps, c
 
     line, out = extract(_bad(tmp_path, "imu_only", {"/imu": imu_msgs(5)}))
     assert "no image topic" in line and "/imu (sensor_msgs/msg/Imu, 5 messages)" in line and not out.exists()
+    mcap_out = tmp_path / "imu_only_feats.mcap"
+    code = main(
+        ["extract", str(tmp_path / "imu_only.mcap"), "--artifact", str(artifact), "--out", str(mcap_out)]
+    )
+    assert "no image topic" in _one_line_error(capsys, code)
+    assert not list(tmp_path.glob("*imu_only_feats*"))  # neither the file nor a partial one
 
     two = {"/a/image_raw": [image_msg(x, t) for x, t in zip(f, s)]}
     two["/b/image_raw/compressed"] = [compressed_msg(x, t) for x, t in zip(f[:2], s[:2])]
