@@ -54,6 +54,8 @@ def check_videos(cfg: TrainConfig) -> None:
         check_cache_size(Path(cfg.video[0]), cfg.img_size)
         return  # opened in milliseconds; the pair sampler checks delta against it
     paths = expand_sources(cfg.video)
+    if cfg.topic is not None and not any(map(is_bag, paths)):
+        raise InputError(f"--topic {cfg.topic}: applies to ROS 2 bags (.mcap, .db3, bag folder); none given")
     for path in filter(is_bag, paths):  # topic choice and type, from the bag's summary: no decoding
         from edge_vsd.runtimes.bags import Bag
 

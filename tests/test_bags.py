@@ -395,3 +395,17 @@ def test_export_calibration_and_eval_frames_come_from_the_bag_topic(bags, frames
     got, info = eval_frames(bags["folder"], 8)
     assert info["kind"] == "bag" and got.shape == (8, 72, 96, 3)
     assert np.array_equal(got, frames[: 8 * (N // 8) : N // 8])
+
+
+def test_topic_without_a_bag_is_refused(tmp_path, artifact, capsys):
+    from edge_vsd.data.synthetic import write_video
+
+    video = write_video(tmp_path / "v.avi", n_frames=8, height=48, width=64)
+    code = main(
+        ["train", "--video", str(video), "--topic", CAM, "--out", str(tmp_path / "run"), "--steps", "1"]
+    )
+    assert "--topic /cam/image_raw: applies to ROS 2 bags" in _one_line_error(capsys, code)
+    code = main(
+        ["extract", str(video), "--topic", CAM, "--artifact", str(artifact), "--out", str(tmp_path / "f.npz")]
+    )
+    assert "--topic applies to ROS 2 bags" in _one_line_error(capsys, code)
