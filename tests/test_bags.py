@@ -409,3 +409,11 @@ def test_topic_without_a_bag_is_refused(tmp_path, artifact, capsys):
         ["extract", str(video), "--topic", CAM, "--artifact", str(artifact), "--out", str(tmp_path / "f.npz")]
     )
     assert "--topic applies to ROS 2 bags" in _one_line_error(capsys, code)
+
+
+def test_prepare_caches_each_stretch_of_a_db3_bag(bags, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert main(["prepare", str(bags["db3"]), "--img-size", "32", "--out", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "segment" in line]
+    assert len(lines) == 2 and f"{CAM} (segment 1): {DROP[0]} frames" in lines[0]
+    assert f"{CAM} (segment 2): {N - DROP[0]} frames" in lines[1] and "@ 10 fps" in lines[1]
