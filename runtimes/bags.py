@@ -332,8 +332,7 @@ class Bag:
         first: tuple[int, int] | None = None
         last_stamp: int | None = None
         for index, data in enumerate(self.raw_messages()):
-            msg = self.typestore.deserialize_cdr(data, self.msgtype)
-            stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+            stamp = cdr_stamp(data)
             if last_stamp is not None and stamp < last_stamp:
                 raise BagError(
                     f"{self.path}: topic {self.topic.name}: message {index} has header stamp {stamp} ns, "
@@ -342,7 +341,7 @@ class Bag:
             last_stamp = stamp
             if index % stride:
                 continue
-            frame = self.decode(msg, index)
+            frame = self.decode(self.typestore.deserialize_cdr(data, self.msgtype), index)
             if frame is None:
                 continue
             if first is None:
@@ -369,6 +368,14 @@ class Bag:
                 log.warning("%s: %s message %d: undecodable, skipped", self.path, self.topic.name, index)
             return frame
         return decode_raw(msg, f"{self.path}: topic {self.topic.name}")
+
+
+def cdr_stamp(data: bytes | memoryview) -> int:
+    """The header stamp (ns) of a CDR-serialized message whose first field is a std_msgs/Header: after the
+    4-byte encapsulation header come `int32 sec` and `uint32 nanosec`, in the byte order it names."""
+    order = "little" if data[1] & 1 else "big"
+    sec = int.from_bytes(data[4:8], order, signed=True)
+    return sec * 1_000_000_000 + int.from_bytes(data[8:12], order)
 
 
 def decode_raw(msg: Any, where: str) -> np.ndarray:

@@ -15,8 +15,18 @@ import time
 import cv2
 import numpy as np
 import pytest
-from bag_fixtures import (
+from edge_vsd.runtimes.bags import _BAYER, GAP_FACTOR, Bag, cdr_stamp, stamp_segments
+from edge_vsd.runtimes.feature_mcap import FEATURES_TOPIC, FEATURES_TYPE, PCA_TOPIC, features_from_message
+from edge_vsd.runtimes.writer import load_features
+from toy_artifact import make_toy_artifact
+
+from edge_vsd.cli import main
+from edge_vsd.data.synthetic import make_frames
+
+pytest.importorskip("rosbags", reason="needs the robot extra (pip install 'edge-vsd[robot]')")
+from bag_fixtures import (  # noqa: E402 (writes bags with rosbags)
     START_NS,
+    STORE,
     compressed_msg,
     image_msg,
     imu_msgs,
@@ -25,20 +35,6 @@ from bag_fixtures import (
     to_yuv422,
     write_bag,
 )
-from toy_artifact import make_toy_artifact
-
-from edge_vsd.cli import main
-from edge_vsd.data.synthetic import make_frames
-
-pytest.importorskip("rosbags", reason="needs the robot extra (pip install 'edge-vsd[robot]')")
-from edge_vsd.runtimes.bags import _BAYER, GAP_FACTOR, Bag, stamp_segments  # noqa: E402
-from edge_vsd.runtimes.feature_mcap import (  # noqa: E402
-    FEATURES_TOPIC,
-    FEATURES_TYPE,
-    PCA_TOPIC,
-    features_from_message,
-)
-from edge_vsd.runtimes.writer import load_features  # noqa: E402
 
 CAM = "/cam/image_raw"
 N = 40
@@ -117,6 +113,18 @@ def test_each_encoding_decodes_to_the_recorded_picture(tmp_path, frames, enc):
         assert err < 12 and err < 0.3 * np.abs(wrong.astype(int) - f).mean()
     else:
         assert err == 0
+
+
+@pytest.mark.parametrize("little_endian", [True, False])
+def test_stamps_read_from_the_cdr_bytes_match_the_deserialized_header(frames, little_endian):
+    for msg in (image_msg(frames[0], START_NS + 1), compressed_msg(frames[1], START_NS + 999_999_999)):
+        data = STORE.serialize_cdr(msg, msg.__msgtype__, little_endian=little_endian)
+        back = STORE.deserialize_cdr(data, msg.__msgtype__).header.stamp
+        assert (
+            cdr_stamp(data)
+            == back.sec * 10**9 + back.nanosec
+            == msg.header.stamp.sec * 10**9 + (msg.header.stamp.nanosec)
+        )
 
 
 def test_gaps_split_the_stamps_and_jitter_does_not():
