@@ -3,7 +3,8 @@
     python -m edge_vsd.benchmarks.bag_speed --artifact ARTIFACT [--frames 300] [--size 480 640]
 
 Writes the same synthetic frames three ways: an MJPG .avi (JPEG per frame), an MCAP bag of
-sensor_msgs/msg/CompressedImage JPEGs (the same encoder and quality) and an MCAP bag of raw bgr8 Images;
+sensor_msgs/msg/CompressedImage holding the .avi's own JPEG packets (the same bytes) and an MCAP bag of raw
+bgr8 Images;
 then runs the artifact over each with `Encoder.stream` (what `edge-vsd extract` runs), each source in its
 own block after a warm-up pass, rounds rotating the order, and prints the median FPS of each and the bags'
 ratio to the video. Needs the `robot` extra.
@@ -28,7 +29,6 @@ from edge_vsd.runtimes.feature_mcap import COMPRESSED_TYPE, header, msgdef, type
 from edge_vsd.runtimes.manifest import read_manifest
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
-JPEG_QUALITY = 95  # OpenCV's default for both the .avi's MJPG frames and cv2.imencode
 
 
 def synthetic(n: int, size: tuple[int, int]) -> np.ndarray:
@@ -40,15 +40,30 @@ def synthetic(n: int, size: tuple[int, int]) -> np.ndarray:
 def write_video(path: Path, frames: np.ndarray, fps: float) -> Path:
     h, w = frames.shape[1:3]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
-    writer.set(cv2.VIDEOWRITER_PROP_QUALITY, JPEG_QUALITY)
     for f in frames:
         writer.write(f)
     writer.release()
     return path
 
 
-def write_bag(path: Path, frames: np.ndarray, fps: float, compressed: bool) -> Path:
-    """One image topic as an MCAP file with uncompressed chunks."""
+def video_packets(path: Path) -> list[np.ndarray]:
+    """The encoded frames (here JPEGs) of a video file as stored, read without decoding them."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.set(cv2.CAP_PROP_FORMAT, -1):
+        raise RuntimeError(f"{path}: this OpenCV build cannot read raw packets")
+    packets = []
+    while True:
+        ok, packet = cap.read()
+        if not ok:
+            break
+        packets.append(packet.reshape(-1))
+    cap.release()
+    return packets
+
+
+def write_bag(path: Path, frames: list[np.ndarray], fps: float, compressed: bool) -> Path:
+    """One image topic as an MCAP file with uncompressed chunks: `frames` are JPEG bytes (compressed) or
+    BGR images."""
     from mcap.writer import CompressionType, Writer
 
     store = typestore(path)
@@ -63,8 +78,7 @@ def write_bag(path: Path, frames: np.ndarray, fps: float, compressed: bool) -> P
         for k, frame in enumerate(frames):
             stamp = 1_700_000_000_000_000_000 + round(k * 1e9 / fps)
             if compressed:
-                ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                msg = store.types[typename](header=header(store, stamp), format="jpeg", data=buf.reshape(-1))
+                msg = store.types[typename](header=header(store, stamp), format="jpeg", data=frame)
             else:
                 h, wd = frame.shape[:2]
                 msg = store.types[typename](
@@ -103,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         d = Path(tmp)
         sources = {
             "video (MJPG .avi)": write_video(d / "frames.avi", frames, 30.0),
-            "bag (MCAP, CompressedImage jpeg)": write_bag(d / "jpeg.mcap", frames, 30.0, True),
-            "bag (MCAP, Image bgr8)": write_bag(d / "raw.mcap", frames, 30.0, False),
         }
+        packets = video_packets(sources["video (MJPG .avi)"])
+        sources["bag (MCAP, CompressedImage jpeg)"] = write_bag(d / "jpeg.mcap", packets, 30.0, True)
+        sources["bag (MCAP, Image bgr8)"] = write_bag(d / "raw.mcap", list(frames), 30.0, False)
         # as `edge-vsd extract` loads it: ONNX Runtime's workers do not spin between calls
         spin: dict[str, Any] = (
             {"spinning": False}
