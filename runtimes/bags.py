@@ -321,6 +321,11 @@ class Bag:
                     if r.channel_id in wanted:
                         yield r.data
                 elif isinstance(r, Channel) and r.topic == self.topic.name:
+                    if r.message_encoding != "cdr":
+                        raise BagError(
+                            f"{path}: topic {r.topic} is encoded as {r.message_encoding!r}; "
+                            "only ROS 2 (CDR) messages are read"
+                        )
                     wanted.add(r.id)
             if not f.complete and all(t.path != path for t in self.truncated):
                 log.warning("%s", f.lost_note())
@@ -341,7 +346,14 @@ class Bag:
             last_stamp = stamp
             if index % stride:
                 continue
-            frame = self.decode(self.typestore.deserialize_cdr(data, self.msgtype), index)
+            try:
+                msg = self.typestore.deserialize_cdr(data, self.msgtype)
+            except Exception as exc:  # rosbags' SerdeError, or bytes too short for the type
+                raise BagError(
+                    f"{self.path}: topic {self.topic.name}: message {index} is not a valid "
+                    f"{self.msgtype} ({' '.join(str(exc).split()) or type(exc).__name__})"
+                ) from None
+            frame = self.decode(msg, index)
             if frame is None:
                 continue
             if first is None:

@@ -98,8 +98,9 @@ def write_bag(
     storage: str = "mcap",
     single_file: bool = True,
 ) -> Path:
-    """Write `{topic: [message, ...]}` (one type per topic, in list order: received 1 ms after the stamp,
-    never before the previous one) as a rosbag2 bag; `single_file`: the lone .mcap/.db3 file, no folder."""
+    """Write `{topic: [message or (stamp_ns, raw bytes), ...]}` (one type per topic, the first a message; in
+    list order: received 1 ms after the stamp, never before the previous one) as a rosbag2 bag;
+    `single_file`: the lone .mcap/.db3 file, no folder."""
     path = Path(path)
     folder = path.with_suffix("") if single_file else path
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -110,9 +111,13 @@ def write_bag(
             conn = writer.add_connection(topic, typename, typestore=STORE)
             received = 0
             for m in msgs:  # received 1 ms after the stamp, and never before the topic's previous message
-                stamp = m.header.stamp
-                received = max(received + 1, stamp.sec * 10**9 + stamp.nanosec + 1_000_000)
-                rows.append((received, conn, STORE.serialize_cdr(m, typename)))
+                if isinstance(m, tuple):  # (stamp_ns, raw bytes): a message as it is, valid or not
+                    stamp_ns, data = m
+                else:
+                    stamp_ns = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+                    data = STORE.serialize_cdr(m, typename)
+                received = max(received + 1, stamp_ns + 1_000_000)
+                rows.append((received, conn, data))
         for t, conn, data in sorted(rows, key=lambda r: r[0]):
             writer.write(conn, t, data)
     if not single_file:

@@ -303,6 +303,10 @@ def test_bad_bags_get_one_line_errors(tmp_path, artifact, frames, true_stamps, c
     line, _ = extract(_bad(tmp_path, "odd", {CAM: odd}))
     assert "image encoding '16UC1' is not supported" in line and CAM in line
 
+    cut_short = bytes(STORE.serialize_cdr(image_msg(f[1], s[1]), "sensor_msgs/msg/Image"))[:40]
+    line, _ = extract(_bad(tmp_path, "garbled", {CAM: [image_msg(f[0], s[0]), (int(s[1]), cut_short)]}))
+    assert "message 1 is not a valid sensor_msgs/msg/Image" in line
+
     line, _ = extract(_bad(tmp_path, "none", {CAM: mixed}), "--topic", "/nope")
     assert "no topic /nope in this bag" in line
 
