@@ -385,9 +385,9 @@ class Bag:
 def cdr_stamp(data: bytes | memoryview) -> int:
     """The header stamp (ns) of a CDR-serialized message whose first field is a std_msgs/Header: after the
     4-byte encapsulation header come `int32 sec` and `uint32 nanosec`, in the byte order it names."""
-    order = "little" if data[1] & 1 else "big"
-    sec = int.from_bytes(data[4:8], order, signed=True)
-    return sec * 1_000_000_000 + int.from_bytes(data[8:12], order)
+    little = bool(data[1] & 1)
+    sec = int.from_bytes(data[4:8], "little" if little else "big", signed=True)
+    return sec * 1_000_000_000 + int.from_bytes(data[8:12], "little" if little else "big")
 
 
 def decode_raw(msg: Any, where: str) -> np.ndarray:
