@@ -246,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
     visual = bool(args.pca_png or args.pca_video or to_mcap or args.foxglove is not None)
     live = None
     try:
+        if args.foxglove is not None:  # before the stream: a live source starts reading when opened
+            from edge_vsd.runtimes.live_view import LiveView
+
+            live = LiveView(args.foxglove)
+            print(f"extract: Foxglove live view on {live.url}", file=sys.stderr, flush=True)
         stream = encoder.stream(
             args.source,
             stride=args.stride,
@@ -260,14 +265,11 @@ def run(args: argparse.Namespace) -> int:
             pipelined=False if args.one_at_a_time else None,
             topic=args.topic,
         )
-        if args.foxglove is not None:
-            from edge_vsd.runtimes.live_view import LiveView
-
-            live = LiveView(args.foxglove)
-            print(f"extract: Foxglove live view on {live.url}", file=sys.stderr, flush=True)
     except BaseException:
         encoder.close()
         writer.abort()
+        if live is not None:
+            live.close()
         raise
     writer.meta.update(
         source_kind=stream.source.kind, mode=stream.mode, queue_size=stream.queue_size, fps=stream.fps

@@ -348,6 +348,17 @@ def _connect(url: str, deadline: float):
             time.sleep(0.1)
 
 
+def test_foxglove_port_in_use_is_a_one_line_error(bags, artifact, tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = tmp_path / "f.npz"
+        args = ["extract", str(bags["mcap"]), "--artifact", str(artifact), "--out", str(out)]
+        line = _one_line_error(capsys, main([*args, "--foxglove", str(port)]))
+    assert f"--foxglove {port}: cannot serve on 127.0.0.1:{port}" in line and not out.exists()
+
+
 @pytest.mark.slow
 def test_foxglove_live_view_serves_pca_pictures_and_latency_to_a_websocket_client(artifact, tmp_path):
     pytest.importorskip("websockets", reason="the test's WebSocket client (dev extra)")
