@@ -1,4 +1,5 @@
-"""Evaluation frames: a video or an image folder given with --data, or synthetic frames by default."""
+"""Evaluation frames: a video, an image folder or a ROS 2 bag given with --data, or synthetic frames by
+default."""
 
 from __future__ import annotations
 
@@ -87,8 +88,23 @@ def read_image_dir(path: Path, n: int) -> np.ndarray:
     return _same_size(frames)
 
 
-def load_frames(data: str | Path | None, n: int = 32, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """(frames, description) for --data: a video file, an image folder, or synthetic frames when None."""
+def read_bag(path: Path, n: int, topic: str | None = None) -> np.ndarray:
+    """Up to n frames spread evenly over a ROS 2 bag's image topic (uint8 BGR, N x H x W x 3)."""
+    from edge_vsd.runtimes.bags import Bag
+
+    bag = Bag(path, topic)
+    step = max(1, bag.frame_count // n)
+    frames = [item.frame for _, item in zip(range(n), bag.frames(step))]
+    if len(frames) < n:
+        log.warning("%s %s: %d frames read, %d asked; using those", path, bag.topic.name, len(frames), n)
+    return np.stack(frames)
+
+
+def load_frames(
+    data: str | Path | None, n: int = 32, seed: int = 0, topic: str | None = None
+) -> tuple[np.ndarray, dict]:
+    """(frames, description) for --data: a video file, an image folder, a ROS 2 bag (`topic`, or its only
+    image topic), or synthetic frames when None."""
     if data is None:
         from edge_vsd.data.synthetic import make_frames
 
@@ -100,10 +116,18 @@ def load_frames(data: str | Path | None, n: int = 32, seed: int = 0) -> tuple[np
     path = Path(data)
     if not path.exists():
         raise RuntimeInputError(f"{path}: no such file or folder (--data)")
-    frames = read_image_dir(path, n) if path.is_dir() else read_video(path, n)
-    kind = "images" if path.is_dir() else "video"
+    from edge_vsd.runtimes.bags import is_bag
+
+    if is_bag(path):
+        frames, kind = read_bag(path, n, topic), "bag"
+    elif path.is_dir():
+        frames, kind = read_image_dir(path, n), "images"
+    else:
+        frames, kind = read_video(path, n), "video"
     # the file's name and digest, not its path: reports travel, and must not carry this machine's folders
     origin = {"source": path.name, **({} if path.is_dir() else {"sha256": sha256_file(path)})}
+    if topic is not None:
+        origin["topic"] = topic
     return frames, {
         "kind": kind,
         **origin,

@@ -65,6 +65,7 @@ class EvalConfig:
     floors: bool = True  # raw pixels, random inits and the trivial answers beside the models
     floor_seeds: int = FLOOR_SEEDS
     lighting: bool = True  # correspondence: the warped view also changes light and noise
+    topic: str | None = None  # --data a ROS 2 bag: its image topic (None: the bag's only one)
 
 
 class Model:
@@ -206,7 +207,7 @@ def load_inputs(cfg: EvalConfig) -> EvalInputs:
     if cfg.data:
         from edge_vsd.benchmarks.data import load_frames
 
-        inputs.frames, _ = load_frames(cfg.data, CORRESPONDENCE_FRAMES)
+        inputs.frames, _ = load_frames(cfg.data, CORRESPONDENCE_FRAMES, topic=cfg.topic)
     return inputs
 
 
@@ -490,7 +491,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", required=True, metavar="DIR", help="results.json, report.md/.html, masks.png")
     p.add_argument("--davis", metavar="DIR", help="DAVIS-2017 layout: JPEGImages/480p, Annotations/480p")
     p.add_argument("--seg-data", metavar="DIR", help="ADE20K layout: images/, annotations/ (linear + kNN)")
-    p.add_argument("--data", metavar="VIDEO", help="video or image folder for patch correspondence")
+    p.add_argument(
+        "--data", metavar="VIDEO", help="video, image folder or ROS 2 bag for patch correspondence"
+    )
+    p.add_argument("--topic", help="--data a ROS 2 bag: the image topic (default: the bag's only one)")
     p.add_argument("--sequences", help="comma-separated DAVIS sequences (default: val.txt or all)")
     p.add_argument("--max-frames", type=int, default=d.max_frames, help="frames per sequence (default 50)")
     p.add_argument("--size", type=int, default=s.short_side, help="short side for checkpoints (DINO: 480)")
@@ -537,6 +541,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         prop,
         floors=args.floors,
         floor_seeds=args.floor_seeds,
+        topic=args.topic,
     )
 
 

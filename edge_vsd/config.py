@@ -51,6 +51,7 @@ COMPILE_PAYS_AFTER = 3000  # steps from which `--compile` auto turns CUDA graphs
 RESUME_MAY_CHANGE = frozenset(
     {
         "video",
+        "topic",
         "out",
         "cache",
         "init",
@@ -72,6 +73,7 @@ RESUME_MAY_CHANGE = frozenset(
 @dataclass
 class TrainConfig:
     video: list[str] = field(default_factory=list)  # videos, folders, globs, or one frame-cache folder
+    topic: str | None = None  # ROS 2 bags: the image topic (None: the bag's only one)
     out: str = "runs/vsd"
     arch: str = "vit_tiny"
     patch_size: int = 16

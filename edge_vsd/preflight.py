@@ -11,7 +11,7 @@ import cv2
 from edge_vsd.config import TrainConfig
 from edge_vsd.data.cache import is_cache, stored_short_side
 from edge_vsd.data.prepare import cache_short_side
-from edge_vsd.data.video import expand_sources
+from edge_vsd.data.video import expand_sources, is_bag
 from edge_vsd.errors import InputError
 
 log = logging.getLogger("edge_vsd")
@@ -53,8 +53,17 @@ def check_videos(cfg: TrainConfig) -> None:
     if len(cfg.video) == 1 and is_cache(cfg.video[0]):
         check_cache_size(Path(cfg.video[0]), cfg.img_size)
         return  # opened in milliseconds; the pair sampler checks delta against it
+    paths = expand_sources(cfg.video)
+    if cfg.topic is not None and not any(map(is_bag, paths)):
+        raise InputError(f"--topic {cfg.topic}: applies to ROS 2 bags (.mcap, .db3, bag folder); none given")
+    for path in filter(is_bag, paths):  # topic choice and type, from the bag's summary: no decoding
+        from edge_vsd.runtimes.bags import Bag
+
+        Bag(path, cfg.topic)
     known = []
-    for path in expand_sources(cfg.video):
+    for path in paths:
+        if is_bag(path):
+            return  # its frame count after the stamp gaps is known once decoded; decoding checks delta
         n, fps = frame_count(path)
         if n <= 0:
             return

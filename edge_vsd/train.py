@@ -50,8 +50,8 @@ def open_videos(cfg: TrainConfig, rank: int):
         return open_cache(cfg.video[0])
     cache = Path(cfg.cache or Path(cfg.out) / "frame_cache")
     short = cache_short_side(cfg.img_size)
-    if rank == 0 and not cache_matches(cache, cfg.video, short):
-        build_cache(cfg.video, cache, short)
+    if rank == 0 and not cache_matches(cache, cfg.video, short, cfg.topic):
+        build_cache(cfg.video, cache, short, topic=cfg.topic)
     barrier()
     return open_cache(cache)
 

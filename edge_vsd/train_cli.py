@@ -18,8 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--video",
         action="append",
         metavar="PATH",
-        help="video file, folder or glob (repeatable), or one frame cache from `edge-vsd prepare` (alone)",
+        help="video file, folder or glob (repeatable), or one frame cache from `edge-vsd prepare` (alone); "
+        "ROS 2 bags (.mcap, .db3, bag folder) too",
     )
+    p.add_argument("--topic", help="ROS 2 bags: the image topic (default: the bag's only image topic)")
     p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoint.pt (default runs/vsd)")
     p.add_argument(
         "--arch", choices=["vit_tiny", "vit_small", "vit_base"], help="ViT preset (default vit_tiny)"
@@ -185,6 +187,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 OPTION_FIELDS = [
+    "topic",
     "out",
     "arch",
     "patch_size",

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from edge_vsd.data.preprocess import resize_rgb
+from edge_vsd.data.video import is_bag
 from edge_vsd.errors import InputError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -55,9 +56,16 @@ def tensor_sha256(x: np.ndarray) -> str:
 class _Source:
     """One video, image folder or image: a frame count and random access by index (sequential reads)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, topic: str | None = None):
         self.path = path
-        if path.is_dir():
+        self.bag = None
+        if is_bag(path):  # a ROS 2 bag's image topic: frames are its messages, in order
+            from edge_vsd.runtimes.bags import Bag
+
+            self.bag = Bag(path, topic)
+            self.images = None
+            self.count = self.bag.frame_count
+        elif path.is_dir():
             self.images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not self.images:
                 raise InputError(
@@ -113,6 +121,17 @@ class _Source:
                     keep(i, img)
             return out, raw
         wanted = set(indices)
+        if self.bag is not None:
+            seen = 0
+            for item in self.bag.frames():
+                seen = item.index + 1
+                if item.index in wanted:
+                    keep(item.index, item.frame)
+                if seen > max(indices):
+                    break
+            else:  # fewer decodable messages than the bag's summary counted (a truncated file)
+                self.count = seen
+            return out, raw
         cap = self._open()
         for i in range(max(indices) + 1):
             if not cap.grab():
@@ -176,9 +195,10 @@ def load_frames(
     size: tuple[int, int],
     n_calib: int = DEFAULT_CALIB_FRAMES,
     n_heldout: int = DEFAULT_HELDOUT_FRAMES,
+    topic: str | None = None,
 ) -> FrameSet:
     """`n_calib` calibration and `n_heldout` held-out frames, shared equally between the sources and spread
-    evenly through each one."""
+    evenly through each one (ROS 2 bags: the frames of `topic`, or of their only image topic)."""
     if n_calib < MIN_CALIB_FRAMES:
         raise InputError(f"--calib-frames {n_calib}: need at least {MIN_CALIB_FRAMES}")
     sources = []
@@ -186,7 +206,7 @@ def load_frames(
         path = Path(p)
         if not path.exists():
             raise InputError(f"{path}: calibration source not found")
-        sources.append(_Source(path))
+        sources.append(_Source(path, topic))
     names = ", ".join(str(s.path) for s in sources)
     total = sum(s.count for s in sources)
     notes = []

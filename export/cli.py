@@ -23,8 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="PATH",
-        help="videos, image folders or images for calibration and the held-out gate "
+        help="videos, image folders, images or ROS 2 bags for calibration and the held-out gate "
         "(default: synthetic frames)",
+    )
+    parser.add_argument(
+        "--topic", help="ROS 2 bags in --calib: the image topic (default: each bag's only image topic)"
     )
     parser.add_argument(
         "--calib-frames",
@@ -90,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         int8=args.int8,
         fp16=args.fp16,
         calib=list(args.calib),
+        calib_topic=args.topic,
         calib_frames=args.calib_frames,
         heldout_frames=args.heldout_frames,
         img_size=size,

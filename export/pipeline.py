@@ -41,6 +41,7 @@ class ExportConfig:
     int8: bool = False
     fp16: bool = False
     calib: list[str] = field(default_factory=list)
+    calib_topic: str | None = None  # ROS 2 bags in --calib: the image topic (None: each bag's only one)
     calib_frames: int = calibration.DEFAULT_CALIB_FRAMES
     heldout_frames: int = calibration.DEFAULT_HELDOUT_FRAMES
     img_size: tuple[int, int] | None = None  # None: the size the checkpoint was trained at
@@ -224,7 +225,9 @@ def _frames(cfg: ExportConfig, size: tuple[int, int]) -> calibration.FrameSet:
     # fp32/fp16 exports only need held-out frames for parity; calibration frames matter for INT8.
     n_calib = cfg.calib_frames if cfg.int8 else calibration.MIN_CALIB_FRAMES
     if cfg.calib:
-        return calibration.load_frames([*cfg.calib], size, n_calib, cfg.heldout_frames)  # list[str | Path]
+        return calibration.load_frames(
+            [*cfg.calib], size, n_calib, cfg.heldout_frames, cfg.calib_topic
+        )  # list[str | Path]
     return calibration.synthetic_frames(size, n_calib, cfg.heldout_frames)
 
 

@@ -23,6 +23,7 @@ from edge_vsd.runtimes import BACKEND_CHOICES, load
 from edge_vsd.runtimes.atomic import unwritable_at
 from edge_vsd.runtimes.backend import auto_backend
 from edge_vsd.runtimes.errors import RuntimeInputError
+from edge_vsd.runtimes.feature_mcap import source_stamp
 from edge_vsd.runtimes.geometry import PatchGrid
 from edge_vsd.runtimes.manifest import read_manifest
 from edge_vsd.runtimes.pca import EvenSample, PCAVideoWriter, save_png
@@ -31,6 +32,7 @@ from edge_vsd.runtimes.writer import DTYPES, INDEX_NAME, FeatureWriter
 from tqdm import tqdm
 
 DEFAULT_SHARD_SIZE = 2000
+DEFAULT_PORT = 8765  # Foxglove's (edge_vsd.runtimes.live_view, imported only with --foxglove)
 LATENCY_COLUMNS = ("decode_ms", "preprocess_ms", "inference_ms", "total_ms")
 
 
@@ -56,14 +58,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 1) and drops the oldest frame when the encoder falls behind (counted; frame_index keeps\n"
         "gaps); --mode all (default for files) loses nothing. A stall longer than --read-timeout is a drop;\n"
         "each drop is followed by up to --reconnect attempts with backoff. A live source that ends before\n"
-        "--max-frames or --duration exits 1. Ctrl-C / SIGTERM finalise what was recorded, exit 130 / 143."
+        "--max-frames or --duration exits 1. Ctrl-C / SIGTERM finalise what was recorded, exit 130 / 143.\n\n"
+        "ROS 2 bags (.mcap, .db3, bag folder): frames of --topic (or the only image topic); each row also\n"
+        "gets stamp_ns, the header stamp. --out FILE.mcap writes ROS 2 messages instead\n"
+        "(edge_vsd_msgs/msg/Features on /edge_vsd/features, a PCA picture on /edge_vsd/pca/compressed),\n"
+        "stamped with the source stamps; see docs/ros2.md. --foxglove serves the PCA picture and latency\n"
+        "to Foxglove while running."
     )
     parser.add_argument(
         "source",
-        help="video file, image folder (or one image), camera index, rtsp/http URL, GStreamer pipeline",
+        help="video file, image folder (or one image), camera index, rtsp/http URL, GStreamer pipeline, "
+        "ROS 2 bag (.mcap, .db3, bag folder)",
     )
     parser.add_argument("--artifact", required=True, type=Path, help="artifact folder (with manifest.json)")
-    parser.add_argument("--out", required=True, type=Path, help="output .npz (see below for long inputs)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output .npz (see below for long inputs) or .mcap (ROS 2)"
+    )
+    parser.add_argument("--topic", help="ROS 2 bags: the image topic (default: the bag's only image topic)")
+    parser.add_argument(
+        "--foxglove",
+        type=int,
+        nargs="?",
+        const=DEFAULT_PORT,
+        metavar="PORT",
+        help="serve the PCA picture and latency over Foxglove's WebSocket on 127.0.0.1 "
+        f"(default port {DEFAULT_PORT}; 0 picks a free one)",
+    )
     parser.add_argument("--stride", type=int, default=1, help="process every N-th frame (default 1)")
     parser.add_argument("--pca-png", type=Path, help="PNG of a few frames beside their patch-feature PCA")
     parser.add_argument("--pca-video", type=Path, help="MP4 of every processed frame beside its PCA map")
@@ -125,12 +145,18 @@ def _check(args: argparse.Namespace) -> None:
             raise RuntimeInputError(f"{flag} must be > 0 seconds, got {value}")
     if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
         raise RuntimeInputError(f"--fps must be a positive frame rate, got {args.fps}")
+    if args.foxglove is not None and not 0 <= args.foxglove <= 65535:
+        raise RuntimeInputError(f"--foxglove {args.foxglove}: not a TCP port (0-65535; 0 picks a free one)")
+    if args.out.suffix.lower() not in (".npz", ".mcap"):
+        raise RuntimeInputError(f"{args.out}: --out must be a .npz or .mcap file name")
     _check_outputs(args)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Before any work: nothing that exists is replaced without --force, and every output can be written."""
-    outs = [("--out", args.out), ("--out", args.out.with_suffix("")), ("--pca-png", args.pca_png)]
+    outs = [("--out", args.out), ("--pca-png", args.pca_png)]
+    if args.out.suffix.lower() == ".npz":
+        outs.append(("--out", args.out.with_suffix("")))
     outs += [("--pca-video", args.pca_video), ("--latency-log", args.latency_log)]
     for flag, path in outs:
         if path is None:
@@ -205,15 +231,26 @@ class LatencyLog:
 def run(args: argparse.Namespace) -> int:
     """Extract features; one-line RuntimeInputError on bad input; see the module docstring for exit codes."""
     _check(args)
-    writer = FeatureWriter(
-        args.out,
-        args.shard_size,
-        meta={"source": str(args.source), "stride": args.stride},
-        dtype=args.dtype,
-    )
+    meta = {"source": str(args.source), "stride": args.stride}
+    if args.topic is not None:
+        meta["topic"] = args.topic
+    to_mcap = args.out.suffix.lower() == ".mcap"
+    writer: Any
+    if to_mcap:
+        from edge_vsd.runtimes.feature_mcap import McapFeatureWriter
+
+        writer = McapFeatureWriter(args.out, meta=meta)
+    else:
+        writer = FeatureWriter(args.out, args.shard_size, meta=meta, dtype=args.dtype)
     encoder = load(args.artifact, backend=args.backend, threads=args.threads, **_stream_options(args))
-    visual = bool(args.pca_png or args.pca_video)
+    visual = bool(args.pca_png or args.pca_video or to_mcap or args.foxglove is not None)
+    live = None
     try:
+        if args.foxglove is not None:  # before the stream: a live source starts reading when opened
+            from edge_vsd.runtimes.live_view import LiveView
+
+            live = LiveView(args.foxglove)
+            print(f"extract: Foxglove live view on {live.url}", file=sys.stderr, flush=True)
         stream = encoder.stream(
             args.source,
             stride=args.stride,
@@ -226,9 +263,13 @@ def run(args: argparse.Namespace) -> int:
             read_timeout=args.read_timeout,
             reconnect=args.reconnect,
             pipelined=False if args.one_at_a_time else None,
+            topic=args.topic,
         )
     except BaseException:
         encoder.close()
+        writer.abort()
+        if live is not None:
+            live.close()
         raise
     writer.meta.update(
         source_kind=stream.source.kind, mode=stream.mode, queue_size=stream.queue_size, fps=stream.fps
@@ -252,7 +293,21 @@ def run(args: argparse.Namespace) -> int:
                     grid = PatchGrid.for_encoder(encoder, item.frame_hw)
                     writer.meta.update(frame_size_hw=list(item.frame_hw), patch_to_pixel=grid.to_dict())
                 t = item.timing
-                writer.add(index, timestamp, feats.cls, feats.patches, t.wall_time, t.mono_time, t.age_s)
+                if to_mcap:
+                    writer.add(index, timestamp, feats.cls, feats.patches, item.stamp_ns, feats.frame)
+                else:
+                    writer.add(
+                        index,
+                        timestamp,
+                        feats.cls,
+                        feats.patches,
+                        t.wall_time,
+                        t.mono_time,
+                        t.age_s,
+                        item.stamp_ns,
+                    )
+                if live is not None:
+                    live.add(source_stamp(timestamp, item.stamp_ns), feats.frame, feats.patches, t, index)
                 if latency is not None:
                     latency.add(index, t)
                 if sample is not None:
@@ -277,6 +332,8 @@ def run(args: argparse.Namespace) -> int:
         encoder.close()
         if latency is not None:
             latency.close()
+        if live is not None:
+            live.close()
     elapsed = time.perf_counter() - start
     if writer.count:
         written = writer.close(stop_reason=stream.stop_reason, frames_dropped=stream.frames_dropped)
@@ -310,6 +367,9 @@ def run(args: argparse.Namespace) -> int:
         reason = stream.error or "the live source ended"
         print(f"edge-vsd extract: error: {reason}; {line}", file=sys.stderr)
         return 1
+    if isinstance(stream.error, RuntimeInputError):  # a bad bag found mid-way: what came before is kept
+        kept = f"; the {stream.frames_processed} frames before it are in {written}" if written else ""
+        raise RuntimeInputError(f"{stream.error}{kept}")
     if stream.frames_processed == 0:
         raise RuntimeInputError(f"{args.source}: no frame could be processed ({stream.summary()})")
     print(f"extract: {line}", file=sys.stderr)

@@ -4,7 +4,8 @@ any Python iterable of frames.
 Every source yields `Grab`s: the frame number in the source (frames that fail to decode keep their number,
 so gaps show them), a timestamp on the source's clock, and the wall-clock (epoch) and monotonic times at grab.
 
-- files: `timestamp` is the container's presentation time; image folders: index / fps.
+- files: `timestamp` is the container's presentation time; image folders: index / fps; ROS 2 bags: the
+  header stamp (also exact, in integer nanoseconds, as `stamp_ns`).
 - live sources (cameras, URLs, GStreamer) and iterables: `timestamp` is the epoch time at grab (or the
   time an iterable gives with each frame), so it can be matched with the robot's other sensors.
 
@@ -67,6 +68,7 @@ class Grab:
     mono_time: float
     decode_s: float
     frame: np.ndarray
+    stamp_ns: int | None = None  # ROS 2 bags: the header stamp, exact
 
 
 class SourceLost(RuntimeError):
@@ -439,9 +441,11 @@ def open_source(
     fps: float | None = None,
     policy: LivePolicy | None = None,
     color: str = "bgr",
+    topic: str | None = None,
 ) -> FrameSource:
     """A video file, an image folder, a camera index (int or digit string), an RTSP/HTTP URL, a GStreamer
-    pipeline string, or any iterable of frames."""
+    pipeline string, a ROS 2 bag (.mcap, .db3 or bag folder; `topic` or its only image topic), or any
+    iterable of frames."""
     if color not in ("bgr", "rgb"):
         raise RuntimeInputError(f"color must be 'bgr' or 'rgb', got {color!r}")
     if fps is not None and not (fps > 0 and math.isfinite(fps)):
@@ -468,6 +472,14 @@ def open_source(
         pipeline = text.removeprefix("gst:").strip()
         return CaptureSource("gstreamer pipeline", pipeline, "gstreamer", policy, cv2.CAP_GSTREAMER)
     path = Path(text)
+    from edge_vsd.runtimes.bags import is_bag, open_bag_source
+
+    if is_bag(path):
+        if not path.exists():
+            raise RuntimeInputError(f"{path}: no such bag file or folder")
+        return open_bag_source(path, topic)
+    if topic is not None:
+        raise RuntimeInputError(f"{path}: --topic applies to ROS 2 bags (.mcap, .db3, bag folder) only")
     if path.is_dir():
         return FolderSource(path, fps)
     if not path.is_file():

@@ -72,11 +72,13 @@ class FrameTiming:
 
 
 class StreamItem(tuple):
-    """Unpacks as `(frame_index, timestamp, features)`; `.timing` holds the frame's `FrameTiming` and
-    `.frame_hw` the decoded frame's (height, width) (see `edge_vsd.runtimes.geometry.PatchGrid`)."""
+    """Unpacks as `(frame_index, timestamp, features)`; `.timing` holds the frame's `FrameTiming`,
+    `.frame_hw` the decoded frame's (height, width) (see `edge_vsd.runtimes.geometry.PatchGrid`) and
+    `.stamp_ns` a ROS 2 bag's header stamp in integer nanoseconds (None for other sources)."""
 
     timing: FrameTiming
     frame_hw: tuple[int, int]
+    stamp_ns: int | None
 
     def __new__(
         cls,
@@ -85,9 +87,10 @@ class StreamItem(tuple):
         features: Features,
         timing: FrameTiming,
         frame_hw: tuple[int, int],
+        stamp_ns: int | None = None,
     ) -> StreamItem:
         item = super().__new__(cls, (index, timestamp, features))
-        item.timing, item.frame_hw = timing, frame_hw
+        item.timing, item.frame_hw, item.stamp_ns = timing, frame_hw, stamp_ns
         return item
 
     @property
@@ -154,6 +157,7 @@ class FeatureStream:
         reconnect: int | None = 5,
         backoff: float = 0.5,
         pipelined: bool | None = None,
+        topic: str | None = None,
     ) -> None:
         if int(stride) < 1:
             raise RuntimeInputError(f"stride must be >= 1, got {stride}")
@@ -173,7 +177,7 @@ class FeatureStream:
         self.batch_size = batch_size or encoder.static_batch or 4
         self.workers = max(1, workers if workers is not None else default_workers())
         policy = LivePolicy(read_timeout=float(read_timeout), reconnect=reconnect, backoff=float(backoff))
-        self.source: FrameSource = open_source(source, fps, policy, color)
+        self.source: FrameSource = open_source(source, fps, policy, color, topic)
         self.mode = mode or ("latest" if self.source.live else "all")
         self.in_flight = 1  # inferences at once, known once iteration starts
         self.queue_size = int(queue_size or DEFAULT_QUEUE[self.mode])
@@ -372,7 +376,7 @@ class FeatureStream:
             )
             frame = g.frame if self.keep_frames else None
             out = Features(feats.cls[k], feats.patches[k], frame)
-            yield StreamItem(g.index, g.timestamp, out, timing, g.frame.shape[:2])
+            yield StreamItem(g.index, g.timestamp, out, timing, g.frame.shape[:2], g.stamp_ns)
 
     @property
     def lost(self) -> bool:

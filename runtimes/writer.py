@@ -2,8 +2,9 @@
 
 Keys per processed frame: `cls` (N, D) and `patches` (N, h, w, D) (float32, or float16 with
 dtype="float16"), `frame_index` (N,) int64, `timestamp` (N,) float64 s (source clock), `wall_time` (N,)
-epoch s and `mono_time` (N,) monotonic s at grab, `age` (N,) s from grab to output; plus `meta`, a JSON
-string (source, stride, dtype, original frame size, resize rule and the patch-to-pixel mapping).
+epoch s and `mono_time` (N,) monotonic s at grab, `age` (N,) s from grab to output; from a ROS 2 bag also
+`stamp_ns` (N,) int64, the header stamp exact; plus `meta`, a JSON string (source, stride, dtype, original
+frame size, resize rule and the patch-to-pixel mapping).
 
 Rows go straight to disk (raw files of the open shard), so memory does not grow with the shard size. While
 running, the output is the folder `FILE.partial/`: every closed shard (`shard-00000.npz`, ...) is written
@@ -29,8 +30,9 @@ INDEX_NAME = "index.json"
 FEATURE_KEYS = ("cls", "patches")
 ROW_KEYS = ("frame_index", "timestamp", "wall_time", "mono_time", "age")
 KEYS = FEATURE_KEYS + ROW_KEYS
+OPTIONAL_KEYS = ("stamp_ns",)  # only from sources that have it (ROS 2 bags)
 DTYPES = ("float32", "float16")
-_ROW_DTYPES = {"frame_index": np.int64}
+_ROW_DTYPES = {"frame_index": np.int64, "stamp_ns": np.int64}
 
 
 def shard_dir(out: Path) -> Path:
@@ -82,7 +84,7 @@ class _OpenShard:
         """Pack the rows into an .npz (no compression, streamed in chunks), renamed into place."""
         tmp = path.with_name(f".{path.name}.tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for key in KEYS:
+            for key in KEYS + OPTIONAL_KEYS:
                 if key not in self.files:
                     continue
                 f = self.files[key]
@@ -156,23 +158,25 @@ class FeatureWriter:
         wall_time: float = float("nan"),
         mono_time: float = float("nan"),
         age: float = float("nan"),
+        stamp_ns: int | None = None,
     ) -> None:
-        """Append one frame's features and clocks."""
+        """Append one frame's features and clocks (`stamp_ns`: a bag's header stamp, every row or none)."""
         if self._dir is None:
             self._start()
         if self._open is None:
             self._open = _OpenShard(self._dir / f".open-{len(self._shards):05d}", self.dtype)
-        self._open.add(
-            {
-                "cls": cls,
-                "patches": patches,
-                "frame_index": frame_index,
-                "timestamp": timestamp,
-                "wall_time": wall_time,
-                "mono_time": mono_time,
-                "age": age,
-            }
-        )
+        row = {
+            "cls": cls,
+            "patches": patches,
+            "frame_index": frame_index,
+            "timestamp": timestamp,
+            "wall_time": wall_time,
+            "mono_time": mono_time,
+            "age": age,
+        }
+        if stamp_ns is not None:
+            row["stamp_ns"] = stamp_ns
+        self._open.add(row)
         self.count += 1
         if self._open.rows == self.shard_size:
             self._close_shard()

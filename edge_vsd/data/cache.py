@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge_vsd.data.video import CACHE_INDEX, expand_sources, try_decode
+from edge_vsd.data.video import CACHE_INDEX, expand_sources, is_bag, try_decode
 from edge_vsd.errors import InputError
 
 log = logging.getLogger("edge_vsd")
@@ -31,6 +31,10 @@ class CachedVideo:
 
 
 def _fingerprint(path: Path) -> dict:
+    if path.is_dir():  # a bag folder: its files together
+        stats = [p.stat() for p in path.iterdir() if p.is_file()]
+        size, mtime = sum(st.st_size for st in stats), max((st.st_mtime for st in stats), default=0.0)
+        return {"source": str(path.resolve()), "bytes": size, "mtime": mtime}
     st = path.stat()
     return {"source": str(path.resolve()), "bytes": st.st_size, "mtime": st.st_mtime}
 
@@ -40,10 +44,15 @@ def is_cache(path: str | Path) -> bool:
 
 
 def build_cache(
-    sources: Sequence[str | Path], out: str | Path, short_side: int, show_progress: bool = True
+    sources: Sequence[str | Path],
+    out: str | Path,
+    short_side: int,
+    show_progress: bool = True,
+    topic: str | None = None,
 ) -> Path:
     """Decode `sources` into the cache folder `out` (written under a temp name, renamed when complete).
-    An earlier cache in `out` is replaced; anything else there is refused."""
+    An earlier cache in `out` is replaced; anything else there is refused. ROS 2 bags give one cached
+    video per stretch without a stamp gap, from their image topic (`topic`, or the only one)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
@@ -59,6 +68,9 @@ def build_cache(
         entries, skipped, reasons = [], [], []
         bar = tqdm(desc="decoding", unit="frame", disable=not show_progress, dynamic_ncols=True)
         for i, path in enumerate(paths):
+            if is_bag(path):
+                entries += _cache_bag(path, tmp, f"video_{i:04d}", short_side, topic, bar)
+                continue
             video = try_decode(path, short_side, bar)
             if isinstance(video, str):
                 log.warning("skipping %s: %s", path, video)
@@ -83,6 +95,8 @@ def build_cache(
             more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
             raise InputError(f"no usable video: {'; '.join(reasons[:3])}{more}")
         index = {"version": CACHE_VERSION, "short_side": short_side, "videos": entries, "skipped": skipped}
+        if topic is not None:
+            index["topic"] = topic
         (tmp / INDEX).write_text(json.dumps(index, indent=1))
         if out.exists():
             shutil.rmtree(out)
@@ -91,6 +105,30 @@ def build_cache(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _cache_bag(path: Path, tmp: Path, stem: str, short_side: int, topic: str | None, bar) -> list[dict]:
+    """A bag's segments as cache entries (frames and their header stamps, one .npy each)."""
+    from edge_vsd.data.bag_frames import decode_bag
+
+    entries = []
+    for k, seg in enumerate(decode_bag(path, short_side, topic, bar)):
+        name = f"{stem}_{k:03d}"
+        np.save(tmp / f"{name}.npy", seg.frames)
+        np.save(tmp / f"{name}.stamps.npy", seg.stamps_ns)
+        entries.append(
+            {
+                **_fingerprint(path),
+                "file": f"{name}.npy",
+                "fps": seg.fps,
+                "frames": int(seg.frames.shape[0]),
+                "shape": list(seg.frames.shape[1:]),
+                "topic": seg.topic,
+                "segment": k,
+                "stamps": f"{name}.stamps.npy",
+            }
+        )
+    return entries
 
 
 def _builder() -> str:
@@ -110,15 +148,18 @@ def _remove_stale_builds(out: Path) -> None:
             pass
 
 
-def cache_matches(cache: Path, sources: Sequence[str | Path], short_side: int) -> bool:
-    """True when `cache` was built from exactly these (unchanged) files at this size."""
+def cache_matches(
+    cache: Path, sources: Sequence[str | Path], short_side: int, topic: str | None = None
+) -> bool:
+    """True when `cache` was built from exactly these (unchanged) files at this size (and bag topic)."""
     try:
         index = json.loads((cache / INDEX).read_text())
         want = {tuple(_fingerprint(p).values()) for p in expand_sources(sources)}
     except (OSError, ValueError, KeyError):
         return False
     have = {(e["source"], e["bytes"], e["mtime"]) for e in index["videos"] + index.get("skipped", [])}
-    return index.get("short_side") == short_side and have == want
+    same_topic = index.get("topic") == topic
+    return index.get("short_side") == short_side and have == want and same_topic
 
 
 def stored_short_side(cache: str | Path) -> int | None:

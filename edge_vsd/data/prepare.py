@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from edge_vsd.checks import check_img_size, check_writable_dir
 from edge_vsd.data.cache import build_cache, open_cache
+from edge_vsd.data.video import CACHE_INDEX
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=16,
         help="the patch size train will use; --img-size must be a multiple of it, as in train (default 16)",
     )
+    p.add_argument(
+        "--topic", help="ROS 2 bags: the image topic (default: the bag's only Image/CompressedImage topic)"
+    )
     p.add_argument("--out", required=True, help="cache folder to write")
 
 
@@ -35,9 +40,12 @@ def cache_short_side(img_size: int) -> int:
 def run(args: argparse.Namespace) -> int:
     check_img_size(args.img_size, args.patch_size)
     check_writable_dir(Path(args.out), "--out")
-    out = build_cache(args.videos, args.out, cache_short_side(args.img_size))
-    for v in open_cache(out):
+    out = build_cache(args.videos, args.out, cache_short_side(args.img_size), topic=args.topic)
+    entries = json.loads((out / CACHE_INDEX).read_text())["videos"]
+    for v, entry in zip(open_cache(out), entries):
         name = _as_given(v.source)
+        if "segment" in entry:  # a ROS 2 bag: one cached video per stretch between stamp gaps
+            name += f" {entry['topic']} (segment {entry['segment'] + 1})"
         print(f"{name}: {v.frames.shape[0]} frames {v.frames.shape[2]}x{v.frames.shape[1]} @ {v.fps:g} fps")
     print(f"cache written to {out}")
     return 0

@@ -15,24 +15,33 @@ from edge_vsd.errors import InputError
 
 log = logging.getLogger("edge_vsd")
 VIDEO_EXTS = {".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+BAG_EXTS = {".mcap", ".db3"}  # ROS 2 bags, read by edge_vsd.data.bag_frames
 CACHE_INDEX = "index.json"  # what makes a folder a frame cache (edge_vsd.data.cache)
 
 
+def is_bag(path: Path) -> bool:
+    """A ROS 2 bag: an .mcap or .db3 file, or a folder with rosbag2's metadata.yaml."""
+    return path.suffix.lower() in BAG_EXTS or (path.is_dir() and (path / "metadata.yaml").is_file())
+
+
 def expand_sources(specs: Sequence[str | Path]) -> list[Path]:
-    """Files, folders (their videos, sorted) and glob patterns -> a list of video paths."""
+    """Files, folders (their videos and bags, sorted), bag folders and glob patterns -> a list of paths."""
     out: list[Path] = []
     for spec in specs:
         spec = str(spec)
         p = Path(spec)
-        if p.is_dir():
+        if p.is_dir() and is_bag(p):
+            out.append(p)
+        elif p.is_dir():
             if (p / CACHE_INDEX).is_file():
                 raise InputError(
                     f"{p}: a frame cache, which cannot be mixed with video files or other caches; pass it "
                     "alone (one --video), or prepare one cache from all the videos"
                 )
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_EXTS)
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_EXTS | BAG_EXTS)
             if not found:
-                raise InputError(f"{p}: folder holds no video files ({', '.join(sorted(VIDEO_EXTS))})")
+                exts = ", ".join(sorted(VIDEO_EXTS | BAG_EXTS))
+                raise InputError(f"{p}: folder holds no video files or bags ({exts})")
             out += found
         elif p.exists():
             out.append(p)
