@@ -147,3 +147,28 @@ def test_storage_tokens_exported_as_documented_and_rope_as_constants(tmp_path, s
         )
         == 0
     )
+
+
+def test_fine_tune_from_a_dinov3_folder_and_compare_with_the_start(tmp_path, synthetic_video, capsys):
+    """`train --init` a DINOv3 folder (patch 16, RoPE, storage tokens): 20 steps; the checkpoint keeps the
+    format's parts and reloads as DINOv3; `eval` scores it beside its start."""
+    from edge_vsd.cli import main
+
+    hf_model().save_pretrained(tmp_path / "hf")
+    run = tmp_path / "ft"
+    args = ["train", "--init", str(tmp_path / "hf"), "--out", str(run), "--steps", "20", "--batch-size", "4"]
+    video = ["--video", str(synthetic_video)]
+    assert main([*args, "--img-size", "64", "--out-dim", "64", "--delta", "5", *video]) == 0
+    enc = load_encoder(run / "checkpoint.pt")
+    c = enc.cfg
+    assert c.rope and c.registers == 4 and not c.k_bias and c.norm_eps == 1e-5 and c.patch_size == 16
+    start = load_encoder(tmp_path / "hf")
+    assert torch.equal(enc.rope_embed.periods, start.rope_embed.periods)  # buffers, not trained
+    assert torch.equal(enc.blocks[0].attn.qkv.bias_mask, start.blocks[0].attn.qkv.bias_mask)
+    assert not torch.equal(enc.blocks[0].attn.qkv.weight, start.blocks[0].attn.qkv.weight)
+    capsys.readouterr()
+    models = [str(run / "checkpoint.pt"), str(tmp_path / "hf")]
+    report = ["--report", str(tmp_path / "r"), "--no-floors"]
+    assert main(["eval", *models, "--data", str(synthetic_video), *report]) == 0
+    out = capsys.readouterr().out
+    assert "| checkpoint.pt | checkpoint |" in out and "| hf | checkpoint |" in out
