@@ -119,6 +119,7 @@ def test_torch_hub_file_loads_to_the_same_outputs(tmp_path, gated):
         assert_matches(enc, model, size)
 
 
+@pytest.mark.slow
 def test_storage_tokens_exported_as_documented_and_rope_as_constants(tmp_path, synthetic_video):
     """Jetson INT8 at a size other than the config's: the RoPE tables are constants (no Resize, Tile, If,
     Sin or Cos), the INT8 gate passes, `lint-trt` finds nothing, the manifest names the 4 storage tokens
@@ -149,6 +150,7 @@ def test_storage_tokens_exported_as_documented_and_rope_as_constants(tmp_path, s
     )
 
 
+@pytest.mark.slow
 def test_fine_tune_from_a_dinov3_folder_and_compare_with_the_start(tmp_path, synthetic_video, capsys):
     """`train --init` a DINOv3 folder (patch 16, RoPE, storage tokens): 20 steps; the checkpoint keeps the
     format's parts and reloads as DINOv3; `eval` scores it beside its start."""
@@ -172,3 +174,31 @@ def test_fine_tune_from_a_dinov3_folder_and_compare_with_the_start(tmp_path, syn
     assert main(["eval", *models, "--data", str(synthetic_video), *report]) == 0
     out = capsys.readouterr().out
     assert "| checkpoint.pt | checkpoint |" in out and "| hf | checkpoint |" in out
+
+
+@pytest.mark.slow
+def test_cpu_int8_export_passes_its_gate_through_the_runtime(tmp_path, synthetic_video):
+    """`export --target cpu --int8` of a DINOv3 folder: the CPU candidates are gated against fp32 and the
+    chosen one, loaded through edge_vsd.runtimes, matches PyTorch."""
+    from edge_vsd.export.pipeline import ExportConfig, export_artifact
+
+    hf_model().save_pretrained(tmp_path / "hf")
+    cfg = ExportConfig(
+        checkpoint=str(tmp_path / "hf"),
+        target="cpu",
+        int8=True,
+        calib=[str(synthetic_video)],
+        img_size=(64, 96),
+        out=str(tmp_path / "cpu"),
+        calib_frames=16,
+        heldout_frames=8,
+        latency_runs=3,
+        quiet=True,
+    )
+    manifest = json.loads((export_artifact(cfg) / "manifest.json").read_text())
+    rec = manifest["cpu_int8"]
+    chosen = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])
+    assert chosen["passed_gate"] and chosen["name"] != "fp32_reference"
+    assert manifest["model"]["registers"] == 4 and manifest["outputs"]["patches"]["shape"][1:] == [4, 6, 128]
+    for key in ("cls_cosine", "patch_cosine"):
+        assert chosen["fidelity"][key] >= 0.99 and manifest["parity"]["runtime_vs_torch"][key] >= 0.99
