@@ -318,7 +318,9 @@ class VisionTransformer(nn.Module):
         else:
             pos = self.pos_embed.detach()
             new = resize_pos_embed(pos[:, 1:], self.grid, grid, self.cfg.pos_resize)
-            out.pos_embed = nn.Parameter(torch.cat([pos[:, :1], new], 1), requires_grad=pos.requires_grad)
+            out.pos_embed = nn.Parameter(
+                torch.cat([pos[:, :1], new], 1), requires_grad=self.pos_embed.requires_grad
+            )
         out.cfg = replace(self.cfg, img_size=tuple(size))
         out.grid = grid
         return out
