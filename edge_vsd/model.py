@@ -253,7 +253,6 @@ class VisionTransformer(nn.Module):
             self.rope_embed = RopeEmbed(cfg.embed_dim // cfg.num_heads, cfg.rope_base)
         else:
             self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.embed_dim))
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if cfg.registers:
             self.register_tokens = nn.Parameter(torch.zeros(1, cfg.registers, cfg.embed_dim))
         rates = [drop_path_rate * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # stochastic depth
@@ -263,6 +262,8 @@ class VisionTransformer(nn.Module):
             for r in rates
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        if not cfg.rope:  # initialised here, after the blocks: a seed gives the weights it always gave
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_weights)
 
