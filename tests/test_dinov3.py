@@ -62,6 +62,27 @@ def test_hugging_face_folder_matches_the_reference_at_several_sizes(tmp_path, ga
         assert_matches(enc, model, size)
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"layer_norm_eps": 1e-6}, "layer_norm_eps 1e-06; edge-vsd's ViT uses 1e-05 for a dinov3_vit model"),
+        ({"hidden_act": "relu"}, "hidden_act 'relu'; edge-vsd's ViT computes gelu"),
+        ({"query_bias": False}, "query_bias, value_bias, proj_bias, mlp_bias true are what"),
+    ],
+)
+def test_folder_with_settings_the_vit_lacks_fails_in_one_line(tmp_path, capsys, change, message):
+    from edge_vsd.cli import main
+
+    hf_model().save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config | change))
+    out = tmp_path / "art"
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "hf"), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(tmp_path / "hf") in err and "\n" not in err and not out.exists()
+
+
 def test_rope_augmentation_is_train_time_only_and_never_ours(tmp_path):
     """The reference jitters RoPE coordinates (pos_embed_rescale) in train mode; edge-vsd never does, so
     a backbone fine-tuned from DINOv3 sees the coordinates it is exported with."""
