@@ -60,7 +60,7 @@ def folder_not_checkpoint(path: Path, flag: str = "") -> InputError:
     what = "an exported artifact folder" if (path / "manifest.json").is_file() else "a folder"
     return InputError(
         f"{path}: {what}, not a checkpoint file{f' ({flag})' if flag else ''}; expected a training run's "
-        "checkpoint.pt, a DINO/DoRA/DINOv2 .pth or a Hugging Face DINOv2 folder (config.json, "
+        "checkpoint.pt, a DINO/DoRA/DINOv2/DINOv3 .pth or a Hugging Face DINOv2/DINOv3 folder (config.json, "
         "model.safetensors)"
     )
 
@@ -106,11 +106,9 @@ def _short(exc: Exception) -> str:
 TRAINING_ONLY = ("head.", "patch_head.", "predictor.", "mask_token", "dino_head.", "ibot_head.")
 # Keys that name parts of another architecture: what their presence says about the file
 FOREIGN_PARTS = {
-    r"^reg_token$": "timm's register token",
-    r"^storage_tokens$": "DINOv3's storage tokens",
-    r"^rope_embed\.": "rotary position embeddings",
-    r"\.mlp\.w12\.|\.mlp\.w3\.": "a SwiGLU MLP (DINOv2 giant)",
+    r"^(local_)?cls_norm\.": "DINOv3 7B's separate CLS norms",
 }
+ROPE_SIZE = (224, 224)  # the default size of a RoPE (DINOv3) model, which stores no grid: the hub's
 
 
 def split_state_dict(
@@ -152,8 +150,10 @@ def infer_config(
 ) -> ViTConfig:
     """Architecture from the tensors: width from cls_token, depth from blocks, patch from the kernel,
     grid from pos_embed (square unless `img_size` says otherwise), heads = width / 64, DINOv2's registers
-    and LayerScale where present. `pos_resize` (else inferred, see POS_RESIZE): how the grid resamples."""
-    required = ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight"]
+    and LayerScale where present. `pos_resize` (else inferred, see POS_RESIZE): how the grid resamples.
+    DINOv3 (RoPE periods): heads from the periods, LayerNorm eps 1e-5, a masked k bias, no grid."""
+    rope = "rope_embed.periods" in sd
+    required = ["cls_token", *([] if rope else ["pos_embed"]), "patch_embed.proj.weight", "norm.weight"]
     missing = [k for k in required if k not in sd]
     if missing:
         raise InputError(f"missing backbone weights {', '.join(missing)} (not a ViT checkpoint?)")
@@ -162,27 +162,38 @@ def infer_config(
     if depth == 0:
         raise InputError("no transformer blocks (blocks.N.*) in the checkpoint")
     patch = sd["patch_embed.proj.weight"].shape[-1]
-    n = sd["pos_embed"].shape[1] - 1
+    n = 0 if rope else sd["pos_embed"].shape[1] - 1
+    if img_size is None and rope:
+        img_size = ROPE_SIZE
     if img_size is None:
         side = math.isqrt(n)
         if side * side != n:
             raise InputError(f"pos_embed has {n} patch positions, not a square grid; pass the image size")
         img_size = (side * patch, side * patch)
-    mlp_ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / dim if "blocks.0.mlp.fc1.weight" in sd else 4.0
+    swiglu = "blocks.0.mlp.w12.weight" in sd
+    hidden = sd.get("blocks.0.mlp.w3.weight" if swiglu else "blocks.0.mlp.fc1.weight")
+    mlp_ratio = (hidden.shape[1] if swiglu else hidden.shape[0]) / dim if hidden is not None else 4.0
     registers = int(sd["register_tokens"].shape[1]) if "register_tokens" in sd else 0
     layer_scale = "blocks.0.ls1.gamma" in sd
-    if pos_resize is None:  # DINOv2 (LayerScale) hub files: the register models antialias, the others offset
+    if rope:  # RoPE (DINOv3) resamples nothing: its coordinates span [-1, 1] at every size
+        pos_resize = "bicubic"
+    elif pos_resize is None:  # DINOv2 (LayerScale) hub files: register models antialias, others offset
         pos_resize = "bicubic-antialias" if registers else "bicubic-offset" if layer_scale else "bicubic"
+    heads = dim // (4 * sd["rope_embed.periods"].numel()) if rope else max(1, dim // 64)
     return ViTConfig(
         embed_dim=dim,
         depth=depth,
-        num_heads=max(1, dim // 64),
+        num_heads=max(1, heads),
         patch_size=patch,
         img_size=(int(img_size[0]), int(img_size[1])),
         mlp_ratio=mlp_ratio,
         registers=registers,
         layer_scale=layer_scale,
         pos_resize=pos_resize,
+        norm_eps=1e-5 if rope else 1e-6,
+        k_bias="blocks.0.attn.qkv.bias_mask" not in sd,
+        ffn="swiglu" if swiglu else "mlp",
+        rope=rope,
     )
 
 
@@ -190,15 +201,18 @@ def load_encoder(path: str | Path, which: str = "teacher") -> VisionTransformer:
     """The backbone (teacher by default) of an edge-vsd, DINO or DoRA checkpoint, in eval mode. Strict: a key
     that no part of the ViT takes is an InputError naming it; training-only keys are logged as ignored."""
     from edge_vsd.formats import is_hf_folder, load_hf_folder
+    from edge_vsd.hub_layouts import to_edge_vsd
 
-    pos_resize = None
+    meta: dict[str, Any] = {}
     if is_hf_folder(Path(path)):
-        ckpt, pos_resize = load_hf_folder(Path(path))
+        ckpt, meta = load_hf_folder(Path(path))
     else:
         ckpt = load_checkpoint(path)
     sd, ignored = split_state_dict(ckpt, which)
-    meta = ckpt.get("edge_vsd")
-    meta = meta if isinstance(meta, dict) else {}
+    sd, pos_resize = to_edge_vsd(sd)
+    saved = ckpt.get("edge_vsd")
+    if isinstance(saved, dict):
+        meta = saved
     img_size = tuple(meta["img_size"]) if "img_size" in meta else None
     pos_resize = meta.get("pos_resize", pos_resize)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -26,6 +27,11 @@ class ViTConfig:
     registers: int = 0  # DINOv2 register tokens: after CLS, no position embedding, not in the outputs
     layer_scale: bool = False  # DINOv2 LayerScale: each residual branch scaled per channel (ls1/ls2.gamma)
     pos_resize: str = "bicubic"  # how the position grid is resampled: see POS_RESIZE
+    norm_eps: float = 1e-6  # LayerNorm epsilon: 1e-6 (DINO, DINOv2), 1e-5 (DINOv3)
+    k_bias: bool = True  # False: the key bias is held at zero by a mask (DINOv3's `attn.qkv.bias_mask`)
+    ffn: str = "mlp"  # "mlp" (GELU) or "swiglu" (DINOv2 giant, DINOv3 S+/H+: `mlp.w12`, `mlp.w3`)
+    rope: bool = False  # DINOv3: rotary embeddings on patch tokens instead of a learned position grid
+    rope_base: float = 100.0  # RoPE period base (the periods are stored, `rope_embed.periods`)
 
 
 # How each format resamples its stored position grid to another size (what its reference code does):
@@ -76,24 +82,59 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def swiglu_hidden(dim: int, mlp_ratio: float = 4.0) -> int:
+    """DINOv2's SwiGLU width: two thirds of the MLP's hidden size, rounded up to a multiple of 8."""
+    return (int(dim * mlp_ratio * 2 / 3) + 7) // 8 * 8
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP: w3(silu(a) * b) with a, b the two halves of the fused projection w12."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w12 = nn.Linear(dim, 2 * hidden)
+        self.w3 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(a) * b)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) over the last dimension's halves: the rotation RoPE pairs channels by."""
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention. By default explicit matmuls, which export to the plain MatMul/Softmax graph
     that NNCF and TensorRT handle well. With `fused` set (training turns it on, see `use_fused_attention`)
     it calls `scaled_dot_product_attention` (flash/memory-efficient kernels); an ONNX export always takes
     the explicit path."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, k_bias: bool = True):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3)
+        if not k_bias:  # DINOv3: the k third of the bias multiplied by 0 (its key stays `qkv.bias_mask`)
+            mask = torch.ones(dim * 3)
+            mask[dim : 2 * dim] = 0
+            self.qkv.register_buffer("bias_mask", mask)
         self.proj = nn.Linear(dim, dim)
         self.fused = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """`rope`: (cos, sin) tables of shape (n, head dim) rotating q and k (identity rows for CLS and
+        registers), or None."""
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        mask = getattr(self.qkv, "bias_mask", None)
+        qkv = self.qkv(x) if mask is None else F.linear(x, self.qkv.weight, self.qkv.bias * mask)
+        qkv = qkv.reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # unbind's backward stacks; indexing would zero-fill and add three times
+        if rope is not None:
+            cos, sin = rope
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         if self.fused and not torch.onnx.is_in_onnx_export():
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:
@@ -118,18 +159,22 @@ class Block(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         layer_scale: bool = False,
+        norm_eps: float = 1e-6,
+        k_bias: bool = True,
+        ffn: str = "mlp",
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, k_bias)
         self.ls1 = LayerScale(dim) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        hidden = round(dim * mlp_ratio)  # mlp_ratio is hidden / dim, for SwiGLU too
+        self.mlp = SwiGLU(dim, hidden) if ffn == "swiglu" else Mlp(dim, hidden)
         self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), rope)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -171,6 +216,27 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
+class RopeEmbed(nn.Module):
+    """DINOv3's axial RoPE: per-axis patch-centre coordinates in [-1, 1] of the grid at hand (so any size
+    is native, nothing is resampled), angles 2 pi * coordinate / period for head_dim / 4 periods per axis."""
+
+    def __init__(self, head_dim: int, base: float = 100.0):
+        super().__init__()
+        quarter = head_dim // 4
+        self.register_buffer("periods", base ** (torch.arange(quarter, dtype=torch.float32) * 4 / head_dim))
+
+    def tables(self, grid: tuple[int, int], prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each (prefix + h*w, head_dim) in float32; the first `prefix` rows (CLS, registers)
+        leave their tokens as they are."""
+        dev = self.periods.device
+        ys, xs = ((torch.arange(n, dtype=torch.float32, device=dev) + 0.5) / n * 2 - 1 for n in grid)
+        coords = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
+        angles = (2 * math.pi * coords[:, :, None] / self.periods.float()).flatten(1)  # (h*w, head_dim / 2)
+        angles = torch.cat([angles, angles], dim=-1)
+        ident = angles.new_zeros(prefix, angles.shape[-1])
+        return torch.cat([ident + 1, angles.cos()]), torch.cat([ident, angles.sin()])
+
+
 class VisionTransformer(nn.Module):
     """ViT whose forward returns `Features(cls, patches)` after the final norm."""
 
@@ -183,15 +249,21 @@ class VisionTransformer(nn.Module):
         self.trained_size = cfg.img_size  # `at_size` copies keep the size the grid was trained at
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.embed_dim))
+        if cfg.rope:
+            self.rope_embed = RopeEmbed(cfg.embed_dim // cfg.num_heads, cfg.rope_base)
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.embed_dim))
         if cfg.registers:
             self.register_tokens = nn.Parameter(torch.zeros(1, cfg.registers, cfg.embed_dim))
         rates = [drop_path_rate * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # stochastic depth
+        d = cfg.embed_dim
         self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, r, cfg.layer_scale) for r in rates
+            Block(d, cfg.num_heads, cfg.mlp_ratio, r, cfg.layer_scale, cfg.norm_eps, cfg.k_bias, cfg.ffn)
+            for r in rates
         )
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        if not cfg.rope:  # initialised here, after the blocks: a seed gives the weights it always gave
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_weights)
 
@@ -199,36 +271,57 @@ class VisionTransformer(nn.Module):
     def arch(self) -> str:
         return arch_name(self.cfg.embed_dim, self.cfg.depth)
 
-    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Normalised tokens (B, 1 + h*w, D) (registers dropped) and the patch grid (h, w)."""
+    def all_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Normalised tokens (B, 1 + registers + h*w, D): CLS, registers, patches; and the grid (h, w)."""
         b, _, H, W = x.shape
         if H % self.patch_size or W % self.patch_size:
             raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {self.patch_size}")
         grid = (H // self.patch_size, W // self.patch_size)
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        pos = self.pos_embed
-        pos = torch.cat(
-            [pos[:, :1], resize_pos_embed(pos[:, 1:], self.grid, grid, self.cfg.pos_resize)], dim=1
-        )
-        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + pos
+        x = torch.cat([self.cls_token.expand(b, -1, -1), self.patch_embed(x).flatten(2).transpose(1, 2)], 1)
+        if not self.cfg.rope:
+            pos = self.pos_embed
+            x = x + torch.cat(
+                [pos[:, :1], resize_pos_embed(pos[:, 1:], self.grid, grid, self.cfg.pos_resize)], dim=1
+            )
         r = self.cfg.registers
         if r:
             x = torch.cat([x[:, :1], self.register_tokens.expand(b, -1, -1), x[:, 1:]], dim=1)
+        rope = self._rope_tables(grid) if self.cfg.rope else None
         for blk in self.blocks:
-            x = blk(x)
-        x = self.norm(x)
+            x = blk(x, rope)
+        return self.norm(x), grid
+
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Normalised tokens (B, 1 + h*w, D) (registers dropped) and the patch grid (h, w)."""
+        x, grid = self.all_tokens(x)
+        r = self.cfg.registers
         return (torch.cat([x[:, :1], x[:, 1 + r :]], dim=1) if r else x), grid
 
+    def _rope_tables(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The RoPE (cos, sin) for `grid`: the constants `at_size` stored where they fit, else computed."""
+        cos = getattr(self, "rope_cos", None)
+        n = 1 + self.cfg.registers + grid[0] * grid[1]
+        if cos is not None and grid == self.grid and cos.shape[0] == n:
+            return cos, self.rope_sin
+        return self.rope_embed.tables(grid, 1 + self.cfg.registers)
+
     def at_size(self, size: tuple[int, int]) -> VisionTransformer:
-        """A copy whose stored position grid is resampled once (in its own mode) for `size`, so an export
-        at that size holds a constant and no Resize node."""
+        """A copy whose stored position grid is resampled once (in its own mode) for `size`, or whose RoPE
+        tables are computed once for it, so an export at that size holds constants and no Resize node."""
         import copy
 
         out = copy.deepcopy(self)
         grid = (size[0] // self.patch_size, size[1] // self.patch_size)
-        pos = self.pos_embed.detach()
-        new = torch.cat([pos[:, :1], resize_pos_embed(pos[:, 1:], self.grid, grid, self.cfg.pos_resize)], 1)
-        out.pos_embed = nn.Parameter(new, requires_grad=self.pos_embed.requires_grad)
+        if self.cfg.rope:  # the (cos, sin) tables of this grid, computed once: constants in an export
+            cos, sin = self.rope_embed.tables(grid, 1 + self.cfg.registers)
+            out.register_buffer("rope_cos", cos, persistent=False)
+            out.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            pos = self.pos_embed.detach()
+            new = resize_pos_embed(pos[:, 1:], self.grid, grid, self.cfg.pos_resize)
+            out.pos_embed = nn.Parameter(
+                torch.cat([pos[:, :1], new], 1), requires_grad=self.pos_embed.requires_grad
+            )
         out.cfg = replace(self.cfg, img_size=(size[0], size[1]))
         out.grid = grid
         return out

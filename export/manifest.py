@@ -56,7 +56,7 @@ def build_manifest(
             "num_heads": backbone.cfg.num_heads,
             "image_size": [h, w],
             "trained_image_size": list(getattr(backbone, "trained_size", backbone.cfg.img_size)),
-            # DINOv2 register tokens run inside the encoder and are not among the outputs
+            # DINOv2 register tokens (DINOv3 storage tokens) run inside the encoder, not among the outputs
             "registers": int(getattr(backbone.cfg, "registers", 0)),
         },
         "input": {

@@ -140,17 +140,15 @@ def test_unexpected_keys_fail_with_one_line_naming_them(vit, tmp_path):
     message = r"one.pt: unexpected keys blocks.0.extra_scale; nothing was loaded$"
     with pytest.raises(InputError, match=message):
         load_encoder(tmp_path / "one.pt")
-    # DINOv3's torch-hub keys: storage tokens, RoPE periods, a masked k bias (not loadable yet)
-    dinov3 = vit.state_dict() | {"storage_tokens": torch.zeros(1, 4, 384), "mask_token": torch.zeros(1, 384)}
-    dinov3 |= {"rope_embed.periods": torch.ones(16)}
-    dinov3 |= {f"blocks.{i}.attn.qkv.bias_mask": torch.ones(1152) for i in range(12)}
-    torch.save(dinov3, tmp_path / "dinov3_vits16.pth")
+    # DINOv3 7B's untied CLS norms: a part edge-vsd's ViT does not have, named as such
+    untied = vit.state_dict() | {"cls_norm.weight": torch.ones(384), "local_cls_norm.weight": torch.ones(384)}
+    untied |= {f"blocks.{i}.extra.weight": torch.ones(1) for i in range(12)}
+    torch.save(untied, tmp_path / "dinov3_vit7b16.pth")
     with pytest.raises(InputError) as err:
-        load_encoder(tmp_path / "dinov3_vits16.pth")
+        load_encoder(tmp_path / "dinov3_vit7b16.pth")
     text = str(err.value)
-    assert "\n" not in text and "storage_tokens" in text and "rope_embed.periods" in text
-    assert "(+9 more)" in text and "mask_token" not in text
-    assert "DINOv3's storage tokens, rotary position embeddings: not a format edge-vsd loads" in text
+    assert "\n" not in text and "cls_norm.weight" in text and "(+9 more)" in text
+    assert "DINOv3 7B's separate CLS norms: not a format edge-vsd loads" in text
 
 
 def test_training_only_keys_are_reported_as_ignored(vit, tmp_path, caplog):

@@ -3,12 +3,14 @@ inferred and match the reference forward (transformers, random weights made offl
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from edge_vsd import load_encoder
-from edge_vsd.model import resize_pos_embed
+from edge_vsd.model import resize_pos_embed, swiglu_hidden
 
 transformers = pytest.importorskip("transformers", reason="transformers is the DINOv2 reference (dev extra)")
 
@@ -17,7 +19,7 @@ SMALL = dict(
 )
 
 
-def hf_model(registers: int, image_size: int = 70):
+def hf_model(registers: int, image_size: int = 70, swiglu: bool = False):
     torch.manual_seed(0)
     if registers:
         cfg = transformers.Dinov2WithRegistersConfig(
@@ -25,7 +27,8 @@ def hf_model(registers: int, image_size: int = 70):
         )
         model = transformers.Dinov2WithRegistersModel(cfg)
     else:
-        model = transformers.Dinov2Model(transformers.Dinov2Config(**SMALL, image_size=image_size))
+        cfg = transformers.Dinov2Config(**SMALL, image_size=image_size, use_swiglu_ffn=swiglu)
+        model = transformers.Dinov2Model(cfg)
     with torch.no_grad():  # LayerScale, tokens and position grid away from their constant inits
         for name, p in model.named_parameters():
             if "lambda1" in name or "token" in name or "position" in name:
@@ -196,3 +199,66 @@ def test_fine_tune_from_a_hugging_face_folder_and_compare_with_the_start(tmp_pat
     bad = ["train", "--init", str(tmp_path / "hf"), "--out", str(tmp_path / "bad"), "--img-size", "64"]
     assert main([*bad, "--video", str(synthetic_video)]) == 2
     assert "patch size 14; --img-size 64 must be a multiple of it" in capsys.readouterr().err
+
+
+def timm_layout(hub: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's names for DINOv2 torch-hub weights, converted as timm converts them: no mask_token; for the
+    register models `reg_token` and no_embed_class (the CLS position folded into cls_token, pos_embed
+    without its CLS slot); the giant's SwiGLU packed as fc1/fc2."""
+    sd = {k: v for k, v in hub.items() if k != "mask_token"}
+    if "register_tokens" in sd:
+        sd["reg_token"] = sd.pop("register_tokens")
+        sd["cls_token"] = sd["cls_token"] + sd["pos_embed"][:, :1]
+        sd["pos_embed"] = sd["pos_embed"][:, 1:]
+    return {
+        re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", k)): v for k, v in sd.items()
+    }
+
+
+def _same_outputs(a, b, sizes) -> None:
+    for size in sizes:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            out_a, out_b = a(x), b(x)
+        assert torch.allclose(out_a.cls, out_b.cls, atol=1e-5), size
+        assert torch.allclose(out_a.patches, out_b.patches, atol=1e-5), size
+
+
+def test_timm_register_names_load_as_the_hub_file_does(tmp_path):
+    """timm's vit_*_reg4_dinov2 layout: reg_token, no_embed_class; resampled as timm does (antialias)."""
+    hub = _hub(hf_model(4))
+    timm = timm_layout(hub)
+    assert "reg_token" in timm and timm["pos_embed"].shape[1] == 25 and "mask_token" not in timm
+    torch.save(hub, tmp_path / "hub.pth")
+    torch.save(timm, tmp_path / "timm.pth")
+    enc = load_encoder(tmp_path / "timm.pth")
+    assert (
+        enc.cfg.registers == 4 and enc.cfg.img_size == (70, 70) and enc.cfg.pos_resize == "bicubic-antialias"
+    )
+    _same_outputs(enc, load_encoder(tmp_path / "hub.pth"), [(70, 70), (98, 84)])
+
+
+def test_swiglu_giant_ffn_matches_the_reference_in_every_layout(tmp_path):
+    """DINOv2 giant's SwiGLU FFN (Dinov2Config.use_swiglu_ffn) at a small width: the Hugging Face folder
+    matches the reference at two sizes; the hub's w12/w3 and timm's packed fc1/fc2 load to the same."""
+    model = hf_model(0, swiglu=True)
+    model.save_pretrained(tmp_path / "hf")
+    enc = load_encoder(tmp_path / "hf")
+    assert enc.cfg.ffn == "swiglu" and enc.blocks[0].mlp.w3.in_features == swiglu_hidden(128, 4.0) == 344
+    for size in ((70, 70), (98, 84)):
+        x = torch.randn(2, 3, *size)
+        cls, patches = reference(model, x, 0)
+        with torch.no_grad():
+            out = enc(x)
+        assert torch.allclose(out.cls, cls, atol=1e-4) and torch.allclose(
+            out.patches.flatten(1, 2), patches, atol=1e-4
+        ), size
+    hub = _hub(model)
+    assert "blocks.0.mlp.w12.weight" in hub and "blocks.1.mlp.w3.bias" in hub
+    torch.save(hub, tmp_path / "dinov2_vitg14_pretrain.pth")
+    torch.save(timm_layout(hub), tmp_path / "timm_giant.pth")
+    assert "blocks.0.mlp.fc1.weight" in timm_layout(hub)
+    for name in ("dinov2_vitg14_pretrain.pth", "timm_giant.pth"):
+        other = load_encoder(tmp_path / name)
+        assert other.cfg.ffn == "swiglu"
+        _same_outputs(other, enc, [(70, 70)])

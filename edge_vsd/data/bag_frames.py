@@ -40,7 +40,8 @@ def decode_bag(
     bag = Bag(path, topic)
     frames, stamps = [], []
     for item in bag.frames():
-        h, w = short_side_size(*item.frame.shape[:2], short_side)
+        fh, fw = item.frame.shape[:2]
+        h, w = short_side_size(fh, fw, short_side)
         small = cv2.resize(item.frame, (w, h), interpolation=cv2.INTER_AREA)
         frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
         stamps.append(item.stamp_ns)
