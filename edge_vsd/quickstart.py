@@ -14,8 +14,9 @@ from edge_vsd.checks import check_writable_dir
 from edge_vsd.data.synthetic import write_video
 from edge_vsd.errors import InputError
 
-# what quickstart's train stage passes (with --schedule fit)
-TRAIN_DEFAULTS: dict[str, Any] = {"delta": 15, "out_dim": 1024}
+# what quickstart's train stage passes (with --schedule fit): the CPU recipe. Without KoLeo the teacher on
+# the embedded video goes uniform (ln K) after warm-up; with it, it does not (docs/learning.md)
+TRAIN_DEFAULTS: dict[str, Any] = {"delta": 15, "out_dim": 1024, "koleo": 1.0}
 # what quickstart writes in --out: --force replaces these and leaves anything else there alone
 OUTPUTS = (
     "run",
@@ -151,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         str(TRAIN_DEFAULTS["delta"]),
         "--out-dim",
         str(TRAIN_DEFAULTS["out_dim"]),
+        "--koleo",
+        str(TRAIN_DEFAULTS["koleo"]),
     ]
     if choose_precision(args, TRAIN_DEFAULTS["out_dim"]):
         train_argv.append("--bf16")

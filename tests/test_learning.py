@@ -177,3 +177,23 @@ def test_batch_spread_is_low_for_one_prototype_and_high_for_diverse_frames():
     diverse = [torch.eye(64)[:16] * 10, torch.eye(64)[16:32] * 10]
     _, stats = VSDLoss(64)(diverse, diverse, None, None, 0.04)
     assert stats["teacher_batch_spread"] > 0.95
+
+
+@pytest.mark.slow
+def test_a_short_run_improves_the_correspondence_probe_over_its_step_0(tmp_path):
+    """The quickstart's recipe (KoLeo on, fit schedule) on its embedded video: 40 steps of 8 pairs at 64 px
+    move held-out warp + lighting correspondence above the random start both nets began from."""
+    from edge_vsd.cli import main
+    from edge_vsd.data.synthetic import write_video
+
+    train_video = write_video(tmp_path / "train.avi", n_frames=300, height=180, width=240, seed=0)
+    heldout = write_video(tmp_path / "heldout.avi", n_frames=90, height=180, width=240, seed=2)
+    run = tmp_path / "run"
+    args = ["train", "--video", str(train_video), "--out", str(run), "--img-size", "64", "--steps", "40"]
+    args += ["--batch-size", "8", "--delta", "15", "--out-dim", "1024", "--koleo", "1"]
+    assert main([*args, "--eval-every", "40", "--eval-data", str(heldout)]) == 0
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    start, end = [r["eval"] for r in rows if "eval" in r]
+    assert start["student"]["corr"] == start["teacher"]["corr"]
+    for net in ("student", "teacher"):
+        assert end[net]["corr"] > start[net]["corr"] + 0.01, (net, start, end)
