@@ -3,6 +3,7 @@ inferred and match the reference forward (transformers, random weights made offl
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -72,6 +73,16 @@ def _hub(model) -> dict[str, torch.Tensor]:
     return sd
 
 
+def reg4_source(tmp_path, source: str):
+    """The same random 4-register DINOv2 as a Hugging Face folder or as a torch-hub file."""
+    model = hf_model(4)
+    if source == "hf":
+        model.save_pretrained(tmp_path / "hf")
+        return tmp_path / "hf"
+    torch.save(_hub(model), tmp_path / "dinov2_vits14_reg4_pretrain.pth")
+    return tmp_path / "dinov2_vits14_reg4_pretrain.pth"
+
+
 @pytest.mark.parametrize("registers", [0, 4])
 def test_torch_hub_file_loads_with_its_own_resampling(tmp_path, registers):
     model = hf_model(registers)
@@ -131,18 +142,19 @@ def test_chunked_training_checkpoint_loads_as_the_full_depth(tmp_path):
     assert torch.allclose(enc(x).cls, reference(model, x, 0)[0], atol=1e-4)
 
 
-def test_register_model_exports_to_jetson_int8_without_resize_and_passes_lint(tmp_path, synthetic_video):
+@pytest.mark.parametrize("source", ["hf", "hub"])
+def test_register_model_exports_to_jetson_int8_without_resize_and_passes_lint(
+    tmp_path, synthetic_video, source
+):
     """Exported at a size other than its grid's: the resampled grid is a constant (no Resize, Tile or If),
     the INT8 gate passes, `lint-trt` finds nothing, and `extract` runs the artifact."""
-    import json
-
     import onnx
 
     from edge_vsd.cli import main
 
-    hf_model(4).save_pretrained(tmp_path / "hf")
+    src = reg4_source(tmp_path, source)
     art = tmp_path / "jetson-int8"
-    args = ["export", str(tmp_path / "hf"), "--target", "jetson", "--int8", "--img-size", "112", "112"]
+    args = ["export", str(src), "--target", "jetson", "--int8", "--img-size", "112", "112"]
     assert (
         main([*args, "--out", str(art), "--calib", str(synthetic_video), "--calib-frames", "16", "--quiet"])
         == 0
@@ -171,14 +183,15 @@ def test_register_model_exports_to_jetson_int8_without_resize_and_passes_lint(tm
     )
 
 
-def test_fine_tune_from_a_hugging_face_folder_and_compare_with_the_start(tmp_path, synthetic_video, capsys):
-    """`train --init` a DINOv2 folder (patch 14, registers): 20 steps, the teacher starts from the same
-    weights, the checkpoint keeps the format's parts, and `eval` scores it beside its start."""
+@pytest.mark.parametrize("source", ["hf", "hub"])
+def test_fine_tune_from_dinov2_and_compare_with_the_start(tmp_path, synthetic_video, capsys, source):
+    """`train --init` a DINOv2 folder or hub file (patch 14, registers): 20 steps, the teacher starts from
+    the same weights, the checkpoint keeps the format's parts, and `eval` scores it beside its start."""
     from edge_vsd.cli import main
 
-    hf_model(4).save_pretrained(tmp_path / "hf")
+    src = reg4_source(tmp_path, source)
     run = tmp_path / "ft"
-    args = ["train", "--init", str(tmp_path / "hf"), "--out", str(run), "--steps", "20", "--batch-size", "4"]
+    args = ["train", "--init", str(src), "--out", str(run), "--steps", "20", "--batch-size", "4"]
     assert (
         main([*args, "--img-size", "56", "--out-dim", "64", "--delta", "5", "--video", str(synthetic_video)])
         == 0
@@ -186,8 +199,10 @@ def test_fine_tune_from_a_hugging_face_folder_and_compare_with_the_start(tmp_pat
     enc = load_encoder(run / "checkpoint.pt")
     assert enc.cfg.registers == 4 and enc.cfg.layer_scale and enc.cfg.pos_resize == "bicubic-antialias"
     assert enc.cfg.patch_size == 14 and enc.cfg.img_size == (56, 56)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["lr"] == 2e-4  # the fine-tuning recipe of --init
     capsys.readouterr()
-    models = [str(run / "checkpoint.pt"), str(tmp_path / "hf")]
+    models = [str(run / "checkpoint.pt"), str(src)]
     assert (
         main(
             ["eval", *models, "--data", str(synthetic_video), "--report", str(tmp_path / "r"), "--no-floors"]
@@ -195,10 +210,41 @@ def test_fine_tune_from_a_hugging_face_folder_and_compare_with_the_start(tmp_pat
         == 0
     )
     out = capsys.readouterr().out
-    assert "| checkpoint.pt | checkpoint |" in out and "| hf | checkpoint |" in out
-    bad = ["train", "--init", str(tmp_path / "hf"), "--out", str(tmp_path / "bad"), "--img-size", "64"]
+    assert "| checkpoint.pt | checkpoint |" in out and f"| {src.name} | checkpoint |" in out
+    bad = ["train", "--init", str(src), "--out", str(tmp_path / "bad"), "--img-size", "64"]
     assert main([*bad, "--video", str(synthetic_video)]) == 2
     assert "patch size 14; --img-size 64 must be a multiple of it" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["hf", "hub"])
+def test_register_model_exports_to_cpu_int8_and_runs_through_extract(tmp_path, synthetic_video, source):
+    """`export --target cpu --int8` of a DINOv2 folder or hub file: the chosen INT8 candidate passed its
+    gate against fp32, and `extract` runs the artifact with the default engine."""
+    import numpy as np
+
+    from edge_vsd.cli import main
+
+    src, art = reg4_source(tmp_path, source), tmp_path / "cpu-int8"
+    args = ["export", str(src), "--target", "cpu", "--int8", "--img-size", "70", "70", "--out", str(art)]
+    assert main([*args, "--calib", str(synthetic_video), "--calib-frames", "16", "--quiet"]) == 0
+    rec = json.loads((art / "manifest.json").read_text())["cpu_int8"]
+    chosen = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])
+    assert chosen["passed_gate"] and chosen["name"] != "fp32_reference"
+    out = tmp_path / "f.npz"
+    extract = [
+        "extract",
+        str(synthetic_video),
+        "--artifact",
+        str(art),
+        "--out",
+        str(out),
+        "--max-frames",
+        "4",
+    ]
+    assert main(extract) == 0
+    with np.load(out) as feats:
+        assert feats["cls"].shape == (4, 128) and np.isfinite(feats["cls"]).all()
 
 
 def timm_layout(hub: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

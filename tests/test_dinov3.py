@@ -199,8 +199,8 @@ def test_fine_tune_from_a_dinov3_folder_and_compare_with_the_start(tmp_path, syn
 
 @pytest.mark.slow
 def test_cpu_int8_export_passes_its_gate_through_the_runtime(tmp_path, synthetic_video):
-    """`export --target cpu --int8` of a DINOv3 folder: the CPU candidates are gated against fp32 and the
-    chosen one, loaded through edge_vsd.runtimes, matches PyTorch."""
+    """`export --target cpu --int8` of a DINOv3 folder: the CPU candidates are gated against fp32, the
+    chosen one, loaded through edge_vsd.runtimes, matches PyTorch, and `extract` runs it."""
     from edge_vsd.export.pipeline import ExportConfig, export_artifact
 
     hf_model().save_pretrained(tmp_path / "hf")
@@ -223,3 +223,8 @@ def test_cpu_int8_export_passes_its_gate_through_the_runtime(tmp_path, synthetic
     assert manifest["model"]["registers"] == 4 and manifest["outputs"]["patches"]["shape"][1:] == [4, 6, 128]
     for key in ("cls_cosine", "patch_cosine"):
         assert chosen["fidelity"][key] >= 0.99 and manifest["parity"]["runtime_vs_torch"][key] >= 0.99
+    from edge_vsd.cli import main
+
+    out = tmp_path / "f.npz"
+    extract = ["extract", str(synthetic_video), "--artifact", str(tmp_path / "cpu"), "--out", str(out)]
+    assert main([*extract, "--max-frames", "4"]) == 0 and out.stat().st_size > 0
