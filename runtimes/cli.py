@@ -26,9 +26,9 @@ from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.geometry import PatchGrid
 from edge_vsd.runtimes.manifest import read_manifest
 from edge_vsd.runtimes.pca import EvenSample, PCAVideoWriter, save_png
+from edge_vsd.runtimes.progress import progress
 from edge_vsd.runtimes.stream import MODES, FeatureStream
 from edge_vsd.runtimes.writer import DTYPES, INDEX_NAME, FeatureWriter
-from tqdm import tqdm
 
 DEFAULT_SHARD_SIZE = 2000
 LATENCY_COLUMNS = ("decode_ms", "preprocess_ms", "inference_ms", "total_ms")
@@ -242,9 +242,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with (
             stopper,
-            tqdm(
-                total=stream.expected_frames, unit="frame", desc="extract", disable=None, leave=False
-            ) as bar,
+            progress(total=stream.expected_frames, unit="frame", desc="extract", leave=False) as bar,
         ):
             for item in stream:
                 index, timestamp, feats = item
