@@ -4,6 +4,7 @@ exactly as the artifact's manifest says (edge_vsd.data.preprocess)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class _Source:
 
     def __init__(self, path: Path):
         self.path = path
+        self.images: list[Path] | None
         if path.is_dir():
             self.images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not self.images:
@@ -91,7 +93,7 @@ class _Source:
         return n
 
     def read(
-        self, indices: list[int], size: tuple[int, int], keep_raw: set[int] = frozenset()
+        self, indices: list[int], size: tuple[int, int], keep_raw: Set[int] = frozenset()
     ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         """Frames at `indices` (sorted) resized to the model size, and those in `keep_raw` as decoded;
         unreadable images are skipped. A video that ends before its stated length gets `count` lowered to
