@@ -30,9 +30,15 @@ class PlainLines:
 
 
 class PlainBar(tqdm):
-    """tqdm redrawn only by its own updates: no monitor thread, whose forced redraws come every 10 s."""
+    """tqdm redrawn only by its own updates (no monitor thread, whose forced redraws come every 10 s),
+    with a last line when it closes unless the one before already says as much."""
 
     monitor_interval = 0
+
+    def close(self) -> None:
+        if self.n == self.last_print_n:
+            self.leave = False  # nothing to add: it clears, which writes no line here
+        super().close()
 
 
 def progress(

@@ -50,6 +50,8 @@ def test_lines_come_at_most_once_per_interval():
     lines = out.getvalue().splitlines()
     assert 4 <= len(lines) <= elapsed / every + 2, (elapsed, lines)
     assert all(line.startswith("decoding: ") for line in lines) and lines[-1].startswith("decoding: 50 ")
+    counts = [line.split(" [")[0] for line in lines]
+    assert len(counts) == len(set(counts)), lines  # no line repeats the one before it
 
 
 def test_on_a_terminal_it_is_tqdms_live_bar():
