@@ -58,8 +58,8 @@ def fidelity(
 
 def random_homography(rng: np.random.Generator, h: int, w: int, strength: float = 0.12) -> np.ndarray:
     """A homography that moves each image corner by up to `strength` of the image size."""
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = src + rng.uniform(-strength, strength, (4, 2)).astype(np.float32) * np.float32([w, h])
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    dst = src + rng.uniform(-strength, strength, (4, 2)).astype(np.float32) * np.array([w, h], np.float32)
     return cv2.getPerspectiveTransform(src, dst.astype(np.float32))
 
 
@@ -147,7 +147,8 @@ def correspondence(
     src, warped, hs = homography_pairs(frames, image_size, n, strength, seed, lighting)
     _, fs = encode_all(enc, src, batch)
     _, fw = encode_all(enc, warped, batch)
-    correct = total = 0
+    correct: float = 0
+    total: float = 0
     chance = 0.0
     for a, b, H in zip(fs, fw, hs, strict=True):
         m = match_patches(a, b, H, image_size)

@@ -202,10 +202,11 @@ def score_sequence(
     frames = [i for i in range(1, len(preds) - 1) if gts[i] is not None] or [
         i for i in range(1, len(preds)) if gts[i] is not None
     ]
+    scored = [(preds[i], g) for i in frames if (g := gts[i]) is not None]  # all of `frames`, narrowed
     per_object = {}
     for obj in objects:
-        j = [jaccard(preds[i] == obj, gts[i] == obj) for i in frames]
-        f = [boundary_f(preds[i] == obj, gts[i] == obj, bound_th) for i in frames]
+        j = [jaccard(p == obj, g == obj) for p, g in scored]
+        f = [boundary_f(p == obj, g == obj, bound_th) for p, g in scored]
         per_object[obj] = {"J": float(np.mean(j)) if j else None, "F": float(np.mean(f)) if f else None}
     return per_object
 
@@ -223,6 +224,7 @@ def evaluate_sequence(enc: Encode, seq: Sequence, s: PropagationSettings, batch:
     gts = [read_mask(m) if m is not None else None for m in seq.masks]
     oh, ow = frames.shape[1:3]
     first = gts[0]
+    assert first is not None  # load_davis refuses a sequence without its first mask
     if first.shape != (oh, ow):
         raise RuntimeInputError(f"{seq.masks[0]}: size {first.shape[::-1]} differs from its frame {(ow, oh)}")
     objects = [int(o) for o in np.unique(first) if 0 < o < 255]
@@ -262,8 +264,10 @@ def copy_first_mask(seqs: list[Sequence], s: PropagationSettings) -> dict[str, A
     per_seq = []
     for seq in seqs:
         gts = [read_mask(m) if m is not None else None for m in seq.masks]
-        objects = [int(o) for o in np.unique(gts[0]) if 0 < o < 255]
-        per_object = score_sequence([gts[0]] * len(gts), gts, objects, s.bound_th)
+        first = gts[0]
+        assert first is not None  # load_davis refuses a sequence without its first mask
+        objects = [int(o) for o in np.unique(first) if 0 < o < 255]
+        per_object = score_sequence([first] * len(gts), gts, objects, s.bound_th)
         per_seq.append({"per_object": {str(k): v for k, v in per_object.items()}})
     return summarize(per_seq)
 
@@ -274,13 +278,15 @@ def patch_oracle(seqs: list[Sequence], s: PropagationSettings, patch: int) -> di
     per_seq = []
     for seq in seqs:
         gts = [read_mask(m) if m is not None else None for m in seq.masks]
-        h, w = gts[0].shape
+        first = gts[0]
+        assert first is not None  # load_davis refuses a sequence without its first mask
+        h, w = first.shape
         dh, dw = dino_size(h, w, s.short_side)
         grid = (max(1, dh // patch), max(1, dw // patch))
-        objects = [int(o) for o in np.unique(gts[0]) if 0 < o < 255]
+        objects = [int(o) for o in np.unique(first) if 0 < o < 255]
         n = max(objects, default=0) + 1
         preds = [
-            gts[0] if i == 0 or g is None else upsample_masks(one_hot(grid_ids(g, grid), n), (h, w))
+            first if i == 0 or g is None else upsample_masks(one_hot(grid_ids(g, grid), n), (h, w))
             for i, g in enumerate(gts)
         ]
         per_object = score_sequence(preds, gts, objects, s.bound_th)

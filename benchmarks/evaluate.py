@@ -71,6 +71,8 @@ class EvalConfig:
 class Model:
     """A checkpoint (run in PyTorch at the size each task asks) or an artifact (at its exported size)."""
 
+    encoder: Any  # an artifact's Encoder, a TorchReference or a floor: the calls they share, duck-typed
+
     def __init__(self, spec: str) -> None:
         path = Path(spec)
         hf_folder = (path / "config.json").is_file() and (path / "model.safetensors").is_file()
@@ -118,7 +120,8 @@ class Model:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.encoder.image_size)
+        size = self.encoder.image_size
+        return (size[0], size[1])
 
 
 def knn_patch_probe(
@@ -152,6 +155,7 @@ def knn_patch_probe(
 
 
 def eval_davis(model: Model, cfg: EvalConfig, log) -> dict[str, Any]:
+    assert cfg.davis is not None  # run only when the config names a DAVIS folder
     seqs = load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
     per_seq = []
     for seq in seqs:
@@ -176,6 +180,7 @@ def eval_davis(model: Model, cfg: EvalConfig, log) -> dict[str, Any]:
 
 def eval_seg(model: Model, cfg: EvalConfig, data: SegData | None = None) -> dict[str, Any]:
     if data is None:
+        assert cfg.seg_data is not None  # run only when the config names a probe data set
         data = load_seg_data(cfg.seg_data, cfg.seg_images)
     enc = model.at_size(data.images.shape[1:3])
     size = model.image_size
@@ -230,6 +235,7 @@ def evaluate_model(
         log("  linear probe + kNN (ADE20K layout)")
         out["seg"] = eval_seg(model, cfg, inputs.seg)
     if cfg.data:
+        assert inputs.frames is not None  # loaded with cfg.data
         enc = model.at_size(inputs.frames.shape[1:3])
         out["correspondence"] = correspondence(enc, inputs.frames, model.image_size, lighting=cfg.lighting)
     return out
@@ -265,7 +271,7 @@ FLOOR_METRICS = {  # (task, path to a number) for the mean and spread of the ran
 }
 
 
-def dig(result: dict[str, Any], path: tuple[str, ...]) -> Any:
+def dig(result: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         result = (result or {}).get(key) if isinstance(result, dict) else None
     return result

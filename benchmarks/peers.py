@@ -64,7 +64,7 @@ class PeerPath:
 
     name: str
     engine: str
-    precision: str
+    precision: str | None  # an artifact's manifest says; None where it does not
     input: str
     run: Callable[[], object]
     features: tuple[np.ndarray, np.ndarray]
@@ -164,7 +164,7 @@ def build_paths(
     from edge_vsd.checkpoint import load_encoder
 
     enc = rt.load(artifact, threads=s.threads)
-    size = tuple(enc.image_size)
+    size = (enc.image_size[0], enc.image_size[1])
     frames = load_frames([str(video)], size, s.calib_frames, s.heldout_frames)
     calib_x, held_x = to_tensor(frames.calib), to_tensor(frames.heldout)
     raw = frames.raw_heldout[0] if frames.raw_heldout else frames.heldout[0]
@@ -219,7 +219,7 @@ def build_paths(
             f"{FRAME_WH[0]}x{FRAME_WH[1]} BGR uint8",
             lambda: enc(frame),
             (ours.cls, ours.patches),
-            _from_frame_fidelity(enc, backbone, frames.raw_heldout or frames.heldout, size),
+            _from_frame_fidelity(enc, backbone, frames.raw_heldout or list(frames.heldout), size),
         )
     )
     paths.append(

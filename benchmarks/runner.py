@@ -216,7 +216,7 @@ def bench_one(
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    size = (_manifest_loose(path).get("model") or {}).get("image_size")
+    size: Any = (_manifest_loose(path).get("model") or {}).get("image_size")
     try:
         return int(size[0]), int(size[1])
     except (TypeError, ValueError, IndexError, KeyError):
@@ -230,6 +230,8 @@ class ReferenceFeatures:
 
     def __init__(self, ref: Reference, s: Settings, frames: np.ndarray) -> None:
         self.ref, self.s, self.frames = ref, s, frames
+        assert ref.path is not None  # only kind "none" has no path, and it has no features
+        self.path: Path = ref.path
         self.encoder: Any = ref.encoder
         self.default_size = tuple(ref.encoder.image_size) if ref.encoder is not None else None
         self.cache: dict[tuple[int, int] | None, tuple[np.ndarray, np.ndarray] | None] = {}
@@ -240,7 +242,7 @@ class ReferenceFeatures:
         if self.encoder is None:  # an artifact folder (a checkpoint was loaded by resolve_reference)
             from edge_vsd import runtimes
 
-            self.encoder = runtimes.load(self.ref.path, backend=self.s.backend, threads=self.s.threads)
+            self.encoder = runtimes.load(self.path, backend=self.s.backend, threads=self.s.threads)
         return self.encoder
 
     def at(self, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -264,10 +266,10 @@ class ReferenceFeatures:
                     enc, self.frames, tuple(enc.image_size), s.corr_pairs, s.homography_strength, s.seed
                 )
                 self.corr_acc = corr["corr_acc"]
-            _log(f"[reference] {self.ref.path.name}{where}: features of {len(self.frames)} frames")
+            _log(f"[reference] {self.path.name}{where}: features of {len(self.frames)} frames")
         except Exception as exc:  # noqa: BLE001 - artifacts are still benchmarked, without fidelity numbers
             self.errors.append(_short(exc) + where)
-            _log(f"[reference] {self.ref.path}{where}: failed ({_short(exc)}); no fidelity numbers")
+            _log(f"[reference] {self.path}{where}: failed ({_short(exc)}); no fidelity numbers")
         self.cache[size] = feats
         return feats
 
@@ -307,17 +309,19 @@ def run_benchmark(
     if reference.kind == "artifact" and reference.index is not None:
         i = reference.index
         _log(f"[reference] {names[i]}")
-        rows[i], ref_feats = bench_one(artifacts[i], names[i], s, frames, None, seg_data)
+        row, ref_feats = bench_one(artifacts[i], names[i], s, frames, None, seg_data)
+        rows[i] = row
         ref_info["name"] = names[i]
         ref_size = _image_size(artifacts[i])
         if ref_feats is not None:
-            rows[i]["accuracy"].update(accuracy.fidelity(*ref_feats, *ref_feats))
-            rows[i]["accuracy"]["knn_agreement"] = 1.0
-            ref_info["corr_acc"] = rows[i]["accuracy"]["corr_acc"]
+            row["accuracy"].update(accuracy.fidelity(*ref_feats, *ref_feats))
+            row["accuracy"]["knn_agreement"] = 1.0
+            ref_info["corr_acc"] = row["accuracy"]["corr_acc"]
             checked = True
         else:
-            ref_info["error"] = rows[i]["reason"]
+            ref_info["error"] = row["reason"]
     elif reference.kind != "none":
+        assert reference.path is not None  # every other kind has one
         ref_info["name"] = reference.path.name
         external = ReferenceFeatures(reference, s, frames)
         if reference.kind == "artifact":
@@ -327,12 +331,13 @@ def run_benchmark(
             _log(f"[{i + 1}/{len(artifacts)}] {names[i]}")
             size = _image_size(path)
             feats = external.at(size) if external is not None else ref_feats
-            rows[i], _ = bench_one(path, names[i], s, frames, feats, seg_data)
-            if rows[i]["accuracy"] is not None and feats is None:
-                rows[i]["accuracy"].update(cls_cosine=None, patch_cosine=None, knn_agreement=None)
+            row, _ = bench_one(path, names[i], s, frames, feats, seg_data)
+            rows[i] = row
+            if row["accuracy"] is not None and feats is None:
+                row["accuracy"].update(cls_cosine=None, patch_cosine=None, knn_agreement=None)
             checked = checked or feats is not None
             if feats is not None and ref_size and size and ref_size != size:
-                rows[i]["notes"].append(
+                row["notes"].append(
                     f"reference {ref_info['name']} runs at {ref_size[0]}x{ref_size[1]}, this artifact at "
                     f"{size[0]}x{size[1]}: compared across resolutions"
                 )
@@ -342,8 +347,9 @@ def run_benchmark(
         ref_info["error"] = "; ".join(external.errors) or None
         if reference.kind == "checkpoint":
             ref_info["input_sizes"] = external.sizes()
-    time_artifacts(artifacts, rows, s, frames)
-    ship = verdicts.apply(rows, has_reference=checked)
+    benched = [r for r in rows if r is not None]  # every artifact's row, by now
+    time_artifacts(artifacts, benched, s, frames)
+    ship = verdicts.apply(benched, has_reference=checked)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -356,7 +362,7 @@ def run_benchmark(
         },
         "reference": ref_info,
         "ship": ship,
-        "artifacts": rows,
+        "artifacts": benched,
     }
 
 
@@ -386,13 +392,13 @@ def time_artifacts(
             f"[latency] {len(encoders)} artifacts, {protocol.rounds} rounds of {protocol.iters} calls "
             f"after {protocol.warmup} warm-up, each in its own block"
         )
-        runners = {i: (lambda enc=enc: enc(x)) for i, enc in encoders.items()}
-        for i, t in time_candidates(runners, protocol).items():
+        runners = {str(i): (lambda enc=enc: enc(x)) for i, enc in encoders.items()}
+        for key, t in time_candidates(runners, protocol).items():
             summary = latency.summarize(t.times_ms, s.batch)
             # The protocol's number: median of the rounds' medians (robust to one disturbed block).
             summary["p50_ms"] = t.median_ms
             summary["fps"] = s.batch * 1000.0 / t.median_ms if t.median_ms > 0 else None
-            rows[i]["latency"] = {
+            rows[int(key)]["latency"] = {
                 **summary,
                 "warmup": s.warmup,
                 "round_ms": [round(v, 4) for v in t.round_ms],

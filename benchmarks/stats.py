@@ -28,18 +28,19 @@ def summarize(times_ms: Sequence[float], batch: int = 1) -> dict[str, float | No
     n = len(xs)
     mean = sum(xs) / n
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / n)
-    out = {
+    p50 = percentile(xs, 50)
+    out: dict[str, float | None] = {
         "iters": n,
         "batch": int(batch),
         "mean_ms": mean,
         "std_ms": std,
         "min_ms": min(xs),
         "p10_ms": percentile(xs, 10),
-        "p50_ms": percentile(xs, 50),
+        "p50_ms": p50,
         "p90_ms": percentile(xs, 90),
         "p99_ms": percentile(xs, 99),
         "max_ms": max(xs),
     }
     # Throughput from the median: robust to the odd scheduler hiccup on a loaded board.
-    out["fps"] = batch * 1000.0 / out["p50_ms"] if out["p50_ms"] > 0 else None
+    out["fps"] = batch * 1000.0 / p50 if p50 > 0 else None
     return out

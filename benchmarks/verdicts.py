@@ -10,6 +10,13 @@ def _p50(row: dict[str, Any]) -> float | None:
     return (row.get("latency") or {}).get("p50_ms")
 
 
+def _timed_p50(row: dict[str, Any]) -> float:
+    """The median latency of a row already known to have one."""
+    p50 = _p50(row)
+    assert p50 is not None
+    return p50
+
+
 def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
     ma, mb = a.get("model") or {}, b.get("model") or {}
     return bool(ma.get("arch")) and ma == mb
@@ -26,8 +33,8 @@ def slower_than_fp32(rows: list[dict[str, Any]]) -> dict[str, str]:
         ]
         if not siblings:
             continue
-        fp32 = min(siblings, key=_p50)
-        if _p50(row) > _p50(fp32):
+        fp32 = min(siblings, key=_timed_p50)
+        if _timed_p50(row) > _timed_p50(fp32):
             notes[row["name"]] = (
                 f"INT8 slower than fp32 sibling {fp32['name']} "
                 f"({_p50(row):.2f} vs {_p50(fp32):.2f} ms): do not ship it on this CPU"
@@ -42,7 +49,7 @@ def ship(rows: list[dict[str, Any]], has_reference: bool) -> dict[str, Any] | No
         ok = [r for r in ok if (r.get("accuracy") or {}).get("cls_cosine") is not None]
     if not ok:
         return None
-    best = min(ok, key=_p50)
+    best = min(ok, key=_timed_p50)
     plural = "artifact" if len(ok) == 1 else "artifacts"
     why = (
         f"fastest of {len(ok)} {plural} passing the fidelity gate"

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edge_vsd.checkpoint import save_atomic
@@ -28,6 +27,7 @@ from edge_vsd.errors import InputError
 from edge_vsd.health import DRIFT_EVERY, Health
 from edge_vsd.nets import Nets, build_nets
 from edge_vsd.preflight import check_inputs
+from edge_vsd.progress import progress
 from edge_vsd.run_state import (
     CHECKPOINT,
     load_state,
@@ -146,14 +146,8 @@ def _train(
     )
     batches = DeviceBatches(iter(loader), device)
     stop = min(total, step + stop_after) if stop_after else total
-    bar = tqdm(
-        total=total,
-        initial=step,
-        desc="train",
-        unit="step",
-        disable=not show_progress or rank != 0,
-        dynamic_ncols=True,
-    )
+    shows_bar = show_progress and rank == 0
+    bar = progress(total=total, initial=step, desc="train", unit="step", disable=not shows_bar)
     metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None
     warmup_end = max(int(np.argmax(sched["lr"])), int(np.argmax(sched["teacher_temp"])))
     health = Health(loss_fn.max_entropy, warmup_end, teacher)
@@ -171,7 +165,7 @@ def _train(
         evaluate(0)  # the random start, the row every later one is read against
     signals.defer()
     quiet_bar = contextlib.ExitStack()
-    if show_progress and rank == 0:  # log lines print above the progress bar, not into it
+    if shows_bar:  # log lines print above the progress bar, not into it
         quiet_bar.enter_context(logging_redirect_tqdm())
     try:
         while step < stop and not signals.requested(world, device, step):
@@ -192,7 +186,7 @@ def _train(
             shown: dict[str, str] = {k: f"{stats[k]:.3f}" for k in ("loss", "loss_dense") if k in stats}
             shown["H/lnK"] = f"{stats['teacher_entropy_frac']:.2f}"
             shown["init"] = f"{init_weight:.2f}"  # the teacher's remaining share of its random start
-            bar.set_postfix(shown)
+            bar.set_postfix(shown, refresh=False)  # drawn with the bar's next line, not one per step
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
                 evaluate(step)
             if rank == 0 and (step % cfg.save_every == 0 or step == stop):

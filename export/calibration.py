@@ -4,6 +4,7 @@ exactly as the artifact's manifest says (edge_vsd.data.preprocess)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class _Source:
     def __init__(self, path: Path, topic: str | None = None):
         self.path = path
         self.bag = None
+        self.images: list[Path] | None
         if is_bag(path):  # a ROS 2 bag's image topic: frames are its messages, in order
             from edge_vsd.runtimes.bags import Bag
 
@@ -99,7 +101,7 @@ class _Source:
         return n
 
     def read(
-        self, indices: list[int], size: tuple[int, int], keep_raw: set[int] = frozenset()
+        self, indices: list[int], size: tuple[int, int], keep_raw: Set[int] = frozenset()
     ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         """Frames at `indices` (sorted) resized to the model size, and those in `keep_raw` as decoded;
         unreadable images are skipped. A video that ends before its stated length gets `count` lowered to

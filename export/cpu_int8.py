@@ -4,6 +4,7 @@ dot-product) and the engine, so the artifact carries every graph that passed."""
 
 from __future__ import annotations
 
+import math
 import platform
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -188,4 +189,4 @@ def openvino_available() -> bool:
 def pick(candidates: list[Candidate]) -> Candidate | None:
     """The fastest candidate that passed the gate."""
     ok = [c for c in candidates if c.passed and c.latency_ms is not None]
-    return min(ok, key=lambda c: c.latency_ms) if ok else None
+    return min(ok, key=lambda c: c.latency_ms if c.latency_ms is not None else math.inf) if ok else None

@@ -130,7 +130,7 @@ def config_record(cfg) -> dict:
 def source_records(sources: list[str]) -> list[dict]:
     """Calibration sources as {name, kind, sha256}: a file's digest, or for an image folder the digest of
     its images' names and digests. Never the path, which would leak the export machine's folders."""
-    out = []
+    out: list[dict] = []
     for src in sources:
         path = Path(src)
         if src == "synthetic" and not path.exists():

@@ -27,9 +27,9 @@ from edge_vsd.runtimes.feature_mcap import source_stamp
 from edge_vsd.runtimes.geometry import PatchGrid
 from edge_vsd.runtimes.manifest import read_manifest
 from edge_vsd.runtimes.pca import EvenSample, PCAVideoWriter, save_png
+from edge_vsd.runtimes.progress import progress
 from edge_vsd.runtimes.stream import MODES, FeatureStream
 from edge_vsd.runtimes.writer import DTYPES, INDEX_NAME, FeatureWriter
-from tqdm import tqdm
 
 DEFAULT_SHARD_SIZE = 2000
 DEFAULT_PORT = 8765  # Foxglove's (edge_vsd.runtimes.live_view, imported only with --foxglove)
@@ -283,9 +283,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with (
             stopper,
-            tqdm(
-                total=stream.expected_frames, unit="frame", desc="extract", disable=None, leave=False
-            ) as bar,
+            progress(total=stream.expected_frames, unit="frame", desc="extract", leave=False) as bar,
         ):
             for item in stream:
                 index, timestamp, feats = item

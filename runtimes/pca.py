@@ -130,7 +130,7 @@ class PCAVideoWriter:
         if self._writer is None:
             h, w = image.shape[:2]
             self._size = (w, h)
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise RuntimeInputError(f"{self.path}: OpenCV cannot write an MP4 video here")
         if (image.shape[1], image.shape[0]) != self._size:  # sources can change resolution mid-stream

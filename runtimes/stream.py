@@ -94,7 +94,7 @@ class StreamItem(tuple):
         return item
 
     @property
-    def index(self) -> int:
+    def index(self) -> int:  # type: ignore[override]  # the frame index: the API since items were tuples
         return self[0]
 
     @property

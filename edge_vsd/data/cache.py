@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_vsd.data.video import CACHE_INDEX, expand_sources, is_bag, try_decode
 from edge_vsd.errors import InputError
+from edge_vsd.progress import progress
 
 log = logging.getLogger("edge_vsd")
 INDEX = CACHE_INDEX
@@ -66,7 +66,7 @@ def build_cache(
     tmp.mkdir()
     try:
         entries, skipped, reasons = [], [], []
-        bar = tqdm(desc="decoding", unit="frame", disable=not show_progress, dynamic_ncols=True)
+        bar = progress(desc="decoding", unit="frame", disable=not show_progress)
         for i, path in enumerate(paths):
             if is_bag(path):
                 entries += _cache_bag(path, tmp, f"video_{i:04d}", short_side, topic, bar)
