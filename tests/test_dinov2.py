@@ -222,27 +222,20 @@ def test_register_model_exports_to_cpu_int8_and_runs_through_extract(tmp_path, s
     """`export --target cpu --int8` of a DINOv2 folder or hub file: the chosen INT8 candidate passed its
     gate against fp32, and `extract` runs the artifact with the default engine."""
     import numpy as np
+    from edge_vsd.export.pipeline import ExportConfig, export_artifact
 
     from edge_vsd.cli import main
 
     src, art = reg4_source(tmp_path, source), tmp_path / "cpu-int8"
-    args = ["export", str(src), "--target", "cpu", "--int8", "--img-size", "70", "70", "--out", str(art)]
-    assert main([*args, "--calib", str(synthetic_video), "--calib-frames", "16", "--quiet"]) == 0
-    rec = json.loads((art / "manifest.json").read_text())["cpu_int8"]
+    cfg = ExportConfig(checkpoint=str(src), target="cpu", int8=True, calib=[str(synthetic_video)], quiet=True)
+    cfg.img_size, cfg.out, cfg.calib_frames = (70, 70), str(art), 16
+    cfg.heldout_frames, cfg.latency_runs = 8, 3
+    rec = json.loads((export_artifact(cfg) / "manifest.json").read_text())["cpu_int8"]
     chosen = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])
     assert chosen["passed_gate"] and chosen["name"] != "fp32_reference"
     out = tmp_path / "f.npz"
-    extract = [
-        "extract",
-        str(synthetic_video),
-        "--artifact",
-        str(art),
-        "--out",
-        str(out),
-        "--max-frames",
-        "4",
-    ]
-    assert main(extract) == 0
+    extract = ["extract", str(synthetic_video), "--artifact", str(art), "--out", str(out)]
+    assert main([*extract, "--max-frames", "4"]) == 0
     with np.load(out) as feats:
         assert feats["cls"].shape == (4, 128) and np.isfinite(feats["cls"]).all()
 
