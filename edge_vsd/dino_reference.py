@@ -16,7 +16,8 @@ from edge_vsd.model import Attention, DropPath
 from edge_vsd.nets import Nets, param_groups
 
 
-def _dino_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:
+def _dino_attention(self: Attention, x: torch.Tensor, rope: object = None) -> torch.Tensor:
+    assert rope is None, "DINO's attention has no RoPE"  # only DINOv3 backbones pass tables
     b, n, c = x.shape
     qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]

@@ -5,6 +5,7 @@ bags' one-line errors through the real CLI."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 import subprocess
@@ -69,10 +70,13 @@ def artifact(tmp_path_factory):
     return make_toy_artifact(tmp_path_factory.mktemp("art") / "toy", batch=1, image_size=(48, 64))
 
 
+PROGRESS_LINE = re.compile(r"^[\w ]+: +\d+% ")  # off a terminal the bar writes plain lines; how far it got
+
+
 def _one_line_error(capsys, code: int) -> str:
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    lines = err.splitlines()
+    lines = [line for line in err.splitlines() if not PROGRESS_LINE.match(line)]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
