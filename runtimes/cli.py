@@ -126,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace existing outputs (--out, --pca-*)")
 
 
-def _stream_options(args: argparse.Namespace) -> dict[str, object]:
+def _stream_options(args: argparse.Namespace) -> dict[str, Any]:
     """ONNX Runtime worker threads that spin between calls steal the CPU the decode thread needs."""
     name = auto_backend(read_manifest(args.artifact)) if args.backend == "auto" else args.backend
     return {"spinning": False} if name.startswith("onnxruntime") else {}
@@ -179,7 +179,8 @@ class GracefulStop:
     """First SIGINT/SIGTERM: end the stream after the current batch; a second one interrupts at once."""
 
     def __init__(self, stream: FeatureStream) -> None:
-        self.stream, self.signum = stream, None
+        self.stream = stream
+        self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: object) -> None:

@@ -221,6 +221,7 @@ class CaptureSource(FrameSource):
                 continue
             self._attempts = 0
             if keep:
+                assert frame is not None  # kept frames were retrieved, and a failed retrieve is not ok
                 yield Grab(index, self._timestamp(index, wall), wall, mono, time.monotonic() - mono, frame)
             index += 1
 
@@ -253,7 +254,9 @@ class MJPEGSource(FrameSource):
 
     def _parts(self) -> Iterator[bytes]:
         """JPEG payloads of the current connection until it ends (timeouts raise)."""
-        response, marker = self._response, b"--" + self._boundary.encode()
+        response, boundary = self._response, self._boundary
+        assert response is not None and boundary is not None, "frames() connects before reading parts"
+        marker = b"--" + boundary.encode()
         pending: bytes | None = None  # a boundary line read while looking for the end of a part
         while True:
             line, pending = (pending, None) if pending is not None else (response.readline(), None)
@@ -279,7 +282,7 @@ class MJPEGSource(FrameSource):
                     return
                 yield data
                 continue
-            chunks = []  # no length: the part runs to the next boundary line
+            chunks: list[bytes] = []  # no length: the part runs to the next boundary line
             while True:
                 line = response.readline()
                 if not line:
@@ -433,7 +436,7 @@ class FolderSource(FrameSource):
                 self.unreadable += 1
                 log.warning("%s: unreadable image, skipped", self.files[index])
                 continue
-            yield Grab(index, index / self.fps, wall, mono, time.monotonic() - mono, frame)
+            yield Grab(index, index / (self.fps or FOLDER_FPS), wall, mono, time.monotonic() - mono, frame)
 
 
 def open_source(

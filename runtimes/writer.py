@@ -90,7 +90,8 @@ class _OpenShard:
                 f = self.files[key]
                 f.close()
                 shape, dtype = self.shapes[key]
-                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+                header: dict[str, Any] = {"fortran_order": False}
+                header["descr"] = np.lib.format.dtype_to_descr(dtype)
                 header["shape"] = (self.rows, *shape)
                 with zf.open(f"{key}.npy", "w", force_zip64=True) as member, open(f.name, "rb") as raw:
                     np.lib.format.write_array_header_2_0(member, header)
@@ -164,7 +165,7 @@ class FeatureWriter:
         if self._dir is None:
             self._start()
         if self._open is None:
-            self._open = _OpenShard(self._dir / f".open-{len(self._shards):05d}", self.dtype)
+            self._open = _OpenShard(self._partial() / f".open-{len(self._shards):05d}", self.dtype)
         row = {
             "cls": cls,
             "patches": patches,
@@ -196,7 +197,7 @@ class FeatureWriter:
         if shard is None or shard.rows == 0:
             return
         name = f"shard-{len(self._shards):05d}.npz"
-        shard.save(self._dir / name, json.dumps(self.meta))
+        shard.save(self._partial() / name, json.dumps(self.meta))
         self._shards.append(
             {
                 "file": name,
@@ -205,7 +206,12 @@ class FeatureWriter:
                 "last_frame_index": shard.last,
             }
         )
-        _replace_json(self._dir / INDEX_NAME, self._index(complete=False))
+        _replace_json(self._partial() / INDEX_NAME, self._index(complete=False))
+
+    def _partial(self) -> Path:
+        """The folder being written (set by the first frame)."""
+        assert self._dir is not None, "no frame has been written"
+        return self._dir
 
     def close(self, **extra_meta: Any) -> Path:
         """Finish the open shard and move the output into place; return the .npz path or the folder."""
@@ -214,7 +220,7 @@ class FeatureWriter:
             raise RuntimeInputError(f"{self.out}: no frames were processed, nothing written")
         self.meta.update(extra_meta)
         self._close_shard()
-        partial, self._dir = self._dir, None
+        partial, self._dir = self._partial(), None
         folder = shard_dir(self.out)
         if len(self._shards) == 1:
             os.replace(partial / self._shards[0]["file"], self.out)
