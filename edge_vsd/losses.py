@@ -132,15 +132,18 @@ def koleo(embeddings: torch.Tensor, views: int) -> torch.Tensor:
     """KoLeo regulariser (Sablayrolles et al. 2019, used by DINOv2): minus the mean log distance of each
     L2-normalised embedding to its nearest neighbour within its view's batch. It is large when the features
     of different frames coincide, which is the collapse a low-diversity video drifts into."""
-    terms = []
-    for x in embeddings.float().chunk(views):
-        x = F.normalize(x, dim=-1, eps=1e-8)
-        with torch.no_grad():
-            dots = x @ x.T
-            dots.fill_diagonal_(-2.0)
-            nearest = dots.argmax(dim=1)
-        terms.append(-torch.log((x - x[nearest]).norm(dim=-1) + 1e-8).mean())
-    return torch.stack(terms).mean()
+    return koleo_sets(embeddings.unflatten(0, (views, -1)))
+
+
+def koleo_sets(x: torch.Tensor) -> torch.Tensor:
+    """KoLeo over sets of rows, (S, n, D): each row's nearest neighbour is looked for within its own set.
+    With the patch tokens of each image as a set, it keeps the patches of one frame apart."""
+    x = F.normalize(x.float(), dim=-1, eps=1e-8)
+    with torch.no_grad():
+        dots = x @ x.transpose(1, 2)
+        dots.diagonal(dim1=1, dim2=2).fill_(-2.0)
+        nearest = dots.argmax(dim=2, keepdim=True).expand(-1, -1, x.shape[-1])
+    return -torch.log((x - x.gather(1, nearest)).norm(dim=-1) + 1e-8).mean()
 
 
 def read_stats(loss: torch.Tensor, stats: dict[str, torch.Tensor]) -> dict[str, float]:

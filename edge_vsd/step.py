@@ -12,7 +12,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from edge_vsd.config import TrainConfig
-from edge_vsd.losses import koleo, read_stats
+from edge_vsd.losses import koleo, koleo_sets, read_stats
 from edge_vsd.nets import Nets
 from edge_vsd.schedules import cosine, linear_then_constant, remaining_init_weight
 from edge_vsd.vsd import VSDNet
@@ -91,14 +91,18 @@ def train_step(
             with autocast, record_function("vsd.forward"):
                 with torch.no_grad():
                     t_cls, t_patches = nets.teacher(globals_)
-                s_out = nets.model(globals_, locals_, embed=cfg.koleo > 0)
+                s_out = nets.model(globals_, locals_, embed=cfg.koleo > 0 or cfg.koleo_patches > 0)
                 s_cls, s_patches = s_out[0], s_out[1]
                 temp = float(sched["teacher_temp"][step])
                 loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, temp)
                 total = loss
-                if cfg.koleo > 0:  # reported apart from the loss, which the health checks read against ln K
-                    stats["koleo"] = koleo(s_out[2], 2)
-                    total = loss + cfg.koleo * stats["koleo"]
+                # the KoLeo terms are reported apart from the loss, which the health checks read against ln K
+                if cfg.koleo > 0:
+                    stats["koleo"] = koleo(s_out[2][:, 0], 2)
+                    total = total + cfg.koleo * stats["koleo"]
+                if cfg.koleo_patches > 0:
+                    stats["koleo_patches"] = koleo_sets(s_out[2][:, 1:])
+                    total = total + cfg.koleo_patches * stats["koleo_patches"]
                 values = read_stats(loss, stats)  # the step's one device-to-host synchronisation
                 if not math.isfinite(values["loss"]):
                     raise FloatingPointError(f"loss is {values['loss']} at step {step}; lower --lr")

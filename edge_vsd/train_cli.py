@@ -141,6 +141,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "apart (default 0: off)",
     )
     m.add_argument(
+        "--koleo-patches",
+        type=float,
+        metavar="W",
+        help="weight of a KoLeo term among the patch tokens of each frame, which keeps the patches of one "
+        "frame apart (default 0: off)",
+    )
+    m.add_argument(
         "--clip-mode",
         choices=["per-param", "global"],
         help="gradient clipping at 3.0: per parameter as DINO (default) or of the global norm",
@@ -222,6 +229,7 @@ OPTION_FIELDS = [
     "clip_mode",
     "centering",
     "koleo",
+    "koleo_patches",
     "norm_last_layer",
     "crop_scale",
     "blur_prob",

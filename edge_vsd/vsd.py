@@ -31,7 +31,8 @@ class VSDNet(nn.Module):
     ) -> tuple[Any, ...]:
         """globals_ (B, 2, 3, S, S): frames t and t+delta. Returns CLS logits per view [t, t+delta, locals...]
         and patch logits (B, N, K): the student's prediction of t+delta from t, or the teacher's t+delta
-        (None without the dense term); with `embed`, also the backbone's CLS tokens (2B, D), views stacked."""
+        (None without the dense term); with `embed`, also the backbone's tokens (2B, 1 + N, D), views
+        stacked, for the KoLeo terms."""
         b = globals_.shape[0]
         tokens, grid = self.backbone.tokens(globals_.transpose(0, 1).flatten(0, 1))
         patches = None
@@ -50,7 +51,7 @@ class VSDNet(nn.Module):
             local_tokens, _ = self.backbone.tokens(locals_.transpose(0, 1).flatten(0, 1))
             cls += list(self.head(local_tokens[:, 0]).chunk(n))
         if embed:
-            return cls, patches, tokens[:, 0]
+            return cls, patches, tokens
         return cls, patches
 
 

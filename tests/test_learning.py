@@ -9,7 +9,7 @@ import torch
 
 from edge_vsd.config import TrainConfig
 from edge_vsd.health import COLLAPSE_STREAK, STREAK, Health
-from edge_vsd.losses import koleo
+from edge_vsd.losses import koleo, koleo_sets
 from edge_vsd.step import schedules
 from edge_vsd.train import train
 
@@ -55,6 +55,20 @@ def test_koleo_pushes_collapsed_features_apart():
         moved = near - 1e-4 * near.grad / near.grad.norm()
     assert koleo(torch.cat([moved, moved]), 2) < koleo(torch.cat([near, near]), 2)
 
+
+
+def test_patch_koleo_looks_for_neighbours_within_each_frame_only():
+    torch.manual_seed(0)
+    spread = torch.randn(1, 9, 32)
+    # nine patches that differ within each frame, repeated in four frames: apart, although every patch
+    # has an exact twin in another frame
+    assert koleo_sets(spread.expand(4, -1, -1)) == pytest.approx(koleo_sets(spread).item(), rel=1e-5)
+    flat = (torch.ones(4, 9, 32) + 1e-3 * torch.randn(4, 9, 32)).requires_grad_()  # a flat frame's patches
+    assert koleo_sets(flat) > koleo_sets(spread) + 3
+    koleo_sets(flat).backward()
+    with torch.no_grad():
+        moved = flat - 1e-4 * flat.grad / flat.grad.norm()
+    assert koleo_sets(moved) < koleo_sets(flat)
 
 def _stats(loss, entropy, spread=0.9):
     return {
