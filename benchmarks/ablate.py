@@ -47,6 +47,7 @@ class AblateConfig:
     eval_size: int = 224  # short side of the DAVIS frames; DINO: 480 for models trained at 224
     radius: int = 3  # DINO's 12 patches of 8 px at 480 are 20% of the short side; 3 x 16 px at 224 the same
     max_frames: int = 50
+    config: str | None = None  # JSON/TOML file of TrainConfig fields every arm trains with (the recipe)
 
 
 @dataclass
@@ -63,7 +64,8 @@ def arms(cfg: AblateConfig) -> list[Arm]:
 
 
 def train_config(cfg: AblateConfig, arm: Arm, run_dir: Path):
-    """The arm's TrainConfig: shared data, cache, seed, size and step budget; only the method/delta differ."""
+    """The arm's TrainConfig: shared data, cache, seed, size, step budget and recipe (`config`); only the
+    method/delta differ."""
     from edge_vsd.config import resolve_config
 
     values: dict[str, Any] = {
@@ -87,7 +89,7 @@ def train_config(cfg: AblateConfig, arm: Arm, run_dir: Path):
         values["delta_seconds" if cfg.delta_seconds else "delta"] = (
             float(arm.delta) if cfg.delta_seconds else int(arm.delta)
         )
-    return resolve_config(None, values)
+    return resolve_config(cfg.config, values)
 
 
 def finished_steps(run_dir: Path) -> int:
@@ -318,13 +320,19 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
         )
     settings = asdict(cfg)
     settings["video"] = [Path(v).name for v in cfg.video]
-    for key in ("davis", "seg_data", "init"):
+    for key in ("davis", "seg_data", "init", "config"):
         settings[key] = Path(settings[key]).name if settings[key] else None
+    if cfg.config:
+        from edge_vsd.config import load_config_file
+
+        settings["recipe"] = load_config_file(cfg.config)
     result = {"settings": settings, "arms": table, "eval_settings": doc["settings"]}
     md = "| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER) + "\n"
     md += "".join("| " + " | ".join(row) + " |\n" for row in summary_rows(cfg, table))
     seed_text = f"seed {cfg.seed}" if cfg.seeds == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std)"
     budget = f"{cfg.arch} @ {cfg.img_size} px, {cfg.steps} steps x batch {cfg.batch_size}, {seed_text}"
+    if cfg.config:
+        budget += ", recipe " + ", ".join(f"{k} {v}" for k, v in settings["recipe"].items())
     doc_md = (
         f"# edge-vsd ablation\n\n{budget}; videos: {', '.join(settings['video'])}\n\n{md}\n"
         "![accuracy vs delta](accuracy_vs_delta.png)\n\n![baselines](baselines.png)\n"
@@ -374,6 +382,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--lr", type=float, help="base learning rate per 256 pairs (train's default otherwise)")
     p.add_argument("--out-dim", type=int, help="head prototypes (train's default otherwise)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON/TOML file of train settings every arm uses, e.g. {\"koleo\": 1}; each arm's method, "
+        "delta, seed and the flags above win",
+    )
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])
     p.add_argument("--workers", type=int, default=d.workers, help="data-loading processes (default 0)")
     p.add_argument("--davis", metavar="DIR", help="DAVIS-layout folder for J&F (e.g. from make-data)")
@@ -400,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeInputError(f"--steps {args.steps}: must be at least 1")
     if args.seeds < 1:
         raise RuntimeInputError(f"--seeds {args.seeds}: must be at least 1")
-    for path in (*args.video, args.davis, args.seg_data, args.init):
+    for path in (*args.video, args.davis, args.seg_data, args.init, args.config):
         if path and not Path(path).exists():
             raise RuntimeInputError(f"{path}: no such file or folder")
     cfg = AblateConfig(
@@ -425,6 +439,7 @@ def run(args: argparse.Namespace) -> int:
         eval_size=args.eval_size,
         radius=args.radius,
         max_frames=args.max_frames,
+        config=args.config,
     )
     result = ablate(cfg, log=lambda m: print(m, file=sys.stderr))
     print(result["markdown"], end="")

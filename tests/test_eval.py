@@ -317,7 +317,7 @@ def test_a_failing_arm_surfaces_trains_error(data, tmp_path):
     assert not (tmp_path / "abl" / "runs" / "vsd-d100").exists()
 
 
-def test_ablate_seeds_give_mean_and_spread_and_each_seed(data, tmp_path, capsys):
+def test_ablate_seeds_give_mean_and_spread_and_each_seed_with_a_shared_recipe(data, tmp_path, capsys):
     args = [
         "ablate",
         "--video",
@@ -338,8 +338,14 @@ def test_ablate_seeds_give_mean_and_spread_and_each_seed(data, tmp_path, capsys)
         "--out",
         str(tmp_path / "a"),
     ]
-    assert main(args) == 0
+    recipe = tmp_path / "recipe.json"  # the recipe every arm trains with; the arm's own delta still wins
+    recipe.write_text(json.dumps({"koleo": 0.5, "delta": 7}))
+    assert main([*args, "--config", str(recipe)]) == 0
     result = json.loads((tmp_path / "a" / "ablation.json").read_text())
+    assert result["settings"]["recipe"] == {"koleo": 0.5, "delta": 7}
+    for run in ("vsd-d3", "vsd-d3-s1"):
+        trained = json.loads((tmp_path / "a" / "runs" / run / "config.json").read_text())
+        assert trained["koleo"] == 0.5 and trained["delta"] == 3
     vsd = next(a for a in result["arms"] if a["arm"] == "vsd-d3")
     assert [s["seed"] for s in vsd["seeds"]] == [0, 1]
     assert vsd["JF"] == pytest.approx(np.mean([s["JF"] for s in vsd["seeds"]]))
