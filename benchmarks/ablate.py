@@ -141,9 +141,14 @@ def run_arm(cfg: AblateConfig, arm: Arm, log, run_dir: Path | None = None) -> di
         log(f"{arm.name}: finished ({done} steps), skipped")
     else:
         log(f"{arm.name}: {'resuming at step ' + str(done) if done else 'training'} ({cfg.steps} steps)")
+        evaluator = None
+        if tcfg.eval_every:  # the recipe asks for in-training evaluation: each arm draws its curve
+            from edge_vsd.benchmarks.train_eval import TrainingEval
+
+            evaluator = TrainingEval(tcfg.eval_data or "", tcfg.img_size, tcfg.out)
         start = time.perf_counter()
         try:
-            train(tcfg, resume=done > 0)
+            train(tcfg, resume=done > 0, evaluator=evaluator)
         finally:  # an interrupted session's time still counts
             timing["seconds"] += time.perf_counter() - start
             # a failed new run removes its folder: nothing to record, and the original error must surface
@@ -152,12 +157,14 @@ def run_arm(cfg: AblateConfig, arm: Arm, log, run_dir: Path | None = None) -> di
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines() if r.strip()]
     steps = [r for r in rows if "loss" in r]  # eval rows (--eval-every) carry no loss
     last = steps[-1] if steps else {}
-    return {
+    out = {
         "model": str(run_dir / "checkpoint.pt"),
         "seconds": timing["seconds"],
         "steps": cfg.steps,
         "final": {k: last.get(k) for k in ("loss", "loss_global", "loss_dense", "teacher_entropy")},
     }
+    curve = [{"step": r["step"], **r["eval"]} for r in rows if "eval" in r]  # a recipe with eval_every
+    return out | {"curve": curve} if curve else out
 
 
 def summary_rows(cfg: AblateConfig, table: list[dict[str, Any]]) -> list[list[str]]:
@@ -236,6 +243,33 @@ def plot_baselines(table: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
+def plot_curves(table: list[dict[str, Any]]) -> bytes | None:
+    """The arms' in-training evaluations (a recipe with `eval_every`): each metric of the teacher against
+    the step, mean over seeds, one line per arm; None when no arm has them."""
+    curves = {r["arm"]: [s["curve"] for s in r.get("seeds", [r]) if s.get("curve")] for r in table}
+    curves = {arm: c for arm, c in curves.items() if c}
+    if not curves:
+        return None
+    from edge_vsd.benchmarks.plots import _png, plt
+
+    keys = sorted({k for runs in curves.values() for c in runs for row in c for k in row.get("teacher", {})})
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for arm, runs in curves.items():
+            by_step: dict[int, list[float]] = {}
+            for c in runs:
+                for row in c:
+                    if key in row.get("teacher", {}):
+                        by_step.setdefault(row["step"], []).append(row["teacher"][key])
+            steps = sorted(by_step)
+            ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], "o-", ms=3, label=arm)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"teacher {key}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def _has(table: list[dict[str, Any]], key: str) -> bool:
     return any(r.get(key) is not None for r in table)
 
@@ -301,6 +335,8 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
         row.update({key: v["mean"] for key, v in spread.items()})
         if len(seeds) > 1:
             row["spread"], row["seeds"] = spread, per_seed
+        elif per_seed[0].get("curve"):
+            row["curve"] = per_seed[0]["curve"]
         table.append(row)
     for res in doc["models"][len(runs) :]:  # the floors eval added: raw pixels, random inits, trivial
         d, s = res.get("davis") or {}, res.get("seg") or {}
@@ -343,6 +379,10 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
         "accuracy_vs_delta.png": plot_delta(cfg, table),
         "baselines.png": plot_baselines(table),
     }
+    curves = plot_curves(table)
+    if curves is not None:
+        files["learning_curves.png"] = curves
+        files["ablation.md"] += b"\n![learning curves](learning_curves.png)\n"
     for name, data in files.items():
         write_bytes_atomic(out / name, data)
     result["markdown"] = md

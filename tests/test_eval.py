@@ -339,13 +339,18 @@ def test_ablate_seeds_give_mean_and_spread_and_each_seed_with_a_shared_recipe(da
         str(tmp_path / "a"),
     ]
     recipe = tmp_path / "recipe.json"  # the recipe every arm trains with; the arm's own delta still wins
-    recipe.write_text(json.dumps({"koleo": 0.5, "delta": 7}))
+    recipe.write_text(json.dumps({"koleo": 0.5, "delta": 7, "eval_every": 1, "eval_data": str(data)}))
     assert main([*args, "--config", str(recipe)]) == 0
     result = json.loads((tmp_path / "a" / "ablation.json").read_text())
-    assert result["settings"]["recipe"] == {"koleo": 0.5, "delta": 7}
+    assert result["settings"]["recipe"]["koleo"] == 0.5
     for run in ("vsd-d3", "vsd-d3-s1"):
         trained = json.loads((tmp_path / "a" / "runs" / run / "config.json").read_text())
         assert trained["koleo"] == 0.5 and trained["delta"] == 3
+    vsd = next(a for a in result["arms"] if a["arm"] == "vsd-d3")
+    # the recipe's in-training evaluation: each seed's curve from step 0, drawn as the learning curves
+    assert [[row["step"] for row in s["curve"]] for s in vsd["seeds"]] == [[0, 1, 2]] * 2
+    assert 0 <= vsd["seeds"][0]["curve"][0]["teacher"]["JF"] <= 1
+    assert cv2.imread(str(tmp_path / "a" / "learning_curves.png")) is not None
     vsd = next(a for a in result["arms"] if a["arm"] == "vsd-d3")
     assert [s["seed"] for s in vsd["seeds"]] == [0, 1]
     assert vsd["JF"] == pytest.approx(np.mean([s["JF"] for s in vsd["seeds"]]))
