@@ -127,6 +127,7 @@ class TrainConfig:
     centering: str = "ema"  # teacher centering: ema (DINO) or sinkhorn (DINOv2's Sinkhorn-Knopp per batch)
     koleo: float = 0.0  # weight of the KoLeo term on the student's CLS features (DINOv2 uses 0.1)
     koleo_patches: float = 0.0  # weight of the KoLeo term among the patch tokens of each student frame
+    layer_decay: float = 1.0  # backbone block i trains at lr x layer_decay^(depth - i) (1: off)
     local_crops: int = 0  # DINO local crops per frame for the global term
     local_size: int = 48
     # augmentation (DINO's recipe; see edge_vsd.data.augment.AugmentConfig)
@@ -318,6 +319,8 @@ class TrainConfig:
             raise InputError(f"--dense-weight {self.dense_weight}: must be >= 0")
         if not self.koleo >= 0:
             raise InputError(f"--koleo {self.koleo}: must be >= 0")
+        if not 0 < self.layer_decay <= 1:
+            raise InputError(f"--layer-decay {self.layer_decay}: must be in (0, 1]")
         if not self.koleo_patches >= 0:
             raise InputError(f"--koleo-patches {self.koleo_patches}: must be >= 0")
         if self.dense and self.independent_crops:

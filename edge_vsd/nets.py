@@ -35,14 +35,25 @@ def init_backbone(cfg: TrainConfig):
     return model
 
 
-def param_groups(model: nn.Module) -> list[dict[str, Any]]:
-    """Weight decay on weights only: none on biases and norm parameters (1-D tensors)."""
-    decay: list[torch.Tensor] = []
-    no_decay: list[torch.Tensor] = []
+def param_groups(model: nn.Module, layer_decay: float = 1.0) -> list[dict[str, Any]]:
+    """Weight decay on weights only (none on biases and norm parameters, 1-D tensors). With `layer_decay`
+    below 1, block i of a depth-L backbone trains at lr x decay^(L - i) and the embeddings at decay^(L + 1)
+    (BEiT's layer-wise decay for fine-tuning); the heads, predictor and final norm keep the full lr."""
+    depth = len(getattr(getattr(model, "backbone", None), "blocks", ()))
+    groups: dict[tuple[bool, int], list[torch.Tensor]] = {}
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if not p.requires_grad:
+            continue
+        layer = depth + 1
+        if layer_decay < 1 and name.startswith("backbone.") and not name.startswith("backbone.norm"):
+            parts = name.split(".")
+            layer = int(parts[2]) + 1 if parts[1] == "blocks" else 0
+        groups.setdefault((not (name.endswith(".bias") or p.ndim == 1), layer), []).append(p)
+    return [
+        {"params": ps, "apply_wd": wd, "lr_scale": layer_decay ** (depth + 1 - layer)}
+        | ({} if wd else {"weight_decay": 0.0})
+        for (wd, layer), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
+    ]
 
 
 def adamw(params: list[dict[str, Any]], device: torch.device) -> torch.optim.AdamW:
@@ -76,4 +87,4 @@ def build_nets(
     teacher.eval()
     loss_fn = VSDLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum, cfg.dense_weight, cfg.centering)
     loss_fn = loss_fn.to(device)
-    return student, teacher, loss_fn, adamw(param_groups(student), device)
+    return student, teacher, loss_fn, adamw(param_groups(student, cfg.layer_decay), device)

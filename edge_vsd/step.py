@@ -72,8 +72,8 @@ def train_step(
 ) -> dict[str, float]:
     """One optimizer step over `cfg.accum` micro-batches; EMA and centers move once, at the end."""
     for i, g in enumerate(nets.opt.param_groups):
-        g["lr"] = float(sched["lr"][step])
-        if i == 0:
+        g["lr"] = float(sched["lr"][step]) * g.get("lr_scale", 1.0)
+        if g.get("apply_wd", i == 0):
             g["weight_decay"] = float(sched["wd"][step])
     totals: dict[str, float] = {}
     for micro in range(cfg.accum):

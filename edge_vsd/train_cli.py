@@ -141,6 +141,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "apart (default 0: off)",
     )
     m.add_argument(
+        "--layer-decay",
+        type=float,
+        metavar="D",
+        help="layer-wise lr decay for fine-tuning: backbone block i of L trains at lr x D^(L - i), the "
+        "embeddings at D^(L + 1) (default 1: off)",
+    )
+    m.add_argument(
         "--koleo-patches",
         type=float,
         metavar="W",
@@ -230,6 +237,7 @@ OPTION_FIELDS = [
     "centering",
     "koleo",
     "koleo_patches",
+    "layer_decay",
     "norm_last_layer",
     "crop_scale",
     "blur_prob",

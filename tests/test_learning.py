@@ -45,6 +45,27 @@ def test_init_gets_the_fine_tuning_recipe():
     assert TrainConfig(init="dinov2.pth", schedule="dino").resolve_schedule(1000).lr == 5e-4
 
 
+
+def test_layer_decay_scales_each_blocks_lr_and_leaves_the_heads_at_full_lr():
+    from edge_vsd.model import build_vit
+    from edge_vsd.nets import param_groups
+    from edge_vsd.vsd import build_vsd
+
+    net = build_vsd(build_vit("vit_tiny", 32), 64, 32, 16, False, 1)
+    depth = len(net.backbone.blocks)
+    assert [g["lr_scale"] for g in param_groups(net)] == [1.0, 1.0]  # off: one decayed, one plain group
+    scale = {id(p): g["lr_scale"] for g in param_groups(net, 0.5) for p in g["params"]}
+    params = dict(net.named_parameters())
+    assert scale[id(params["backbone.blocks.11.attn.qkv.weight"])] == 0.5
+    assert scale[id(params["backbone.blocks.0.mlp.fc1.bias"])] == 0.5**depth
+    assert scale[id(params["backbone.patch_embed.proj.weight"])] == 0.5 ** (depth + 1)
+    for name in ("backbone.norm.weight", "head.last_layer", "predictor.pos_embed"):
+        matches = [scale[id(p)] for n, p in params.items() if n.startswith(name) and p.requires_grad]
+        assert matches and set(matches) == {1.0}, name
+    decayed = {id(p) for g in param_groups(net, 0.5) if g["apply_wd"] for p in g["params"]}
+    assert id(params["backbone.blocks.3.attn.qkv.weight"]) in decayed
+    assert id(params["backbone.blocks.3.attn.qkv.bias"]) not in decayed
+
 def test_koleo_pushes_collapsed_features_apart():
     torch.manual_seed(0)
     near = (torch.ones(16, 32) + 1e-3 * torch.randn(16, 32)).requires_grad_()
