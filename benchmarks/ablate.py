@@ -425,7 +425,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         metavar="FILE",
-        help="JSON/TOML file of train settings every arm uses, e.g. {\"koleo\": 1}; each arm's method, "
+        help='JSON/TOML file of train settings every arm uses, e.g. {"koleo": 1}; each arm\'s method, '
         "delta, seed and the flags above win",
     )
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])

@@ -137,6 +137,11 @@ def _probe_value(model: dict[str, Any]) -> tuple[float, float | None, int]:
     return model["correspondence"]["corr_acc"], None, 1
 
 
+def _arm_std(arm: dict[str, Any], key: str) -> float | None:
+    """The seed spread of one ablation row's metric, None for a single seed."""
+    return ((arm.get("spread") or {}).get(key) or {}).get("std")
+
+
 def _verdict(value: float, floor: float, std: float | None) -> tuple[bool | None, str]:
     """(beats the random-init floor? None where no spread was measured, words): beyond 2 std of the seeds."""
     diff = value - floor
@@ -184,23 +189,38 @@ def quality_rows(link: str) -> list[tuple[bool | None, float, list[str]]]:
             continue
         s = data["settings"]
         trained = [a for a in data["arms"] if a["method"] == "vsd"]
-        best = max(trained, key=lambda a: a["JF"])
-        ok, words = _verdict(best["JF"], arms["init"]["JF"], None)
-        vs = f"random init {arms['init']['JF']:.3f}"
-        if "dino" in arms:
-            vs += f", DINO {arms['dino']['JF']:.3f}"
-        date, machine = _provenance(rel, data)
-        name = (
-            f"ablation, best VSD arm (Δ {best['delta']:g}) of {len(trained)}, "
-            f"{s['steps']} x {s['batch_size']}, synthetic DAVIS-layout J&F"
-        )
-        rows.append(
-            (
-                ok,
-                best["JF"] - arms["init"]["JF"],
-                [name, f"{best['JF']:.3f}", f"{vs}: {words}", date, machine, f"[json]({link}{rel})"],
+        seeds = s.get("seeds", 1)
+        for key, task in (("JF", "synthetic DAVIS-layout J&F"), ("miou", "seg probe mIoU")):
+            if key == "miou" and (seeds < 2 or arms["init"].get("miou") is None):
+                continue  # the probe gets its own row where its seed spread was measured
+            best = max(trained, key=lambda a: a[key])
+            init_std = _arm_std(arms["init"], key)
+            # judged against the wider of the two seed spreads: the trained arm's own varies too
+            wider = None if init_std is None else max(init_std, _arm_std(best, key) or 0.0)
+            ok, words = _verdict(best[key], arms["init"][key], wider)
+            vs = f"random init {arms['init'][key]:.3f}" + (
+                f" ± {init_std:.3f}" if init_std is not None else ""
             )
-        )
+            if "dino" in arms:
+                vs += f", DINO {arms['dino'][key]:.3f}"
+            if "raw pixels" in arms:
+                vs += f", raw pixels {arms['raw pixels'][key]:.3f}"
+            date, machine = _provenance(rel, data)
+            label = _load("provenance.json").get(rel, {}).get("label", "")
+            name = (
+                f"ablation, best VSD arm (Δ {best['delta']:g}) of {len(trained)}, "
+                f"{s['steps']} x {s['batch_size']}"
+                + (f", {seeds} seeds" if seeds > 1 else "")
+                + f", {label} {task}"
+            )
+            value = f"{best[key]:.3f}" + (f" ± {_arm_std(best, key):.3f}" if seeds > 1 else "")
+            rows.append(
+                (
+                    ok,
+                    best[key] - arms["init"][key],
+                    [name, value, f"{vs}: {words}", date, machine, f"[json]({link}{rel})"],
+                )
+            )
     return rows
 
 
@@ -280,12 +300,20 @@ def _ablation_section(rel: str) -> list[str]:
     def n(v: Any) -> str:
         return "-" if v is None else f"{v:.3f}"
 
+    seeds = s.get("seeds", 1)
+    seed_text = (
+        f"seed {s['seed']}" if seeds == 1 else f"seeds {s['seed']}-{s['seed'] + seeds - 1} (mean ± std)"
+    )
+    recipe = s.get("recipe") or {}
+    recipe_text = (
+        ", recipe " + ", ".join(f"{k} {Path(str(v)).name}" for k, v in recipe.items()) if recipe else ""
+    )
     out = [
         f"### {rel}",
         "",
         f"{s['arch']} @ {s['img_size']} px, {s['steps']} steps x batch {s['batch_size']}, lr {s['lr']}, "
-        f"out-dim {s['out_dim']}, seed {s['seed']}, device {s['device']}; videos: {', '.join(s['video'])}; "
-        f"{date}, {machine}. [JSON]({rel})",
+        f"out-dim {s['out_dim']}, {seed_text}{recipe_text}, device {s['device']}; "
+        f"videos: {', '.join(s['video'])}; {date}, {machine}. [JSON]({rel})",
         "",
         "| arm | method | Δ | J&F | J | F | seg mIoU | kNN acc | final loss |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -293,10 +321,11 @@ def _ablation_section(rel: str) -> list[str]:
     for a in data["arms"]:
         delta = "-" if a["method"] != "vsd" else f"{a['delta']:g}"
         loss = (a.get("final") or {}).get("loss")
-        out.append(
-            f"| {a['arm']} | {a['method']} | {delta} | {n(a.get('JF'))} | {n(a.get('J'))} | {n(a.get('F'))} "
-            f"| {n(a.get('miou'))} | {n(a.get('knn'))} | {n(loss)} |"
-        )
+        cells = [
+            n(a.get(k)) + (f" ± {_arm_std(a, k):.3f}" if _arm_std(a, k) is not None else "")
+            for k in ("JF", "J", "F", "miou", "knn")
+        ]
+        out.append(f"| {a['arm']} | {a['method']} | {delta} | {' | '.join(cells)} | {n(loss)} |")
     for png in sorted((DOCS / rel).parent.glob(Path(rel).stem + "-*.png")):
         out += ["", f"![{png.stem}](ablation/{png.name})"]
     return out + [""]

@@ -8,6 +8,7 @@ from a frame cache (after the loader's warm-up) as a fraction of pairs/s on pre-
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import statistics
@@ -100,6 +101,7 @@ class Stepper:
     def __init__(
         self, cfg: TrainConfig, device: torch.device, fused: bool, compiled: bool, dino_code: bool = False
     ):
+        cfg = copy.copy(cfg).resolve_schedule(SCHEDULE_STEPS)  # the settings `train` would resolve
         self.cfg, self.device, self.step, self.dino_code = cfg, device, 0, dino_code
         student, teacher, loss_fn, opt = build_nets(cfg, device, fused_attention=fused)
         if dino_code:

@@ -125,7 +125,7 @@ class TrainConfig:
     warmup_teacher_temp_steps: int | None = None  # fit: 0; dino: 30% of training
     center_momentum: float = 0.9
     centering: str = "ema"  # teacher centering: ema (DINO) or sinkhorn (DINOv2's Sinkhorn-Knopp per batch)
-    koleo: float = 0.0  # weight of the KoLeo term on the student's CLS features (DINOv2 uses 0.1)
+    koleo: float | None = None  # KoLeo on the student's CLS features; fit + vsd: 1, else 0 (DINOv2: 0.1)
     koleo_patches: float = 0.0  # weight of the KoLeo term among the patch tokens of each student frame
     layer_decay: float = 1.0  # backbone block i trains at lr x layer_decay^(depth - i) (1: off)
     local_crops: int = 0  # DINO local crops per frame for the global term
@@ -204,6 +204,8 @@ class TrainConfig:
             self.teacher_temp = self.warmup_teacher_temp if fit else 0.07
         if self.warmup_teacher_temp_steps is None:
             self.warmup_teacher_temp_steps = 0 if fit else int(0.3 * total)
+        if self.koleo is None:  # measured to help on real footage and the hard set (docs/learning.md)
+            self.koleo = 1.0 if fit and self.method == "vsd" else 0.0
         if self.freeze_last_layer_steps is None:
             tenth = total // 10
             self.freeze_last_layer_steps = min(tenth, DINO_EPOCH_STEPS) if fit else min(epoch, tenth)
@@ -317,7 +319,7 @@ class TrainConfig:
         _choice("--centering", self.centering, ("ema", "sinkhorn"))
         if not self.dense_weight >= 0:
             raise InputError(f"--dense-weight {self.dense_weight}: must be >= 0")
-        if not self.koleo >= 0:
+        if self.koleo is not None and not self.koleo >= 0:
             raise InputError(f"--koleo {self.koleo}: must be >= 0")
         if not 0 < self.layer_decay <= 1:
             raise InputError(f"--layer-decay {self.layer_decay}: must be in (0, 1]")

@@ -138,7 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="W",
         help="weight of DINOv2's KoLeo term on the student's CLS features, which keeps different frames "
-        "apart (default 0: off)",
+        "apart (default: 1 with --schedule fit and --method vsd, else 0)",
     )
     m.add_argument(
         "--layer-decay",

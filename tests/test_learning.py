@@ -46,6 +46,12 @@ def test_init_gets_the_fine_tuning_recipe():
 
 
 
+def test_koleo_is_on_in_the_fit_recipe_and_off_where_dinos_values_are_asked_for():
+    assert TrainConfig().resolve_schedule(300).koleo == 1.0
+    assert TrainConfig(schedule="dino").resolve_schedule(300).koleo == 0.0
+    assert TrainConfig(method="dino").resolve_schedule(300).koleo == 0.0
+    assert TrainConfig(koleo=0.0).resolve_schedule(300).koleo == 0.0  # a flag wins
+
 def test_layer_decay_scales_each_blocks_lr_and_leaves_the_heads_at_full_lr():
     from edge_vsd.model import build_vit
     from edge_vsd.nets import param_groups
@@ -66,6 +72,7 @@ def test_layer_decay_scales_each_blocks_lr_and_leaves_the_heads_at_full_lr():
     assert id(params["backbone.blocks.3.attn.qkv.weight"]) in decayed
     assert id(params["backbone.blocks.3.attn.qkv.bias"]) not in decayed
 
+
 def test_koleo_pushes_collapsed_features_apart():
     torch.manual_seed(0)
     near = (torch.ones(16, 32) + 1e-3 * torch.randn(16, 32)).requires_grad_()
@@ -75,7 +82,6 @@ def test_koleo_pushes_collapsed_features_apart():
     with torch.no_grad():  # one small step down the gradient moves the nearest neighbours apart
         moved = near - 1e-4 * near.grad / near.grad.norm()
     assert koleo(torch.cat([moved, moved]), 2) < koleo(torch.cat([near, near]), 2)
-
 
 
 def test_patch_koleo_looks_for_neighbours_within_each_frame_only():
@@ -90,6 +96,7 @@ def test_patch_koleo_looks_for_neighbours_within_each_frame_only():
     with torch.no_grad():
         moved = flat - 1e-4 * flat.grad / flat.grad.norm()
     assert koleo_sets(moved) < koleo_sets(flat)
+
 
 def _stats(loss, entropy, spread=0.9):
     return {

@@ -117,3 +117,19 @@ def write_video(
     finally:
         writer.release()
     return path
+
+
+def write_scenes(
+    folder: str | Path,
+    scenes: int = 6,
+    n_frames: int = 50,
+    height: int = 180,
+    width: int = 240,
+    seed: int = 10,
+) -> Path:
+    """Write `scenes` short synthetic videos (seeds seed, seed+1, ...) into `folder`, one scene each: frames
+    of different scenes differ as a whole, which one long scene's frames do not."""
+    folder = Path(folder)
+    for i in range(scenes):
+        write_video(folder / f"scene-{i:02d}.avi", n_frames, height, width, seed=seed + i)
+    return folder
