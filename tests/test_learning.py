@@ -223,16 +223,19 @@ def test_batch_spread_is_low_for_one_prototype_and_high_for_diverse_frames():
 
 @pytest.mark.slow
 def test_a_short_run_improves_the_correspondence_probe_over_its_step_0(tmp_path):
-    """The quickstart's recipe (KoLeo on, fit schedule) on its embedded video: 40 steps of 8 pairs at 64 px
-    move held-out warp + lighting correspondence above the random start both nets began from."""
+    """The quickstart's recipe (fit schedule, its TRAIN_DEFAULTS) on its embedded scenes: 40 steps of 8 pairs
+    at 64 px move held-out warp + lighting correspondence above the random start both nets began from."""
     from edge_vsd.cli import main
-    from edge_vsd.data.synthetic import write_video
+    from edge_vsd.data.synthetic import write_scenes, write_video
+    from edge_vsd.quickstart import TRAIN_DEFAULTS
 
-    train_video = write_video(tmp_path / "train.avi", n_frames=300, height=180, width=240, seed=0)
+    scenes = write_scenes(tmp_path / "train", scenes=6, n_frames=50)
     heldout = write_video(tmp_path / "heldout.avi", n_frames=90, height=180, width=240, seed=2)
     run = tmp_path / "run"
-    args = ["train", "--video", str(train_video), "--out", str(run), "--img-size", "64", "--steps", "40"]
-    args += ["--batch-size", "8", "--delta", "15", "--out-dim", "1024", "--koleo", "1"]
+    args = ["train", "--video", str(scenes), "--out", str(run), "--img-size", "64", "--steps", "40"]
+    args += ["--batch-size", "8"]
+    for key, value in TRAIN_DEFAULTS.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
     assert main([*args, "--eval-every", "40", "--eval-data", str(heldout)]) == 0
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     start, end = [r["eval"] for r in rows if "eval" in r]
