@@ -45,12 +45,12 @@ def test_init_gets_the_fine_tuning_recipe():
     assert TrainConfig(init="dinov2.pth", schedule="dino").resolve_schedule(1000).lr == 5e-4
 
 
-
 def test_koleo_is_on_in_the_fit_recipe_and_off_where_dinos_values_are_asked_for():
     assert TrainConfig().resolve_schedule(300).koleo == 1.0
     assert TrainConfig(schedule="dino").resolve_schedule(300).koleo == 0.0
     assert TrainConfig(method="dino").resolve_schedule(300).koleo == 0.0
     assert TrainConfig(koleo=0.0).resolve_schedule(300).koleo == 0.0  # a flag wins
+
 
 def test_layer_decay_scales_each_blocks_lr_and_leaves_the_heads_at_full_lr():
     from edge_vsd.model import build_vit
