@@ -91,15 +91,16 @@ def train_step(
             with autocast, record_function("vsd.forward"):
                 with torch.no_grad():
                     t_cls, t_patches = nets.teacher(globals_)
-                s_out = nets.model(globals_, locals_, embed=cfg.koleo > 0 or cfg.koleo_patches > 0)
+                w_koleo = cfg.koleo or 0.0  # resolved by now (None only before resolve_schedule)
+                s_out = nets.model(globals_, locals_, embed=w_koleo > 0 or cfg.koleo_patches > 0)
                 s_cls, s_patches = s_out[0], s_out[1]
                 temp = float(sched["teacher_temp"][step])
                 loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, temp)
                 total = loss
                 # the KoLeo terms are reported apart from the loss, which the health checks read against ln K
-                if cfg.koleo > 0:
+                if w_koleo > 0:
                     stats["koleo"] = koleo(s_out[2][:, 0], 2)
-                    total = total + cfg.koleo * stats["koleo"]
+                    total = total + w_koleo * stats["koleo"]
                 if cfg.koleo_patches > 0:
                     stats["koleo_patches"] = koleo_sets(s_out[2][:, 1:])
                     total = total + cfg.koleo_patches * stats["koleo_patches"]
