@@ -27,6 +27,26 @@ def keep_freed_memory() -> None:
     mallopt(M_TRIM_THRESHOLD, 1 << 31)
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 BF16 and AMX; ARM's bf16 feature
+
+
+def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU has bfloat16 instructions (flags in /proc/cpuinfo); None where it cannot tell."""
+    from pathlib import Path
+
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = {
+        f
+        for line in text.splitlines()
+        if line.lower().startswith(("flags", "features"))
+        for f in line.split()
+    }
+    return any(f in flags for f in BF16_FLAGS)
+
+
 def fast_math(device: torch.device | None = None) -> None:
     """Flush denormals to zero: the sharp teacher softmax (temperature 0.04) and Adam's second moments make
     denormal floats early in training, and x86 CPUs process those ~20x slower. Call it before the first

@@ -148,12 +148,20 @@ def test_photometric_on_auto_is_device_on_cuda_or_in_bf16():
     assert not TrainConfig(device="cuda", photometric_on="loader").defer_photometric
 
 
-def test_quickstart_trains_with_the_faster_measured_step(capsys):
+def test_quickstart_trains_with_the_faster_measured_step(capsys, monkeypatch):
+    import edge_vsd.device
     from edge_vsd.quickstart import choose_precision
 
     asked = argparse.Namespace(precision="bf16", batch_size=2, img_size=32)
     assert choose_precision(asked, 64) is True and capsys.readouterr().out == ""  # no probe when asked
     auto = argparse.Namespace(precision="auto", batch_size=2, img_size=32)
+    monkeypatch.setattr(edge_vsd.device, "native_bf16", lambda: False)
+    assert choose_precision(auto, 64) is False  # emulated bf16 is not timed
+    assert (
+        capsys.readouterr().out.strip()
+        == "training in fp32: this CPU has no bf16 instructions (--precision overrides)"
+    )
+    monkeypatch.setattr(edge_vsd.device, "native_bf16", lambda: True)  # timed here, whatever this CPU has
     use_bf16 = choose_precision(auto, 64)
     line = capsys.readouterr().out
     fp32, bf16 = (float(line.split(name)[1].split()[0]) for name in ("fp32 ", "bf16 autocast "))
@@ -176,3 +184,13 @@ def test_compile_auto_turns_cuda_graphs_on_where_they_pay(device, steps, world, 
     cfg = TrainConfig(device=device, compile=given)
     cfg.resolve_compile(steps, world)
     assert (cfg.compile, cfg.compile_mode) == expected
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path):
+    from edge_vsd.device import native_bf16
+
+    epyc, spr = tmp_path / "epyc", tmp_path / "spr"
+    epyc.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    spr.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16\n")
+    assert native_bf16(str(epyc)) is False and native_bf16(str(spr)) is True
+    assert native_bf16(str(tmp_path / "absent")) is None
