@@ -27,6 +27,7 @@ OUTPUTS = (
     "features.npz",
     "pca.png",
     "synthetic_train",
+    "synthetic_train.avi",  # what quickstarts before the six scenes wrote
     "synthetic_calib.avi",
     "synthetic_heldout.avi",
 )
