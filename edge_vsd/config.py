@@ -37,6 +37,7 @@ SCHEDULE_RESOLVED = (  # the settings `resolve_schedule` fills when unset
     "teacher_temp",
     "warmup_teacher_temp_steps",
     "freeze_last_layer_steps",
+    "koleo",
 )
 INIT_WEIGHT_LEFT = 0.005  # "fit": the teacher's remaining share of its initialisation at the last step
 # "fit" with --init (fine-tuning trained weights): a tenth of the from-scratch lr, so the first steps of
