@@ -190,13 +190,15 @@ def quality_rows(link: str) -> list[tuple[bool | None, float, list[str]]]:
         s = data["settings"]
         trained = [a for a in data["arms"] if a["method"] == "vsd"]
         seeds = s.get("seeds", 1)
+        date, machine = _provenance(rel, data)
+        label = _load("provenance.json").get(rel, {}).get("label", "")
         for key, task in (("JF", "synthetic DAVIS-layout J&F"), ("miou", "seg probe mIoU")):
             if key == "miou" and (seeds < 2 or arms["init"].get("miou") is None):
                 continue  # the probe gets its own row where its seed spread was measured
             best = max(trained, key=lambda a: a[key])
-            init_std = _arm_std(arms["init"], key)
+            init_std, best_std = _arm_std(arms["init"], key), _arm_std(best, key)
             # judged against the wider of the two seed spreads: the trained arm's own varies too
-            wider = None if init_std is None else max(init_std, _arm_std(best, key) or 0.0)
+            wider = None if init_std is None else max(init_std, best_std or 0.0)
             ok, words = _verdict(best[key], arms["init"][key], wider)
             vs = f"random init {arms['init'][key]:.3f}" + (
                 f" ± {init_std:.3f}" if init_std is not None else ""
@@ -205,15 +207,13 @@ def quality_rows(link: str) -> list[tuple[bool | None, float, list[str]]]:
                 vs += f", DINO {arms['dino'][key]:.3f}"
             if "raw pixels" in arms:
                 vs += f", raw pixels {arms['raw pixels'][key]:.3f}"
-            date, machine = _provenance(rel, data)
-            label = _load("provenance.json").get(rel, {}).get("label", "")
             name = (
                 f"ablation, best VSD arm (Δ {best['delta']:g}) of {len(trained)}, "
                 f"{s['steps']} x {s['batch_size']}"
                 + (f", {seeds} seeds" if seeds > 1 else "")
                 + f", {label} {task}"
             )
-            value = f"{best[key]:.3f}" + (f" ± {_arm_std(best, key):.3f}" if seeds > 1 else "")
+            value = f"{best[key]:.3f}" + (f" ± {best_std:.3f}" if best_std is not None else "")
             rows.append(
                 (
                     ok,
