@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`-n 2`, the README's test command) each worker is one of two processes sharing the
+# cores: PyTorch's intra-op pool of two threads in each would oversubscribe them, and a thread that waits for
+# a descheduled sibling turns a second's step into ten. One thread per worker; engines keep their settings.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 try:  # before any torch op, so the intra-op threads inherit it (see edge_vsd.device.fast_math)
     import torch
 

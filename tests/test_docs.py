@@ -115,3 +115,31 @@ def test_check_names_a_readme_command_the_cli_rejects(gen, tmp_path, monkeypatch
     assert gen.main(["--check"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "README.md:" in err and "--iterations" in err
+
+
+def test_readme_shows_the_marked_rows_and_the_headline_ablation_from_its_json(gen, tmp_path, monkeypatch):
+    """The README keeps the rows docs/provenance.json marks (benchmarks.md keeps all) and renders the
+    marked seeded ablation's arms from its JSON, so a changed arm changes the README."""
+    root = _docs_copy(tmp_path)
+    monkeypatch.setattr(gen, "ROOT", root)
+    monkeypatch.setattr(gen, "DOCS", root / "docs")
+    monkeypatch.setattr(gen, "README", root / "README.md")
+    prov = json.loads((root / "docs" / "provenance.json").read_text())
+    marked = [rel for rel, v in prov.items() if isinstance(v, dict) and v.get("readme")]
+    rows = gen.quality_rows("docs/")
+    assert any(shown for *_, shown in rows) and not all(shown for *_, shown in rows)
+    readme_table = gen.status_table("docs/", headline_only=True)
+    assert all((f"[json](docs/{rel})" in readme_table) == (rel in marked) for rel in gen._files("learning"))
+    assert readme_table.count("\n| ") < gen.status_table("docs/").count("\n| ")
+
+    rel = gen.headline_ablation()
+    assert rel in marked
+    path = root / "docs" / rel
+    data = json.loads(path.read_text())
+    arm = next(a for a in data["arms"] if a["method"] == "vsd")
+    arm["JF"] = 0.987654
+    path.write_text(json.dumps(data))
+    assert gen.main([]) == 0
+    readme = (root / "README.md").read_text()
+    block = readme.split("docs/gen.py: ablation -->")[1]
+    assert f"| VSD Δ {arm['delta']:g} | 0.988" in block and "random init (3 seeds)" in block

@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import edge_vsd.runtimes as rt
 import numpy as np
 import onnx
 import pytest
@@ -394,44 +393,3 @@ def test_tensorrt_engine_build(ckpt, tmp_path):
     assert manifest["tensorrt"]["version"] == trt.__version__
     runtime = manifest["parity"]["runtime_vs_torch"]
     assert runtime["tensorrt"]["cls_cosine"] >= 0.99 and runtime["tensorrt"]["patch_cosine"] >= 0.99
-
-
-@pytest.mark.realdata
-def test_cpu_int8_measures_openvino_when_installed(ckpt, vtest, tmp_path):
-    pytest.importorskip("openvino", reason="OpenVINO not installed (pip install edge-vsd[openvino])")
-    art = export_artifact(
-        ExportConfig(checkpoint=str(ckpt), int8=True, calib=[str(vtest)], out=str(tmp_path / "ov"), **FAST)
-    )
-    manifest = assert_manifest_files_match(art)
-    names = {c["name"]: c for c in manifest["cpu_int8"]["candidates"]}
-    # Q/DQ ONNX, and NNCF on OpenVINO's own IR: asymmetric; symmetric with a float attention core, with and
-    # without SmoothQuant
-    irs = ("openvino_ir_int8", "openvino_ir_int8_symmetric", "openvino_ir_int8_symmetric_nosq")
-    for name in ("openvino_nncf_qdq", *irs):
-        ov = names[name]
-        assert ov["backend"] == "openvino" and ov["latency_ms"] > 0 and ov["fidelity"]["cls_cosine"] >= 0.99
-    chosen = names[manifest["cpu_int8"]["chosen"]]
-    assert manifest["backend"] == chosen["backend"]
-    # the IR candidate is an .xml graph whose weights are the .bin beside it; both are hashed
-    ir = {c["name"]: c for c in manifest["candidates"]}["openvino_ir_int8"]
-    assert ir["file"] == "encoder.ov_int8.xml" and {"encoder.ov_int8.xml", "encoder.ov_int8.bin"} <= set(
-        manifest["files"]
-    )
-    import openvino
-
-    files = {c["name"]: c["file"] for c in manifest["candidates"]}
-    fake_quantize = {
-        n: sum(
-            op.get_type_name() == "FakeQuantize"
-            for op in openvino.Core().read_model(str(art / files[n])).get_ops()
-        )
-        for n in irs
-    }
-    assert fake_quantize["openvino_ir_int8"] > 0  # an INT8 graph
-    # the float attention core: no quantizer on the inputs of q@k^T and softmax@V (2 a block)
-    assert fake_quantize["openvino_ir_int8_symmetric"] < fake_quantize["openvino_ir_int8"]
-    frames = load_frames([vtest], (SIZE, SIZE), 4, 4).heldout
-    with rt.load(art, candidate="openvino_ir_int8") as enc, rt.load(art, candidate="fp32_reference") as ref:
-        ours, want = enc(list(frames)), ref(list(frames))
-    cos = (ours.cls * want.cls).sum(1) / np.linalg.norm(ours.cls, axis=1) / np.linalg.norm(want.cls, axis=1)
-    assert cos.min() > 0.99

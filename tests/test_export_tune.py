@@ -53,9 +53,29 @@ def test_cpu_fp32_export_tunes_onnxruntime_against_openvino(ckpt, tmp_path):
     assert {c["file"] for c in cands.values()} == {"encoder.onnx"} and manifest["precision"] == "fp32"
 
 
-def test_cpu_int8_export_carries_int8_candidates_and_an_fp32_reference(ckpt, tmp_path):
+@pytest.mark.realdata
+def test_cpu_int8_export_measures_every_engine_and_carries_an_fp32_reference(vtest, tmp_path):
+    """One cpu INT8 export (the slowest thing CI does, so it is done once): the gated INT8 candidates of
+    both engines, NNCF on OpenVINO's own IR with and without a float attention core, fp32 references that
+    are never chosen, and a tuned choice that `load` runs."""
+    import numpy as np
+    import openvino
+    from edge_vsd.export.calibration import load_frames
+
+    # at 64 px and 16 calibration frames, as the jetson tests: at 32 px a per-frame INT8 cosine sits at 0.99
+    torch.manual_seed(0)
+    sd = {f"backbone.{k}": v for k, v in build_vit("vit_tiny", 64).state_dict().items()}
+    torch.save({"teacher": sd, "edge_vsd": {"img_size": [64, 64]}}, tmp_path / "vsd64.pt")
+    settings = {**FAST, "img_size": (64, 64), "calib_frames": 16, "heldout_frames": 8}
     art = export_artifact(
-        ExportConfig(checkpoint=str(ckpt), target="cpu", int8=True, out=str(tmp_path / "int8"), **FAST)
+        ExportConfig(
+            checkpoint=str(tmp_path / "vsd64.pt"),
+            target="cpu",
+            int8=True,
+            calib=[str(vtest)],
+            out=str(tmp_path / "int8"),
+            **settings,
+        )
     )
     manifest, cands = _check_tuned(art)
     refs = {n for n, c in cands.items() if not c.get("choosable", True)}
@@ -66,3 +86,29 @@ def test_cpu_int8_export_carries_int8_candidates_and_an_fp32_reference(ckpt, tmp
     # an explicit engine runs its own fastest INT8 candidate, never the fp32 reference
     ort = load(art, backend="onnxruntime-cpu").backend_name
     assert ort.startswith("onnxruntime-cpu/") and "fp32" not in ort
+
+    names = {c["name"]: c for c in manifest["cpu_int8"]["candidates"]}
+    # Q/DQ ONNX, and NNCF on OpenVINO's own IR: asymmetric; symmetric with a float attention core, with and
+    # without SmoothQuant
+    irs = ("openvino_ir_int8", "openvino_ir_int8_symmetric", "openvino_ir_int8_symmetric_nosq")
+    for name in ("openvino_nncf_qdq", *irs):
+        ov = names[name]
+        assert ov["backend"] == "openvino" and ov["latency_ms"] > 0 and ov["fidelity"]["cls_cosine"] >= 0.99
+    # the IR candidate is an .xml graph whose weights are the .bin beside it; both are hashed
+    assert cands["openvino_ir_int8"]["file"] == "encoder.ov_int8.xml"
+    assert {"encoder.ov_int8.xml", "encoder.ov_int8.bin"} <= set(manifest["files"])
+    fake_quantize = {
+        n: sum(
+            op.get_type_name() == "FakeQuantize"
+            for op in openvino.Core().read_model(str(art / cands[n]["file"])).get_ops()
+        )
+        for n in irs
+    }
+    assert fake_quantize["openvino_ir_int8"] > 0  # an INT8 graph
+    # the float attention core: no quantizer on the inputs of q@k^T and softmax@V (2 a block)
+    assert fake_quantize["openvino_ir_int8_symmetric"] < fake_quantize["openvino_ir_int8"]
+    frames = load_frames([vtest], (64, 64), 4, 4).heldout
+    with load(art, candidate="openvino_ir_int8") as enc, load(art, candidate="fp32_reference") as ref:
+        ours, want = enc(list(frames)), ref(list(frames))
+    cos = (ours.cls * want.cls).sum(1) / np.linalg.norm(ours.cls, axis=1) / np.linalg.norm(want.cls, axis=1)
+    assert cos.min() > 0.99
