@@ -328,7 +328,7 @@ def ablation_table(link: str) -> str:
         f"(mean ± std), {label}{date}, {machine}. J&F: DAVIS-protocol label propagation; probe: the shape "
         f"classes' linear-probe mIoU. [JSON]({link}{rel})",
         "",
-        "| arm | J&F | shape probe mIoU | final loss / ln K |",
+        "| arm | J&F | shape probe mIoU | last step's loss / ln K (mean of seeds) |",
         "|---|---|---|---|",
     ]
     names = {"trivial": "copy the first mask / majority class", "dino": "DINO (same frames and budget)"}
@@ -336,8 +336,9 @@ def ablation_table(link: str) -> str:
         if a["arm"] == "init" and not s.get("init"):
             continue  # the random start itself: the "random init (N seeds)" floor below
         name = f"VSD Δ {a['delta']:g}" if a["method"] == "vsd" else names.get(a["arm"], a["arm"])
-        loss = (a.get("final") or {}).get("loss")
-        frac = "-" if loss is None else f"{loss / ln_k:.2f}"
+        finals = [(r.get("final") or {}).get("loss") for r in a.get("seeds") or [a]]
+        finals = [f for f in finals if f is not None]
+        frac = f"{sum(finals) / len(finals) / ln_k:.2f}" if finals else "-"
         lines.append(f"| {_cell(name)} | {cell(a, 'JF')} | {cell(a, 'miou')} | {frac} |")
     curves = (DOCS / rel).with_name(Path(rel).stem + "-curves.png")
     if curves.exists():
