@@ -139,6 +139,14 @@ def _arm_std(arm: dict[str, Any], key: str) -> float | None:
     return ((arm.get("spread") or {}).get(key) or {}).get("std")
 
 
+def _mean_std(arm: dict[str, Any], key: str) -> str:
+    """One ablation cell: the (mean) value, with its seed spread where one was measured."""
+    if arm.get(key) is None:
+        return "-"
+    std = _arm_std(arm, key)
+    return f"{arm[key]:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
 def _verdict(value: float, floor: float, std: float | None) -> tuple[bool | None, str]:
     """(beats the random-init floor? None where no spread was measured, words): beyond 2 std of the seeds."""
     diff = value - floor
@@ -298,11 +306,8 @@ def status_table(link: str, headline_only: bool = False) -> str:
 
 def headline_ablation() -> str | None:
     """The newest ablation with seeds and every Δ arm marked for the README, or None."""
-    picks = [
-        (_provenance(rel, _load(rel))[0], rel)
-        for rel in _files("ablation")
-        if _headline(rel) and _load(rel)["settings"].get("seeds", 1) > 1
-    ]
+    marked = {rel: _load(rel) for rel in _files("ablation") if _headline(rel)}
+    picks = [(_provenance(rel, d)[0], rel) for rel, d in marked.items() if d["settings"].get("seeds", 1) > 1]
     return max(picks)[1] if picks else None
 
 
@@ -317,11 +322,9 @@ def ablation_table(link: str) -> str:
     label = _load("provenance.json").get(rel, {}).get("label", "")
     seeds = s.get("seeds", 1)
     recipe = s.get("recipe") or {}
-    ln_k = math.log(int(recipe.get("out_dim") or s.get("out_dim") or 65536))
+    from edge_vsd.config import TrainConfig
 
-    def cell(arm: dict[str, Any], key: str) -> str:
-        std = _arm_std(arm, key)
-        return "-" if arm.get(key) is None else f"{arm[key]:.3f}" + (f" ± {std:.3f}" if std else "")
+    ln_k = math.log(int(recipe.get("out_dim") or s.get("out_dim") or TrainConfig().out_dim))
 
     lines = [
         f"{s['arch']} at {s['img_size']} px, {s['steps']} steps x {s['batch_size']}, {seeds} seeds "
@@ -339,7 +342,7 @@ def ablation_table(link: str) -> str:
         finals = [(r.get("final") or {}).get("loss") for r in a.get("seeds") or [a]]
         finals = [f for f in finals if f is not None]
         frac = f"{sum(finals) / len(finals) / ln_k:.2f}" if finals else "-"
-        lines.append(f"| {_cell(name)} | {cell(a, 'JF')} | {cell(a, 'miou')} | {frac} |")
+        lines.append(f"| {_cell(name)} | {_mean_std(a, 'JF')} | {_mean_std(a, 'miou')} | {frac} |")
     curves = (DOCS / rel).with_name(Path(rel).stem + "-curves.png")
     if curves.exists():
         png = f"[{curves.name}]({link}ablation/{curves.name})"
@@ -376,10 +379,7 @@ def _ablation_section(rel: str) -> list[str]:
     for a in data["arms"]:
         delta = "-" if a["method"] != "vsd" else f"{a['delta']:g}"
         loss = (a.get("final") or {}).get("loss")
-        cells = [
-            n(a.get(k)) + (f" ± {_arm_std(a, k):.3f}" if _arm_std(a, k) is not None else "")
-            for k in ("JF", "J", "F", "miou", "knn")
-        ]
+        cells = [_mean_std(a, k) for k in ("JF", "J", "F", "miou", "knn")]
         out.append(f"| {a['arm']} | {a['method']} | {delta} | {' | '.join(cells)} | {n(loss)} |")
     for png in sorted((DOCS / rel).parent.glob(Path(rel).stem + "-*.png")):
         out += ["", f"![{png.stem}](ablation/{png.name})"]
