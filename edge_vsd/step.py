@@ -24,7 +24,7 @@ def schedules(cfg: TrainConfig, total: int) -> dict[str, np.ndarray]:
     c = copy.copy(cfg).resolve_schedule(total)
     assert c.lr is not None and c.warmup_steps is not None and c.momentum_teacher is not None
     assert c.teacher_temp is not None and c.warmup_teacher_temp_steps is not None
-    momentum = cosine(c.momentum_teacher, 1.0, total)
+    momentum = cosine(c.momentum_teacher, c.momentum_teacher_end, total)
     temp = linear_then_constant(c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_steps, total)
     return {
         "lr": cosine(c.lr * c.batch_size / 256, c.min_lr, total, c.warmup_steps),

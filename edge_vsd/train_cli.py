@@ -68,7 +68,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--momentum-teacher",
         type=float,
         metavar="M",
-        help="base EMA momentum, cosine to 1 (fit: the largest <= 0.996 leaving 0.5%% of the init)",
+        help="EMA momentum at the start (fit: the largest <= 0.996 whose cosine to 1 leaves 0.5%% of "
+        "the init)",
+    )
+    p.add_argument(
+        "--momentum-teacher-end",
+        type=float,
+        metavar="M",
+        help="EMA momentum at the end, a cosine from the start (default 1, DINO's; the start's value holds "
+        "it, so the teacher keeps following the student)",
     )
     p.add_argument("--teacher-temp", type=float, help="teacher temperature after warm-up (fit: 0.04)")
     p.add_argument(
@@ -220,6 +228,7 @@ OPTION_FIELDS = [
     "schedule",
     "lr",
     "momentum_teacher",
+    "momentum_teacher_end",
     "teacher_temp",
     "freeze_last_layer_steps",
     "out_dim",

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edge_vsd.config import TrainConfig
+from edge_vsd.errors import InputError
 from edge_vsd.health import COLLAPSE_STREAK, STREAK, Health
 from edge_vsd.losses import koleo, koleo_sets
 from edge_vsd.step import schedules
@@ -34,6 +35,19 @@ def test_dino_schedule_is_kept_as_a_preset():
     assert sched["teacher_init_weight"][-1] > 0.4  # why it is not the default for short runs
     explicit = schedules(TrainConfig(momentum_teacher=0.99, teacher_temp=0.05), 300)
     assert explicit["momentum"][0] == 0.99 and explicit["teacher_temp"][-1] == 0.05
+    held = schedules(TrainConfig(momentum_teacher=0.99, momentum_teacher_end=0.99), 300)
+    assert np.all(held["momentum"] == 0.99) and held["teacher_init_weight"][-1] == pytest.approx(0.99**300)
+
+
+def test_the_teachers_momentum_ends_at_1_unless_told_and_a_resumed_run_keeps_its_end():
+    assert schedules(TrainConfig(), 600)["momentum"][-1] == pytest.approx(1.0, abs=1e-6)
+    older = TrainConfig()  # a run saved before --momentum-teacher-end existed ended its cosine at 1
+    assert older.resume_mismatches({"momentum_teacher": 0.98, "steps": 600}) == []
+    assert older.momentum_teacher_end == 1.0
+    with pytest.raises(InputError, match="--momentum-teacher-end 1.5"):
+        TrainConfig(momentum_teacher_end=1.5).validate_settings()
+    changed = TrainConfig(momentum_teacher_end=0.98)
+    assert changed.resume_mismatches({"momentum_teacher": 0.98, "momentum_teacher_end": 1.0}) != []
 
 
 def test_init_gets_the_fine_tuning_recipe():
