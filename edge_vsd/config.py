@@ -103,7 +103,7 @@ class TrainConfig:
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     momentum_teacher: float | None = None  # fit: leaves INIT_WEIGHT_LEFT of the init at the end; dino: 0.996
-    momentum_teacher_end: float = 1.0  # DINO's cosine to 1; = momentum_teacher holds it (see docs/learning.md)
+    momentum_teacher_end: float = 1.0  # a cosine to 1 (DINO); momentum_teacher's value holds it instead
     clip_grad: float = 3.0
     clip_mode: str = "per-param"  # DINO clips each parameter's gradient norm; "global" clips their total
     freeze_last_layer_steps: int | None = None  # fit: 10% of training (at most 1250); dino: 1 epoch <= 10%
