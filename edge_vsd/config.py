@@ -34,6 +34,7 @@ SCHEDULE_RESOLVED = (  # the settings `resolve_schedule` fills when unset
     "lr",
     "warmup_steps",
     "momentum_teacher",
+    "momentum_teacher_end",
     "teacher_temp",
     "warmup_teacher_temp_steps",
     "freeze_last_layer_steps",
@@ -103,7 +104,7 @@ class TrainConfig:
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     momentum_teacher: float | None = None  # fit: leaves INIT_WEIGHT_LEFT of the init at the end; dino: 0.996
-    momentum_teacher_end: float = 1.0  # a cosine to 1 (DINO); momentum_teacher's value holds it instead
+    momentum_teacher_end: float | None = None  # fit: held at the base for runs too short for 0.996; else 1
     clip_grad: float = 3.0
     clip_mode: str = "per-param"  # DINO clips each parameter's gradient norm; "global" clips their total
     freeze_last_layer_steps: int | None = None  # fit: 10% of training (at most 1250); dino: 1 epoch <= 10%
@@ -200,8 +201,13 @@ class TrainConfig:
         if self.warmup_steps is None:
             share = FINETUNE_WARMUP if finetune else 0.1
             self.warmup_steps = min(int(share * total), 10 * DINO_EPOCH_STEPS)
+        fitted = fit_momentum(total, INIT_WEIGHT_LEFT, 0.996)
         if self.momentum_teacher is None:
-            self.momentum_teacher = fit_momentum(total, INIT_WEIGHT_LEFT, 0.996) if fit else 0.996
+            self.momentum_teacher = fitted if fit else 0.996
+        if self.momentum_teacher_end is None:
+            # a cosine to 1 freezes a short run's teacher while its student still improves (docs/learning.md);
+            # runs long enough for DINO's 0.996 keep DINO's cosine, the recipe they were measured with
+            self.momentum_teacher_end = self.momentum_teacher if fit and fitted < 0.996 else 1.0
         if self.teacher_temp is None:
             self.teacher_temp = self.warmup_teacher_temp if fit else 0.07
         if self.warmup_teacher_temp_steps is None:
@@ -303,6 +309,12 @@ class TrainConfig:
         for name in SCHEDULE_RESOLVED:
             if getattr(self, name) is None and saved.get(name) is not None:
                 setattr(self, name, saved[name])
+        if (
+            self.momentum_teacher_end is None
+            and "momentum_teacher" in saved
+            and "momentum_teacher_end" not in saved
+        ):
+            self.momentum_teacher_end = 1.0  # saved before the setting existed: its cosine ended at 1
         diffs = []
         for name, value in self.to_dict().items():
             if name in RESUME_MAY_CHANGE or name not in saved:

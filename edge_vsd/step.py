@@ -23,6 +23,7 @@ def schedules(cfg: TrainConfig, total: int) -> dict[str, np.ndarray]:
     the teacher's remaining share of its initialisation. Unset settings resolve as `resolve_schedule`."""
     c = copy.copy(cfg).resolve_schedule(total)
     assert c.lr is not None and c.warmup_steps is not None and c.momentum_teacher is not None
+    assert c.momentum_teacher_end is not None
     assert c.teacher_temp is not None and c.warmup_teacher_temp_steps is not None
     momentum = cosine(c.momentum_teacher, c.momentum_teacher_end, total)
     temp = linear_then_constant(c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_steps, total)

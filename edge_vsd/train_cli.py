@@ -75,8 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--momentum-teacher-end",
         type=float,
         metavar="M",
-        help="EMA momentum at the end, a cosine from the start (default 1, DINO's; the start's value holds "
-        "it, so the teacher keeps following the student)",
+        help="EMA momentum at the end, a cosine from the start (fit: the start's, held, in runs too short "
+        "for 0.996, so the teacher keeps following the student; else 1, DINO's)",
     )
     p.add_argument("--teacher-temp", type=float, help="teacher temperature after warm-up (fit: 0.04)")
     p.add_argument(

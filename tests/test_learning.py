@@ -39,15 +39,21 @@ def test_dino_schedule_is_kept_as_a_preset():
     assert np.all(held["momentum"] == 0.99) and held["teacher_init_weight"][-1] == pytest.approx(0.99**300)
 
 
-def test_the_teachers_momentum_ends_at_1_unless_told_and_a_resumed_run_keeps_its_end():
-    assert schedules(TrainConfig(), 600)["momentum"][-1] == pytest.approx(1.0, abs=1e-6)
-    older = TrainConfig()  # a run saved before --momentum-teacher-end existed ended its cosine at 1
+def test_fit_holds_a_short_runs_momentum_and_a_resumed_older_run_keeps_its_cosine_to_1():
+    short = schedules(TrainConfig(), 600)
+    assert np.all(short["momentum"] == short["momentum"][0]) and short["momentum"][0] < 0.99
+    assert short["teacher_init_weight"][-1] < 1e-4
+    long = schedules(TrainConfig(), 5000)  # long enough for DINO's 0.996: DINO's cosine to 1
+    assert long["momentum"][0] == 0.996 and long["momentum"][-1] == pytest.approx(1.0, abs=1e-6)
+    assert TrainConfig(schedule="dino").resolve_schedule(600).momentum_teacher_end == 1.0
+    older = TrainConfig()  # saved before --momentum-teacher-end existed: its cosine ended at 1
     assert older.resume_mismatches({"momentum_teacher": 0.98, "steps": 600}) == []
-    assert older.momentum_teacher_end == 1.0
+    assert older.momentum_teacher == 0.98 and older.momentum_teacher_end == 1.0
+    newer = TrainConfig()
+    assert newer.resume_mismatches({"momentum_teacher": 0.98, "momentum_teacher_end": 0.98}) == []
+    assert newer.momentum_teacher_end == 0.98
     with pytest.raises(InputError, match="--momentum-teacher-end 1.5"):
         TrainConfig(momentum_teacher_end=1.5).validate_settings()
-    changed = TrainConfig(momentum_teacher_end=0.98)
-    assert changed.resume_mismatches({"momentum_teacher": 0.98, "momentum_teacher_end": 1.0}) != []
 
 
 def test_init_gets_the_fine_tuning_recipe():

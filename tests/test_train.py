@@ -61,7 +61,8 @@ def test_outputs_and_the_teacher_leaves_its_start(synthetic_video, tmp_path):
     # the fit schedule: even 30 steps end with a teacher that is no longer its random start (a falling
     # loss is no test of that: a short run's loss dips through a collapse phase and rises again)
     assert rows[-1]["teacher_init_weight"] < 0.01 and rows[-1]["teacher_drift"] > 0.01
-    assert rows[-1]["momentum"] > rows[0]["momentum"] and rows[-1]["wd"] > rows[0]["wd"]
+    assert rows[-1]["momentum"] == rows[0]["momentum"] < 0.99  # fit holds a short run's momentum
+    assert rows[-1]["wd"] > rows[0]["wd"]
     assert json.loads((run / "config.json").read_text())["steps"] == 30
     state = load_checkpoint(ckpt)
     assert state["step"] == 30 and set(state) >= {
