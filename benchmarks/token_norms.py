@@ -50,8 +50,9 @@ def measure(checkpoint: str | Path, frames: np.ndarray, img_size: int | None = N
     from edge_vsd.data.preprocess import preprocess
 
     model = load_encoder(checkpoint)
-    size = (img_size, img_size) if img_size else tuple(model.trained_size)
-    if size != tuple(model.trained_size):
+    trained = (int(model.trained_size[0]), int(model.trained_size[1]))
+    size = (img_size, img_size) if img_size else trained
+    if size != trained:
         model = model.at_size(size)
     norms = token_norms(model, preprocess(frames, size))
     name = "/".join(Path(checkpoint).parts[-2:])  # run/checkpoint.pt: the run tells checkpoints apart
