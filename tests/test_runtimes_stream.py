@@ -272,16 +272,22 @@ def test_an_engine_refusing_a_batch_still_delivers_the_batches_before_it(ov_enco
     write_manifest(art, toy_manifest((48, 64), 16, 32, None, {"encoder.onnx": file_entry(onnx_path)}))
     enc = rt.load(art, backend=ov_encoder.backend_name.split("-")[0], threads=2)
 
+    first_out, all_queued = threading.Event(), threading.Event()
+
     def frames():
         yield np.zeros((72, 96, 3), np.uint8)
-        time.sleep(0.2)  # the first frame goes into inference alone
+        first_out.wait(30)  # the first frame goes into inference alone and comes out
         yield from (np.zeros((72, 96, 3), np.uint8) for _ in range(6))
+        all_queued.set()  # reached once the decoder has queued the sixth frame
 
     got = []
     stream = enc.stream(frames(), batch_size=2)
     with pytest.raises(RuntimeInputError, match="failed on"):
         for index, _, _ in stream:
             got.append(index)
+            if index == 0:  # hold the consumer until the rest wait in the queue, so the next batch has 2
+                first_out.set()
+                all_queued.wait(30)
     # the frames before the refused batch came out in order (the engine may refuse it at submit, with
     # another batch still in inference, or when its result is taken)
     assert got and got == list(range(len(got))) and stream.frames_processed == len(got)
