@@ -143,3 +143,43 @@ def test_readme_shows_the_marked_rows_and_the_headline_ablation_from_its_json(ge
     readme = (root / "README.md").read_text()
     block = readme.split("docs/gen.py: ablation -->")[1]
     assert f"| VSD Δ {arm['delta']:g} | 0.988" in block and "random init (3 seeds)" in block
+
+
+def test_several_seeds_of_one_recipe_are_one_row_judged_against_the_wider_spread(gen, tmp_path, monkeypatch):
+    """An eval file whose provenance names `seeds_of` gives one row: the checkpoints' mean ± std, judged
+    against the wider of the trained and the random-init spreads, each seed's value in the cell."""
+    root = _docs_copy(tmp_path)
+    monkeypatch.setattr(gen, "DOCS", root / "docs")
+    rel = "learning/probe-seeds-test.json"
+
+    def row(name, kind, value):
+        return {"name": name, "kind": kind, "correspondence": {"corr_acc": value}}
+
+    floor = {
+        "name": "random init (3 seeds)",
+        "kind": "floor",
+        "spread": {"corr_acc": {"mean": 0.30, "std": 0.005, "n": 3}},
+    }
+    models = [
+        row("s0.pt", "checkpoint", 0.31),
+        row("s1.pt", "checkpoint", 0.34),
+        row("s2.pt", "checkpoint", 0.37),
+        floor,
+    ]
+    (root / "docs" / rel).write_text(json.dumps({"created_at": "2026-12-03", "models": models}))
+    prov = json.loads((root / "docs" / "provenance.json").read_text())
+    prov[rel] = {"date": "2026-12-03", "machine": "m", "label": "probe", "seeds_of": "recipe R"}
+    (root / "docs" / "provenance.json").write_text(json.dumps(prov))
+
+    mine = [r for r in gen.quality_rows("docs/") if r[2][-1] == f"[json](docs/{rel})"]
+    assert len(mine) == 1
+    ok, diff, cells, _ = mine[0]
+    assert cells[0] == "recipe R, probe" and cells[1] == "0.340 ± 0.030 (3 seeds: 0.310, 0.340, 0.370)"
+    # +0.040 is 8 times the random inits' spread but 1.3 times the seeds' own: not beyond it
+    assert ok is False and abs(diff - 0.04) < 1e-9 and "within the random inits' spread" in cells[2]
+
+    for m, value in zip(models, (0.350, 0.345, 0.355)):  # the seeds agree: std 0.005
+        m["correspondence"]["corr_acc"] = value
+    (root / "docs" / rel).write_text(json.dumps({"created_at": "2026-12-03", "models": models}))
+    ok, diff, cells, _ = next(r for r in gen.quality_rows("docs/") if r[2][-1] == f"[json](docs/{rel})")
+    assert ok is True and "**above random init** (+0.050" in cells[2]
