@@ -136,7 +136,12 @@ def test_health_warns_once_on_a_uniform_teacher_and_not_on_a_healthy_one():
     uniform = [h.check(s, _stats(0.995 * k, 0.999 * k), 0.6) for s in range(100)]
     fired = [i for i, w in enumerate(uniform) if w]
     assert fired == [5 + STREAK]  # after warm-up, after STREAK steps in a row, once
+    # the schedule would move it off its start (end weight 0 by default): the temperature is named
     assert "uniform" in uniform[fired[0]] and "holds 60% of its random start" in uniform[fired[0]]
+    assert "--teacher-temp 0.025" in uniform[fired[0]] and "--momentum-teacher" not in uniform[fired[0]]
+    h = Health(k, warmup_end=5, teacher=torch.nn.Linear(2, 2), end_init_weight=0.3)
+    stuck = next(w for w in (h.check(s, _stats(0.995 * k, 0.999 * k), 0.6) for s in range(100)) if w)
+    assert "leaves it 30% at the end" in stuck and "lower --momentum-teacher" in stuck
     h = Health(k, warmup_end=5, teacher=torch.nn.Linear(2, 2))
     left = next(w for w in (h.check(s, _stats(0.995 * k, 0.999 * k), 0.01) for s in range(100)) if w)
     assert "has left its random start" in left and "--teacher-temp" in left
