@@ -182,33 +182,25 @@ def quality_rows(link: str) -> list[tuple[bool | None, float, list[str], bool]]:
         extra = _load("provenance.json").get(rel, {})
         label = extra.get("label", rel)
         trained = [m for m in models if m["kind"] == "checkpoint"]
+        vs = f"random init {f_mean:.3f} ± {f_std or 0:.3f} ({f_n} seeds)"
+        if pixels:
+            vs += f", raw pixels {_probe_value(pixels)[0]:.3f}"
+        shown = bool(extra.get("readme"))
         if extra.get("seeds_of") and len(trained) > 1:  # one recipe at several seeds: one row, mean ± std
             values = [_probe_value(m)[0] for m in trained]
             v, std = statistics.mean(values), statistics.stdev(values)
             ok, words = _verdict(v, f_mean, max(f_std or 0.0, std))
-            vs = f"random init {f_mean:.3f} ± {f_std or 0:.3f} ({f_n} seeds)"
-            if pixels:
-                vs += f", raw pixels {_probe_value(pixels)[0]:.3f}"
             each = ", ".join(f"{x:.3f}" for x in values)
-            cells = [
-                f"{extra['seeds_of']}, {label}",
-                f"{v:.3f} ± {std:.3f} ({len(values)} seeds: {each})",
-                f"{vs}: {words}",
-                date,
-                machine,
-                f"[json]({link}{rel})",
-            ]
-            rows.append((ok, v - f_mean, cells, _headline(rel)))
+            result = f"{v:.3f} ± {std:.3f} ({len(values)} seeds: {each})"
+            cells = [f"{extra['seeds_of']}, {label}", result, f"{vs}: {words}", date, machine]
+            rows.append((ok, v - f_mean, [*cells, f"[json]({link}{rel})"], shown))
             continue
         for m in trained:
             v, _, _ = _probe_value(m)
             ok, words = _verdict(v, f_mean, f_std)
-            vs = f"random init {f_mean:.3f} ± {f_std or 0:.3f} ({f_n} seeds)"
-            if pixels:
-                vs += f", raw pixels {_probe_value(pixels)[0]:.3f}"
             name = f"{extra.get('models', {}).get(m['name'], m['name'])}, {label}"
             cells = [name, f"{v:.3f}", f"{vs}: {words}", date, machine, f"[json]({link}{rel})"]
-            rows.append((ok, v - f_mean, cells, _headline(rel)))
+            rows.append((ok, v - f_mean, cells, shown))
     for rel in _files("ablation"):
         data = _load(rel)
         arms = {a["arm"]: a for a in data["arms"]}
