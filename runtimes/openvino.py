@@ -55,7 +55,7 @@ class OpenVINOBackend:
             model = core.read_model(str(path))
             if self.takes_uint8:
                 model = _with_preprocessing(model, manifest["input"])
-            if precision_hint == "bf16" and "BF16" in core.get_property(device, "OPTIMIZATION_CAPABILITIES"):
+            if precision_hint == "bf16" and cpu_has_bf16(core, device):
                 model = _with_bf16_outputs(model)
             self.compiled = core.compile_model(model, device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line messages
@@ -183,6 +183,11 @@ class OpenVINOPipeline:
                 request.wait()
         self._busy.clear()
         self._idle.clear()
+
+
+def cpu_has_bf16(core: ov.Core | None = None, device: str = "CPU") -> bool:
+    """Whether OpenVINO's `device` plugin computes in bf16 (AVX-512 BF16, AMX); elsewhere bf16 runs f32."""
+    return "BF16" in (core or ov.Core()).get_property(device, "OPTIMIZATION_CAPABILITIES")
 
 
 def _with_bf16_outputs(model: ov.Model) -> ov.Model:

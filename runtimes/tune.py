@@ -84,6 +84,12 @@ def tune(
             if not engine_importable(c["engine"]):
                 skipped[c["name"]] = f"{c['engine']} not installed (pip install {PIP_PACKAGES[c['engine']]})"
                 continue
+            if _hint_is_a_no_op(c):
+                skipped[c["name"]] = (
+                    "bf16 hint: this CPU has no bf16, OpenVINO would run it in f32 as the candidate "
+                    "without the hint (timing both would pick between equals by noise)"
+                )
+                continue
             try:
                 probe = dict(manifest, candidates=cands)
                 backend = create_backend(artifact_dir, probe, None, threads, c["name"])
@@ -137,6 +143,16 @@ def tune(
         for name in drop:  # after the manifest stops listing them: a kill here leaves extra files, not gaps
             (artifact_dir / name).unlink(missing_ok=True)
     return record
+
+
+def _hint_is_a_no_op(cand: dict[str, Any]) -> bool:
+    """True for an OpenVINO bf16-hint candidate on a CPU whose OpenVINO plugin lists no BF16 capability."""
+    opts = cand.get("options")
+    if cand.get("engine") != "openvino" or not isinstance(opts, dict) or opts.get("precision_hint") != "bf16":
+        return False
+    from edge_vsd.runtimes.openvino import cpu_has_bf16
+
+    return not cpu_has_bf16()
 
 
 def prune(manifest: dict[str, Any], chosen: str) -> list[str]:

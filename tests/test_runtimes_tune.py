@@ -214,3 +214,19 @@ def test_tune_keep_chosen_removes_the_other_graphs_and_still_verifies(tmp_path, 
     assert {c["file"] for c in tuned["candidates"]} <= kept_files
     assert load(art).backend_name.endswith(chosen["name"])  # the chosen graph still runs
     assert "removed" in capsys.readouterr().err
+
+
+def test_a_bf16_hint_is_timed_only_where_the_cpu_computes_in_bf16(tmp_path):
+    from edge_vsd.runtimes.openvino import cpu_has_bf16
+
+    art = make_toy_artifact(tmp_path / "art")
+    plain = {"file": "encoder.onnx", "engine": "openvino", "precision": "fp32"}
+    hinted = {**plain, "name": "ov_bf16", "options": {"precision_hint": "bf16"}}
+    _set(art, candidates=[{**plain, "name": "ov"}, hinted])
+    rec = tune(art, protocol=QUICK)
+    if cpu_has_bf16():  # AVX-512 BF16 / AMX: the hint changes the kernels, so it is a real candidate
+        assert set(rec["results"]) == {"ov", "ov_bf16"} and not rec["skipped"]
+    else:  # elsewhere OpenVINO runs it in f32: the same graph twice, so it is not timed
+        assert set(rec["results"]) == {"ov"} and rec["chosen"] == "ov"
+        assert "no bf16" in rec["skipped"]["ov_bf16"]
+    assert load(art).backend_name == f"openvino-cpu/{rec['chosen']}"  # what tune chose, load runs
