@@ -1,5 +1,8 @@
 """The hard synthetic set: its nuisance factors are present, and its classes are shapes, not colours."""
 
+import json
+
+import cv2
 import numpy as np
 
 from edge_vsd.data.synthetic_hard import HARD_CLASSES, nuisance, render_hard
@@ -36,3 +39,31 @@ def test_hard_scenes_drift_in_light_and_classes_are_shapes():
     k = int(np.bincount(ids[0][ids[0] > 0]).argmax())
     first, last = frames[0][ids[0] == k].mean(0), frames[-1][ids[-1] == k].mean(0)
     assert np.abs(first - last).max() > 5
+
+
+def test_hard_backgrounds_draw_no_shapes_of_their_own():
+    # the labelled discs, squares and triangles must be the only ones: a flat-filled shape in the texture
+    # (9 x 9 windows of almost no contrast; 9-12% of the background when the textures drew 60 shapes) would
+    # be a disc or square that the probe must call background
+    frames, _, classes = render_hard(60, 96, 128, seed=4, n_obj=6)
+    flat = []
+    for t in range(0, 60, 6):
+        g = frames[t].astype(np.float32).mean(-1)
+        mu = cv2.blur(g, (9, 9))
+        sd = np.sqrt(np.maximum(cv2.blur(g * g, (9, 9)) - mu * mu, 0))
+        flat.append(np.mean(sd[classes[t] == 1] < 4))
+    assert np.mean(flat) < 0.03, np.mean(flat)
+
+
+def test_make_data_hard_records_which_generator_made_it(tmp_path):
+    from edge_vsd.data.make_data import DataConfig, make_data
+    from edge_vsd.data.synthetic_hard import HARD_VERSION
+
+    cfg = DataConfig(out=str(tmp_path / "h"), sequences=1, frames=4, ade_images=4, videos=0, hard=True)
+    cfg.height, cfg.width = 64, 96
+    out = make_data(cfg)
+    record = json.loads((out / "config.json").read_text())
+    assert record["hard"] and record["hard_version"] == HARD_VERSION == 2
+    assert json.loads((out / "ade" / "classes.json").read_text())["2"] == "disc"
+    easy = make_data(DataConfig(out=str(tmp_path / "e"), sequences=1, frames=4, ade_images=4, videos=0))
+    assert "hard_version" not in json.loads((easy / "config.json").read_text())

@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_vsd.atomic import umask_mode
 from edge_vsd.data.synthetic import CLASSES, render, write_video
-from edge_vsd.data.synthetic_hard import HARD_CLASSES, render_hard
+from edge_vsd.data.synthetic_hard import HARD_CLASSES, HARD_VERSION, render_hard
 from edge_vsd.errors import InputError
 
 # seeds of the three parts never overlap, so no labelled scene is seen in training
@@ -139,7 +139,8 @@ def make_data(cfg: DataConfig, force: bool = False) -> Path:
                 write_frames(path, cfg.render(cfg.video_frames, seed)[0])
             else:
                 write_video(path, cfg.video_frames, cfg.height, cfg.width, seed=seed)
-        (stage / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        record = {**asdict(cfg), **({"hard_version": HARD_VERSION} if cfg.hard else {})}
+        (stage / "config.json").write_text(json.dumps(record, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)

@@ -3,7 +3,8 @@ and raw-pixel features score low and a learned encoder has room to show.
 
 - objects are filled with the background's own kind of texture, and their hue and scale drift over time;
 - the segmentation classes are shapes (disc, square, triangle): colour and texture are drawn anew for each
-  instance, so only the outline tells the class;
+  instance, so only the outline tells the class; the textures are shape-free noise, so the labelled
+  objects are the only discs, squares and triangles in a frame;
 - a textured bar occludes, the camera pans with parallax (two background layers at two speeds);
 - every frame has its own light (brightness, contrast, gamma, white balance, hue), sensor noise, blur and
   JPEG compression, drifting smoothly over time."""
@@ -19,6 +20,10 @@ from edge_vsd.data.synthetic import _texture
 
 HARD_CLASSES = {1: "background", 2: "disc", 3: "square", 4: "triangle"}
 SHAPES = ("disc", "square", "triangle")
+# Textures carry no drawn shapes: with them the background was full of discs and squares, so a single frame
+# could not tell a labelled disc from the texture's and every encoder's shape probe sat at the majority class.
+NO_SHAPES = 0
+HARD_VERSION = 2  # written into make-data's config.json; version 1's textures drew discs and squares
 
 
 def _shape_mask(
@@ -72,8 +77,8 @@ def render_hard(
     earlier ones, the bar occludes all) and shape classes (N, H, W) (see HARD_CLASSES)."""
     rng = np.random.default_rng(seed)
     pad = 3
-    bg = _texture(rng, height * pad, width * pad, 60)
-    mid = _texture(rng, height * pad, width * pad, 40)
+    bg = _texture(rng, height * pad, width * pad, NO_SHAPES)
+    mid = _texture(rng, height * pad, width * pad, NO_SHAPES)
     mid_mask: np.ndarray = (rng.random((height * pad // 24, width * pad // 24)) > 0.55).astype(np.float32)
     mid_mask = cv2.resize(cv2.GaussianBlur(mid_mask, (3, 3), 0), (width * pad, height * pad))[..., None]
     pan = rng.uniform(-1, 1, 2)
@@ -84,7 +89,7 @@ def render_hard(
         objs.append(
             {
                 "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-                "texture": _texture(rng, height, width, 20),  # same generator as the background
+                "texture": _texture(rng, height, width, NO_SHAPES),  # the background's generator
                 "pos": rng.uniform([0.15 * width, 0.15 * height], [0.85 * width, 0.85 * height]),
                 "vel": rng.uniform(-1.5, 1.5, 2),
                 "r": rng.uniform(0.09, 0.16) * size,
@@ -95,7 +100,7 @@ def render_hard(
                 "scale_drift": 1 + _walk(rng, n_frames, 0.2),
             }
         )
-    bar_tex = _texture(rng, height, width, 20)
+    bar_tex = _texture(rng, height, width, NO_SHAPES)
     bar_w, bar_speed = int(0.12 * width), rng.uniform(1.0, 2.0) * rng.choice([-1, 1])
     walks = {k: _walk(rng, n_frames, s) for k, s in (("brightness", 0.15), ("hue", 0.06), ("contrast", 0.3))}
     wb = 1 + np.stack([_walk(rng, n_frames, 0.15) for _ in range(3)], 1)
