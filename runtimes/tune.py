@@ -85,10 +85,7 @@ def tune(
                 skipped[c["name"]] = f"{c['engine']} not installed (pip install {PIP_PACKAGES[c['engine']]})"
                 continue
             if _hint_is_a_no_op(c):
-                skipped[c["name"]] = (
-                    "bf16 hint: this CPU has no bf16, OpenVINO would run it in f32 as the candidate "
-                    "without the hint (timing both would pick between equals by noise)"
-                )
+                skipped[c["name"]] = "bf16 hint: this CPU has no bf16, so OpenVINO would run its f32 twin"
                 continue
             try:
                 probe = dict(manifest, candidates=cands)
