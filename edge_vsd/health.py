@@ -16,18 +16,27 @@ COLLAPSE_STREAK = 30
 # a batch whose mean teacher distribution has an entropy under 0.4 log(min(K, rows)): a few prototypes take
 # every frame (quickstart-size runs measured 0.15-0.3 there, 1.4-1.9 before and after)
 ONE_PROTOTYPE = 0.4
+SHARP_TEACHER = 0.025  # the teacher temperature the uniform-teacher warning suggests
 DRIFT_EVERY = 10  # steps between measurements of the teacher's distance from its initialisation
 
 
 class Health:
     """Per-step checks on the loss stats; each kind of failure is warned about once, with its cause and the
     flag to change. `drift` measures the teacher backbone's relative distance from its initial weights;
-    `end_init_weight` is the share of its random start the momentum schedule leaves it at the last step."""
+    `end_init_weight` is the share of its random start the momentum schedule leaves it at the last step;
+    `teacher_temp` and `koleo` are the run's, so the advice names only levers it has not pulled yet."""
 
     def __init__(
-        self, max_entropy: float, warmup_end: int, teacher: nn.Module, end_init_weight: float = 0.0
+        self,
+        max_entropy: float,
+        warmup_end: int,
+        teacher: nn.Module,
+        end_init_weight: float = 0.0,
+        teacher_temp: float = 0.04,
+        koleo: float = 0.0,
     ) -> None:
         self.max_entropy, self.warmup_end, self.end_init_weight = max_entropy, warmup_end, end_init_weight
+        self.teacher_temp, self.koleo = teacher_temp, koleo
         self.start = [p.detach().clone() for p in teacher.parameters()]
         self.streaks = {"uniform": 0, "one_prototype": 0}
         self.warned: set[str] = set()
@@ -83,10 +92,16 @@ class Health:
                 else f"The teacher holds {init_weight:.0%} of its random start, but the schedule moves it off"
             )
             # measured: on the hard synthetic set at 64 px, 0.04 sat at 0.99 ln K and warned, 0.025 did not
+            levers = []
+            if self.teacher_temp > SHARP_TEACHER:
+                levers.append(f"a sharper teacher (--teacher-temp {SHARP_TEACHER:g})")
+            if self.koleo <= 0:
+                levers.append("--koleo 1")
+            levers += ["a smaller --out-dim", "another --lr", "more varied video"]
             return head + (
-                f"{where}, so the temperature, the recipe or the footage is the cause: try a sharper "
-                "teacher (--teacher-temp 0.025) with --koleo 1, a smaller --out-dim, another --lr, or more "
-                "varied video"
+                f"{where}, so the temperature, the recipe or the footage is the cause: try "
+                + ", ".join(levers[:-1])
+                + f", or {levers[-1]}"
             )
         return (
             f"steps {first}-{last}: the teacher gives every frame the same few prototypes (batch spread "

@@ -150,7 +150,8 @@ def _train(
     bar = progress(total=total, initial=step, desc="train", unit="step", disable=not shows_bar)
     metrics = open(out / "metrics.jsonl", "a") if rank == 0 else None
     warmup_end = max(int(np.argmax(sched["lr"])), int(np.argmax(sched["teacher_temp"])))
-    health = Health(loss_fn.max_entropy, warmup_end, teacher, float(sched["teacher_init_weight"][-1]))
+    end_weight, end_temp = (float(sched[k][-1]) for k in ("teacher_init_weight", "teacher_temp"))
+    health = Health(loss_fn.max_entropy, warmup_end, teacher, end_weight, end_temp, cfg.koleo or 0.0)
     saved = step if state is not None else -1
 
     def evaluate(at: int) -> None:

@@ -145,6 +145,13 @@ def test_health_warns_once_on_a_uniform_teacher_and_not_on_a_healthy_one():
     h = Health(k, warmup_end=5, teacher=torch.nn.Linear(2, 2))
     left = next(w for w in (h.check(s, _stats(0.995 * k, 0.999 * k), 0.01) for s in range(100)) if w)
     assert "has left its random start" in left and "--teacher-temp" in left
+    # a run already at 0.025 with KoLeo (the hard set v2 at 112 px still went uniform) is not told to use them
+    h = Health(k, warmup_end=5, teacher=torch.nn.Linear(2, 2), teacher_temp=0.025, koleo=1.0)
+    pulled = next(w for w in (h.check(s, _stats(0.995 * k, 0.999 * k), 0.01) for s in range(100)) if w)
+    assert "--teacher-temp" not in pulled and "--koleo" not in pulled and "--out-dim" in pulled
+    h = Health(k, warmup_end=5, teacher=torch.nn.Linear(2, 2), teacher_temp=0.025)
+    no_koleo = next(w for w in (h.check(s, _stats(0.995 * k, 0.999 * k), 0.01) for s in range(100)) if w)
+    assert "--teacher-temp" not in no_koleo and "--koleo 1" in no_koleo
     h = Health(k, warmup_end=0, teacher=torch.nn.Linear(2, 2))
     passing = [h.check(s, _stats(0.3 * k, 0.1, spread=0.2), 0.0) for s in range(1, 21)]
     passing += [h.check(s, _stats(0.3 * k, 0.5 * k), 0.0) for s in range(21, 40)]
