@@ -230,3 +230,18 @@ def test_a_bf16_hint_is_timed_only_where_the_cpu_computes_in_bf16(tmp_path):
         assert set(rec["results"]) == {"ov"} and rec["chosen"] == "ov"
         assert "no bf16" in rec["skipped"]["ov_bf16"]
     assert load(art).backend_name == f"openvino-cpu/{rec['chosen']}"  # what tune chose, load runs
+
+
+def test_the_fp32_note_says_ship_fp32_only_when_every_round_agrees():
+    from edge_vsd.runtimes.timing import Timing
+    from edge_vsd.runtimes.tune import reference_note
+
+    def timed(*rounds: float) -> Timing:
+        return Timing(sorted(rounds)[len(rounds) // 2], list(rounds), list(rounds))
+
+    assert reference_note("int8", timed(5.0, 5.1, 5.2), "fp32", timed(6.0, 6.1, 6.2)) is None
+    clear = reference_note("int8", timed(8.0, 8.1, 8.3), "fp32", timed(6.0, 6.1, 6.2))
+    assert clear is not None and clear.endswith("ship the fp32 artifact here")
+    # the last quickstart on a 2-core AMD: 6.93 ms (13% between rounds) against 6.39 ms (61%)
+    close = reference_note("int8", timed(6.6, 6.93, 7.48), "fp32", timed(5.9, 6.39, 9.8))
+    assert close is not None and "too close to call" in close and "ship the fp32" not in close
