@@ -454,6 +454,8 @@ def _tune_cpu(folder: Path, cfg: ExportConfig, log) -> None:
         for c in record["candidates"]:
             result = rec["results"].get(c["name"])
             c["latency_ms"] = result["median_ms"] if result else None
+            if c["name"] in rec["skipped"]:  # e.g. a bf16 hint on a CPU without bf16: not timed here
+                c["skipped"] = rec["skipped"][c["name"]]
         record["chosen"] = rec["chosen"]
         ref = rec["results"].get("fp32_reference", {}).get("median_ms")
         n = sum(c["name"] in rec["results"] and c.get("choosable", True) for c in manifest["candidates"])
