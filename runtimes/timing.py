@@ -48,6 +48,11 @@ class Timing:
         }
 
 
+def clearly_faster(fast: list[float], slow: list[float]) -> bool:
+    """True when every round of `fast` beat every round of `slow`: a gap the run's noise cannot explain."""
+    return bool(fast) and bool(slow) and max(fast) < min(slow)
+
+
 def _park(runner: Callable[[], object]) -> None:
     park = getattr(runner, "park", None)
     if callable(park):

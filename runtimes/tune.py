@@ -27,7 +27,7 @@ from edge_vsd.runtimes.cpuinfo import cpu_fingerprint
 from edge_vsd.runtimes.encoder import Encoder
 from edge_vsd.runtimes.errors import RuntimeInputError
 from edge_vsd.runtimes.manifest import read_manifest, verify_files, write_manifest
-from edge_vsd.runtimes.timing import Protocol, Timing, time_candidates
+from edge_vsd.runtimes.timing import Protocol, Timing, clearly_faster, time_candidates
 
 ENGINES = ("onnxruntime", "openvino")
 FRAME_SHAPE = (480, 640, 3)  # what a robot's camera gives: timing includes resizing it
@@ -150,7 +150,7 @@ def reference_note(chosen: str, mine: Timing, ref: str, theirs: Timing) -> str |
     times = (
         f"{chosen} ({mine.median_ms:.2f} ms) is slower than the {ref} reference ({theirs.median_ms:.2f} ms)"
     )
-    if max(theirs.round_ms) < min(mine.round_ms):
+    if clearly_faster(theirs.round_ms, mine.round_ms):
         return f"{times} on this CPU: ship the fp32 artifact here"
     return (
         f"{times}, but their rounds overlap: too close to call here; re-run tune or bench on the idle target"

@@ -134,7 +134,14 @@ def test_invalid_protocol_is_refused():
         time_candidates({"a": lambda: None}, Protocol(rounds=0))
 
 
-def _row(name: str, precision: str, p50: float | None, status: str = "ok", cos: float | None = 0.999) -> dict:
+def _row(
+    name: str,
+    precision: str,
+    p50: float | None,
+    status: str = "ok",
+    cos: float | None = 0.999,
+    rounds: list[float] | None = None,
+) -> dict:
     model = {"arch": "vit_tiny", "patch_size": 16, "embed_dim": 192, "image_size": [112, 112]}
     return {
         "name": name,
@@ -142,7 +149,7 @@ def _row(name: str, precision: str, p50: float | None, status: str = "ok", cos: 
         "status": status,
         "backend": "onnxruntime-cpu",
         "model": model,
-        "latency": None if p50 is None else {"p50_ms": p50},
+        "latency": None if p50 is None else {"p50_ms": p50, "round_ms": rounds or [p50]},
         "accuracy": {"cls_cosine": cos},
         "notes": [],
     }
@@ -169,6 +176,28 @@ def test_bench_names_the_artifact_to_ship_and_flags_slow_int8():
     assert verdicts.apply(rows, has_reference=True)["name"] == "other"
     assert rows[1]["notes"] == []
     assert "Ship: none" in verdicts.ship_line({"ship": verdicts.ship([rows[0] | {"status": "failed"}], True)})
+
+
+def test_bench_calls_overlapping_rounds_too_close():
+    """The quickstart's tune and bench disagreed a minute apart on rounds 13-61% apart: bench must not say
+    "do not ship" or name a clear winner on rounds that overlap, and must still do so when they do not."""
+    from edge_vsd.benchmarks import verdicts
+
+    fp32 = _row("cpu-fp32", "fp32", 6.39, rounds=[5.9, 6.39, 9.8])
+    int8 = _row("cpu-int8", "int8", 6.93, rounds=[6.6, 6.93, 7.48])
+    ship = verdicts.apply([fp32, int8], has_reference=True)
+    assert int8["notes"] == [
+        "INT8 slower at p50 than fp32 sibling cpu-fp32 (6.93 vs 6.39 ms), but their rounds overlap: "
+        "too close to call; re-run bench on the idle target"
+    ]
+    assert ship["name"] == "cpu-fp32" and ship["too_close"] == ["cpu-int8"]
+    assert ship["why"].endswith("; within round noise of cpu-int8: too close to call")
+    # rounds apart: the verdict is firm and nothing is too close
+    fp32 = _row("cpu-fp32", "fp32", 6.1, rounds=[6.0, 6.1, 6.2])
+    int8 = _row("cpu-int8", "int8", 8.1, rounds=[8.0, 8.1, 8.3])
+    ship = verdicts.apply([fp32, int8], has_reference=True)
+    assert int8["notes"][0].endswith("do not ship it on this CPU")
+    assert ship["too_close"] == [] and "too close" not in ship["why"]
 
 
 def test_bench_times_with_the_protocol_and_reports_engine_and_ship(tmp_path, capsys):
