@@ -8,12 +8,14 @@ import cv2
 import numpy as np
 
 
-def _texture(rng: np.random.Generator, h: int, w: int, n_shapes: int) -> np.ndarray:
-    """Multi-scale coloured noise with random shapes on top: enough structure for patch features."""
+def _texture(
+    rng: np.random.Generator, h: int, w: int, n_shapes: int, scales: tuple[int, ...] = (4, 16, 64)
+) -> np.ndarray:
+    """Multi-scale coloured noise (grain sizes `scales` in pixels) with random shapes on top."""
     img = np.zeros((h, w, 3), np.float32)
-    for scale in (4, 16, 64):
+    for scale in scales:
         small = rng.random((max(2, h // scale), max(2, w // scale), 3), dtype=np.float32)
-        img += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) / 3
+        img += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) / len(scales)
     img = np.clip(img * 255, 0, 255).astype(np.uint8)
     for _ in range(n_shapes):
         color = tuple(int(c) for c in rng.integers(0, 256, 3))

@@ -1,7 +1,8 @@
 """The hard synthetic set (`make-data --hard`): scenes where colour alone cannot find the objects, so random
 and raw-pixel features score low and a learned encoder has room to show.
 
-- objects are filled with the background's own kind of texture, and their hue and scale drift over time;
+- objects are filled with the background's kind of texture (coloured noise) at a finer grain, so they stand
+  out in one frame by their grain and not their colour; their hue and size drift over time;
 - the segmentation classes are shapes (disc, square, triangle): colour and texture are drawn anew for each
   instance, so only the outline tells the class; the textures are shape-free noise, so the labelled
   objects are the only discs, squares and triangles in a frame;
@@ -23,7 +24,12 @@ SHAPES = ("disc", "square", "triangle")
 # Textures carry no drawn shapes: with them the background was full of discs and squares, so a single frame
 # could not tell a labelled disc from the texture's and every encoder's shape probe sat at the majority class.
 NO_SHAPES = 0
-HARD_VERSION = 2  # written into make-data's config.json; version 1's textures drew discs and squares
+# Objects' grain (pixels) against the background's (4, 16, 64). With the background's own grain (version 2)
+# an object was invisible in a single frame: no encoder's linear probe told object from background.
+OBJECT_GRAIN = (2, 8)
+# written into make-data's config.json; version 1's textures drew discs and squares, version 2's objects
+# had the background's grain
+HARD_VERSION = 3
 
 
 def _shape_mask(
@@ -89,7 +95,7 @@ def render_hard(
         objs.append(
             {
                 "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-                "texture": _texture(rng, height, width, NO_SHAPES),  # the background's generator
+                "texture": _texture(rng, height, width, NO_SHAPES, OBJECT_GRAIN),
                 "pos": rng.uniform([0.15 * width, 0.15 * height], [0.85 * width, 0.85 * height]),
                 "vel": rng.uniform(-1.5, 1.5, 2),
                 "r": rng.uniform(0.09, 0.16) * size,
