@@ -25,7 +25,8 @@ SHAPES = ("disc", "square", "triangle")
 # could not tell a labelled disc from the texture's and every encoder's shape probe sat at the majority class.
 NO_SHAPES = 0
 # Objects' grain (pixels) against the background's (4, 16, 64). With the background's own grain (version 2)
-# an object was invisible in a single frame: no encoder's linear probe told object from background.
+# one frame barely showed an object: a class-balanced linear probe found objects at IoU 0.09-0.15 for raw
+# pixels, random init and a trained encoder alike (0.20-0.29 on version 3).
 OBJECT_GRAIN = (2, 8)
 # written into make-data's config.json; version 1's textures drew discs and squares, version 2's objects
 # had the background's grain
