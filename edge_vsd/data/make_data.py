@@ -5,8 +5,9 @@ Writes, from the synthetic scene generator and its ground truth:
               one id per moving object), ImageSets/2017/val.txt
   OUT/ade/    ADE20K layout: images/N.jpg, annotations/N.png (class per pixel, 0 = ignore; see CLASSES)
   OUT/videos/ unlabelled training videos (other seeds than the labelled scenes)
-With --hard every part comes from `edge_vsd.data.synthetic_hard`: shape classes, background-textured objects,
-per-frame light, noise, blur and JPEG, occlusion (the set where random features score low).
+With --hard every part comes from `edge_vsd.data.synthetic_hard`: shape classes, objects in the background's
+kind of noise at a finer grain, per-frame light, noise, blur and JPEG, occlusion (the set where random
+features score low).
 """
 
 from __future__ import annotations
@@ -193,8 +194,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hard",
         action="store_true",
-        help="the hard set: classes by shape, objects textured like the background with drifting hue and "
-        "scale, per-frame light, noise, blur and JPEG, occlusion (random features score low here)",
+        help="the hard set: classes by shape, objects in the background's kind of noise at a finer grain "
+        "with drifting hue and size, per-frame light, noise, blur and JPEG, occlusion (random features score "
+        "low here)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
 
