@@ -58,7 +58,7 @@ def test_hard_backgrounds_draw_no_shapes_of_their_own():
 def test_hard_objects_stand_out_by_grain_in_one_frame():
     # a single-frame probe can only find what one frame shows: inside objects the fine detail (mean absolute
     # Laplacian) must be well above the background's. Version 2 (the background's grain) measured 1.3-1.9x
-    # here and no encoder's probe told object from background; version 3 measures 2.5-6.6x
+    # here and a balanced probe found its objects barely above chance; version 3 measures 2.5-6.6x
     frames, _, classes = render_hard(60, 96, 128, seed=4, n_obj=6)
     ratios = []
     kernel = np.ones((5, 5), np.uint8)
