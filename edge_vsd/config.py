@@ -283,7 +283,8 @@ class TrainConfig:
             self.local_size <= 0 or self.local_size % (1 if self.init else self.patch_size)
         ):
             raise InputError(
-                f"local_size {self.local_size}: must be a positive multiple of patch size {self.patch_size}"
+                f"--local-size {self.local_size}: must be a positive multiple of the patch size "
+                f"{self.patch_size}"
             )
         for name in ("lr", "min_lr", "weight_decay", "weight_decay_end", "clip_grad"):
             value = getattr(self, name)

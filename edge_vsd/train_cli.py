@@ -90,6 +90,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--local-crops", type=int, help="DINO local crops per frame for the global term (default 0)"
     )
     p.add_argument(
+        "--local-size",
+        type=int,
+        metavar="PX",
+        help="side of the local crops, a multiple of the patch size (default 48)",
+    )
+    p.add_argument(
         "--separate-patch-head",
         action="store_true",
         default=None,
@@ -233,6 +239,7 @@ OPTION_FIELDS = [
     "freeze_last_layer_steps",
     "out_dim",
     "local_crops",
+    "local_size",
     "separate_patch_head",
     "bf16",
     "compile",

@@ -110,3 +110,10 @@ def test_train_reports_why_each_video_was_unusable(tmp_path, capsys):
     assert code == 2 and len(err) == 1, err
     assert f"{bad}: OpenCV cannot open it as a video" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_train_local_size_must_fit_the_patch_grid(synthetic_video, tmp_path, capsys):
+    argv = ["train", "--video", str(synthetic_video), "--out", str(tmp_path / "r"), "--img-size", "32"]
+    bad = [*argv, "--local-crops", "2", "--local-size", "40"]
+    one_line_error(capsys, bad, "--local-size 40", "patch size 16")
+    assert not (tmp_path / "r").exists()
