@@ -207,7 +207,12 @@ def quality_rows(link: str) -> list[tuple[bool | None, float, list[str], bool]]:
         if "init" not in arms:
             continue
         s = data["settings"]
-        trained = [a for a in data["arms"] if a["method"] == "vsd"]
+        # the best VSD arm; an ablation of DINO alone gets its DINO row instead
+        trained = [a for a in data["arms"] if a["method"] == "vsd"] or [
+            a for a in data["arms"] if a["method"] == "dino"
+        ]
+        if not trained:
+            continue
         seeds = s.get("seeds", 1)
         date, machine = _provenance(rel, data)
         label = _load("provenance.json").get(rel, {}).get("label", "")
@@ -222,13 +227,17 @@ def quality_rows(link: str) -> list[tuple[bool | None, float, list[str], bool]]:
             vs = f"random init {arms['init'][key]:.3f}" + (
                 f" ± {init_std:.3f}" if init_std is not None else ""
             )
-            if "dino" in arms:
+            if "dino" in arms and best["method"] != "dino":
                 vs += f", DINO {arms['dino'][key]:.3f}"
             if "raw pixels" in arms:
                 vs += f", raw pixels {arms['raw pixels'][key]:.3f}"
+            arm = (
+                f"best VSD arm (Δ {best['delta']:g}) of {len(trained)}"
+                if best["method"] == "vsd"
+                else "DINO arm"
+            )
             name = (
-                f"ablation, best VSD arm (Δ {best['delta']:g}) of {len(trained)}, "
-                f"{s['steps']} x {s['batch_size']}"
+                f"ablation, {arm}, {s['steps']} x {s['batch_size']}"
                 + (f", {seeds} seeds" if seeds > 1 else "")
                 + f", {label} {task}"
             )

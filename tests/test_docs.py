@@ -183,3 +183,22 @@ def test_several_seeds_of_one_recipe_are_one_row_judged_against_the_wider_spread
     (root / "docs" / rel).write_text(json.dumps({"created_at": "2026-12-03", "models": models}))
     ok, diff, cells, _ = next(r for r in gen.quality_rows("docs/") if r[2][-1] == f"[json](docs/{rel})")
     assert ok is True and "**above random init** (+0.050" in cells[2]
+
+
+def test_an_ablation_without_a_vsd_arm_gets_its_dino_row(gen, tmp_path, monkeypatch):
+    """An ablation of DINO alone (no Δ arm) is rendered as the DINO arm's row, not skipped or crashed on."""
+    root = _docs_copy(tmp_path)
+    monkeypatch.setattr(gen, "DOCS", root / "docs")
+    src = next(
+        rel for rel in gen._files("ablation") if not any(a["method"] == "vsd" for a in gen._load(rel)["arms"])
+    )
+    data = gen._load(src)
+    dino = next(a for a in data["arms"] if a["method"] == "dino")
+    rows = [r for r in gen.quality_rows("docs/") if r[2][-1] == f"[json](docs/{src})"]
+    assert [r[2][0].split(",")[1] for r in rows] == [" DINO arm"] * len(rows) and rows
+    assert rows[0][2][1].startswith(f"{dino['JF']:.3f}") and "DINO " not in rows[0][2][2]
+
+    for a in data["arms"]:  # without a DINO arm either there is nothing trained to compare: no row
+        a["method"] = "floor" if a["method"] == "dino" else a["method"]
+    (root / "docs" / src).write_text(json.dumps(data))
+    assert not [r for r in gen.quality_rows("docs/") if r[2][-1] == f"[json](docs/{src})"]
