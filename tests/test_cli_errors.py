@@ -117,3 +117,13 @@ def test_train_local_size_must_fit_the_patch_grid(synthetic_video, tmp_path, cap
     bad = [*argv, "--local-crops", "2", "--local-size", "40"]
     one_line_error(capsys, bad, "--local-size 40", "patch size 16")
     assert not (tmp_path / "r").exists()
+
+
+def test_train_local_size_with_init_asks_only_for_a_positive_size(synthetic_video, tmp_path, capsys):
+    # the --init checkpoint sets the patch size, so the config check cannot name one
+    argv = ["train", "--video", str(synthetic_video), "--out", str(tmp_path / "r"), "--init", "w.pt"]
+    err = one_line_error(
+        capsys, [*argv, "--local-crops", "2", "--local-size", "0"], "--local-size 0: must be > 0"
+    )
+    assert "patch size" not in err
+    assert not (tmp_path / "r").exists()
