@@ -279,12 +279,14 @@ class TrainConfig:
             raise InputError(f"--delta-seconds {self.delta_seconds}: must be > 0")
         if self.batch_size % self.accum:
             raise InputError(f"--batch-size {self.batch_size} must divide by --accum {self.accum}")
-        if self.local_crops and (
-            self.local_size <= 0 or self.local_size % (1 if self.init else self.patch_size)
-        ):
+        if self.local_crops and self.init and self.local_size <= 0:
             # with --init the patch size comes from the checkpoint, checked once it is loaded
-            need = "> 0" if self.init else f"a positive multiple of the patch size {self.patch_size}"
-            raise InputError(f"--local-size {self.local_size}: must be {need}")
+            raise InputError(f"--local-size {self.local_size}: must be > 0")
+        if self.local_crops and not self.init and (self.local_size <= 0 or self.local_size % self.patch_size):
+            raise InputError(
+                f"--local-size {self.local_size}: must be a positive multiple of the patch size "
+                f"{self.patch_size}"
+            )
         for name in ("lr", "min_lr", "weight_decay", "weight_decay_end", "clip_grad"):
             value = getattr(self, name)
             if value is not None and not value >= 0:  # also catches NaN
