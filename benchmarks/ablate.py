@@ -174,6 +174,8 @@ def summary_rows(cfg: AblateConfig, table: list[dict[str, Any]]) -> list[list[st
     rows = []
     for r in table:
         delta = "-" if r["delta"] is None else f"{r['delta']:g}{'s' if cfg.delta_seconds else ''}"
+        seconds = r.get("seconds")  # a multi-seed arm's sum over its seeds
+        per_run = None if seconds is None else seconds / len(r.get("seeds") or [r])
         rows.append(
             [
                 r["arm"],
@@ -181,11 +183,20 @@ def summary_rows(cfg: AblateConfig, table: list[dict[str, Any]]) -> list[list[st
                 delta,
                 str(r["steps"]),
                 *(_with_spread(r, key, n) for key in ("JF", "J", "F", "miou", "knn")),
-                n((r.get("final") or {}).get("loss")),
-                n(r.get("seconds"), ".0f"),
+                _final_loss(r, n),
+                n(per_run, ".0f"),
             ]
         )
     return rows
+
+
+def _final_loss(row: dict[str, Any], n) -> str:
+    """The last step's loss: `mean ± std` over a multi-seed arm's seeds, else the run's own."""
+    losses = [(r.get("final") or {}).get("loss") for r in row.get("seeds") or [row]]
+    if len(losses) < 2 or None in losses:
+        return n(losses[0])
+    spread = mean_std(losses)
+    return f"{n(spread['mean'])} ± {spread['std']:.3f}"
 
 
 def _with_spread(row: dict[str, Any], key: str, n) -> str:

@@ -360,7 +360,15 @@ def test_ablate_seeds_give_mean_and_spread_and_each_seed_with_a_shared_recipe(da
     init = next(a for a in result["arms"] if a["arm"] == "init")
     assert init["spread"]["JF"]["std"] > 0  # two random starts differ
     out = capsys.readouterr().out
-    assert "seeds 0-1 (mean ± std)" in (tmp_path / "a" / "ablation.md").read_text()
+    md = (tmp_path / "a" / "ablation.md").read_text()
+    assert "seeds 0-1 (mean ± std)" in md
+    # like the scores, the md's loss and time are per run over the seeds, not seed 0's loss and the seeds' sum
+    losses = [s["final"]["loss"] for s in vsd["seeds"]]
+    row = next(line for line in md.splitlines() if line.startswith("| vsd-d3 |")).split(" | ")
+    assert row[-2:] == [
+        f"{np.mean(losses):.3f} ± {np.std(losses, ddof=1):.3f}",
+        f"{np.mean([s['seconds'] for s in vsd['seeds']]):.0f} |",
+    ]
     assert f"{vsd['JF']:.3f} ± {vsd['spread']['JF']['std']:.3f}" in out
 
 
