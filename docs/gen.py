@@ -358,8 +358,7 @@ def ablation_table(link: str) -> str:
         if a["arm"] == "init" and not s.get("init"):
             continue  # the random start itself: the "random init (N seeds)" floor below
         name = f"VSD Δ {a['delta']:g}" if a["method"] == "vsd" else names.get(a["arm"], a["arm"])
-        finals = [(r.get("final") or {}).get("loss") for r in a.get("seeds") or [a]]
-        finals = [f for f in finals if f is not None]
+        finals = _final_losses(a)
         frac = f"{sum(finals) / len(finals) / ln_k:.2f}" if finals else "-"
         lines.append(f"| {_cell(name)} | {_mean_std(a, 'JF')} | {_mean_std(a, 'miou')} | {frac} |")
     curves = (DOCS / rel).with_name(Path(rel).stem + "-curves.png")
@@ -367,6 +366,12 @@ def ablation_table(link: str) -> str:
         png = f"[{curves.name}]({link}ablation/{curves.name})"
         lines += ["", f"Learning curves (teacher, mean of the seeds): {png}"]
     return "\n".join(lines)
+
+
+def _final_losses(arm: dict[str, Any]) -> list[float]:
+    """The last step's loss of each of an arm's seeds (or of its one run), where recorded."""
+    finals = [(r.get("final") or {}).get("loss") for r in arm.get("seeds") or [arm]]
+    return [f for f in finals if f is not None]
 
 
 def _ablation_section(rel: str) -> list[str]:
@@ -397,9 +402,12 @@ def _ablation_section(rel: str) -> list[str]:
     ]
     for a in data["arms"]:
         delta = "-" if a["method"] != "vsd" else f"{a['delta']:g}"
-        loss = (a.get("final") or {}).get("loss")
+        finals = _final_losses(a)
+        loss = n(statistics.mean(finals) if finals else None)
+        if len(finals) > 1:
+            loss += f" ± {statistics.stdev(finals):.3f}"
         cells = [_mean_std(a, k) for k in ("JF", "J", "F", "miou", "knn")]
-        out.append(f"| {a['arm']} | {a['method']} | {delta} | {' | '.join(cells)} | {n(loss)} |")
+        out.append(f"| {a['arm']} | {a['method']} | {delta} | {' | '.join(cells)} | {loss} |")
     for png in sorted((DOCS / rel).parent.glob(Path(rel).stem + "-*.png")):
         out += ["", f"![{png.stem}](ablation/{png.name})"]
     return out + [""]

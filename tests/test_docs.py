@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,3 +203,12 @@ def test_an_ablation_without_a_vsd_arm_gets_its_dino_row(gen, tmp_path, monkeypa
         a["method"] = "floor" if a["method"] == "dino" else a["method"]
     (root / "docs" / src).write_text(json.dumps(data))
     assert not [r for r in gen.quality_rows("docs/") if r[2][-1] == f"[json](docs/{src})"]
+
+
+def test_a_seeded_ablation_lists_its_seeds_mean_final_loss(gen):
+    """benchmarks.md's ablation rows give the seeds' mean ± std loss, not the first seed's alone."""
+    rel = next(rel for rel in gen._files("ablation") if gen._load(rel)["settings"].get("seeds", 1) > 1)
+    arm = next(a for a in gen._load(rel)["arms"] if a["method"] == "vsd")
+    losses = [s["final"]["loss"] for s in arm["seeds"]]
+    row = next(line for line in gen._ablation_section(rel) if line.startswith(f"| {arm['arm']} |"))
+    assert row.endswith(f"| {np.mean(losses):.3f} ± {np.std(losses, ddof=1):.3f} |"), row
