@@ -60,6 +60,7 @@ class EvalConfig:
     sequences: list[str] | None = None
     propagation: PropagationSettings = PropagationSettings()
     seg_images: int = 200
+    seg_size: int | None = None  # probe short side for checkpoints (None: the images' own); DINOv2 ADE: 512
     knn_k: int = 20
     knn_temperature: float = 0.07
     floors: bool = True  # raw pixels, random inits and the trivial answers beside the models
@@ -178,11 +179,17 @@ def eval_davis(model: Model, cfg: EvalConfig, log) -> dict[str, Any]:
     return out
 
 
+def seg_input_size(image_size: tuple[int, int], short_side: int | None) -> tuple[int, int]:
+    """The probe's input size: the images' own, or their aspect at `short_side` (long side floored to 64s)."""
+    h, w = image_size
+    return (h, w) if short_side is None else dino_size(h, w, short_side)
+
+
 def eval_seg(model: Model, cfg: EvalConfig, data: SegData | None = None) -> dict[str, Any]:
     if data is None:
         assert cfg.seg_data is not None  # run only when the config names a probe data set
         data = load_seg_data(cfg.seg_data, cfg.seg_images)
-    enc = model.at_size(data.images.shape[1:3])
+    enc = model.at_size(seg_input_size(data.images.shape[1:3], cfg.seg_size))
     size = model.image_size
     labels, feats = seg_features(enc, data, size)
     probe = seg_probe(enc, data, size, epochs=PROBE_EPOCHS, features=(labels, feats))
@@ -328,8 +335,9 @@ def oracle_answers(reference: Model, cfg: EvalConfig, inputs: EvalInputs) -> dic
         seqs = load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
         out["davis"] = patch_oracle(seqs, cfg.propagation, reference.patch)
     if inputs.seg is not None:
-        labels = inputs.seg.labels  # the probe's size: a checkpoint runs at the images' own
-        h, w = labels.shape[1:3]
+        h, w = seg_input_size(inputs.seg.labels.shape[1:3], cfg.seg_size)  # the size the probe scores at
+        near = cv2.INTER_NEAREST
+        labels = np.stack([cv2.resize(lb, (w, h), interpolation=near) for lb in inputs.seg.labels])
         p = reference.patch
         cells = patch_labels(labels, (max(1, h // p), max(1, w // p)))
         up = np.stack(
@@ -498,6 +506,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--davis", metavar="DIR", help="DAVIS-2017 layout: JPEGImages/480p, Annotations/480p")
     p.add_argument("--seg-data", metavar="DIR", help="ADE20K layout: images/, annotations/ (linear + kNN)")
     p.add_argument(
+        "--seg-size",
+        type=int,
+        help="probe short side for checkpoints and floors (default: the images' own; DINOv2 on ADE: 512)",
+    )
+    p.add_argument(
         "--data", metavar="VIDEO", help="video, image folder or ROS 2 bag for patch correspondence"
     )
     p.add_argument("--topic", help="--data a ROS 2 bag: the image topic (default: the bag's only one)")
@@ -527,6 +540,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     for flag, value, low in (
         ("--max-frames", args.max_frames, 3),
         ("--size", args.size, 16),
+        ("--seg-size", args.seg_size, 16),
         ("--n-last", args.n_last, 0),
         ("--topk", args.topk, 1),
         ("--radius", args.radius, 0),
@@ -548,6 +562,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         floors=args.floors,
         floor_seeds=args.floor_seeds,
         topic=args.topic,
+        seg_size=args.seg_size,
     )
 
 

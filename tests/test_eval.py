@@ -198,6 +198,38 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
     assert code == 2 and "already holds a report" in capsys.readouterr().err
 
 
+def test_eval_seg_size_scores_checkpoints_and_floors_at_that_short_side(data, tmp_path, capsys):
+    import torch
+
+    from edge_vsd.model import build_vit
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "vit.pt"
+    torch.save(build_vit("vit_tiny", 64).state_dict(), ckpt)
+    art = make_toy_artifact(tmp_path / "toy", image_size=(96, 128), patch=16, dim=32)
+    report = tmp_path / "report"
+    args = ["eval", str(ckpt), str(art), "--seg-data", str(data / "ade"), "--report", str(report)]
+    assert main([*args, "--seg-size", "192", "--floor-seeds", "1"]) == 0
+    rows = {
+        m.get("name", m.get("model")): m for m in json.loads((report / "results.json").read_text())["models"]
+    }
+    # the 96x128 images at short side 192: 192 x 256 for the checkpoint and the floors; the artifact keeps its
+    assert rows["vit.pt"]["seg"]["input_size"] == [192, 256]
+    assert rows["raw pixels"]["seg"]["input_size"] == [192, 256]
+    assert rows["random init (1 seeds)"]["seeds"][0]["seg"]["input_size"] == [192, 256]
+    assert rows["toy"]["seg"]["input_size"] == [96, 128]
+    # the oracle is the truth on the 12x16 grid the probe scores at, not the images' own 6x8
+    oracle = rows["oracle (truth at the patch grid)"]["seg"]["linear"]["miou"]
+    assert main(["eval", str(ckpt), "--seg-data", str(data / "ade"), "--report", str(tmp_path / "r2")]) == 0
+    small = json.loads((tmp_path / "r2" / "results.json").read_text())["models"]
+    assert small[0]["seg"]["input_size"] == [96, 128]
+    assert oracle > small[-1]["seg"]["linear"]["miou"]
+    capsys.readouterr()
+    assert main([*args, "--seg-size", "8", "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["edge-vsd eval: error: --seg-size 8: must be at least 16"]
+
+
 def test_ablate_tiny_and_resumable(data, tmp_path, capsys):
     args = [
         "ablate",
