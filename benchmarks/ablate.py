@@ -45,6 +45,7 @@ class AblateConfig:
     davis: str | None = None
     seg_data: str | None = None
     eval_size: int = 224  # short side of the DAVIS frames; DINO: 480 for models trained at 224
+    seg_size: int | None = None  # probe short side (None: the images' own)
     radius: int = 3  # DINO's 12 patches of 8 px at 480 are 20% of the short side; 3 x 16 px at 224 the same
     max_frames: int = 50
     config: str | None = None  # JSON/TOML file of TrainConfig fields every arm trains with (the recipe)
@@ -326,6 +327,7 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
         seg_data=cfg.seg_data,
         max_frames=cfg.max_frames,
         propagation=PropagationSettings(radius=cfg.radius, short_side=cfg.eval_size),
+        seg_size=cfg.seg_size,
         floor_seeds=max(FLOOR_SEEDS, len(seeds)),
     )
     doc = run_eval([trained[a.name, s]["model"] for a, s in runs], ecfg, out / "eval", force=True, log=log)
@@ -444,6 +446,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--davis", metavar="DIR", help="DAVIS-layout folder for J&F (e.g. from make-data)")
     p.add_argument("--seg-data", metavar="DIR", help="ADE20K-layout folder for the linear and kNN probes")
     p.add_argument("--eval-size", type=int, default=d.eval_size, help="DAVIS short side (default 224)")
+    p.add_argument("--seg-size", type=int, help="probe short side (default: the images' own)")
     p.add_argument("--radius", type=int, default=d.radius, help="propagation neighbourhood in patches")
     p.add_argument("--max-frames", type=int, default=d.max_frames, help="frames per DAVIS sequence")
 
@@ -465,6 +468,8 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeInputError(f"--steps {args.steps}: must be at least 1")
     if args.seeds < 1:
         raise RuntimeInputError(f"--seeds {args.seeds}: must be at least 1")
+    if args.seg_size is not None and args.seg_size < 16:
+        raise RuntimeInputError(f"--seg-size {args.seg_size}: must be at least 16")
     for path in (*args.video, args.davis, args.seg_data, args.init, args.config):
         if path and not Path(path).exists():
             raise RuntimeInputError(f"{path}: no such file or folder")
@@ -488,6 +493,7 @@ def run(args: argparse.Namespace) -> int:
         davis=args.davis,
         seg_data=args.seg_data,
         eval_size=args.eval_size,
+        seg_size=args.seg_size,
         radius=args.radius,
         max_frames=args.max_frames,
         config=args.config,

@@ -367,6 +367,10 @@ def test_ablate_seeds_give_mean_and_spread_and_each_seed_with_a_shared_recipe(da
         "5",
         "--eval-size",
         "64",
+        "--seg-data",
+        str(data / "ade"),
+        "--seg-size",
+        "64",
         "--out",
         str(tmp_path / "a"),
     ]
@@ -375,6 +379,10 @@ def test_ablate_seeds_give_mean_and_spread_and_each_seed_with_a_shared_recipe(da
     assert main([*args, "--config", str(recipe)]) == 0
     result = json.loads((tmp_path / "a" / "ablation.json").read_text())
     assert result["settings"]["recipe"]["koleo"] == 0.5
+    # the probe scored every model at --seg-size's short side (the 96x128 images at 64: 64x64)
+    scored = json.loads((tmp_path / "a" / "eval" / "results.json").read_text())["models"]
+    assert {tuple(m["seg"]["input_size"]) for m in scored if "input_size" in m.get("seg", {})} == {(64, 64)}
+    assert result["settings"]["seg_size"] == 64
     for run in ("vsd-d3", "vsd-d3-s1"):
         trained = json.loads((tmp_path / "a" / "runs" / run / "config.json").read_text())
         assert trained["koleo"] == 0.5 and trained["delta"] == 3
