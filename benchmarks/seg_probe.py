@@ -129,17 +129,24 @@ def train_softmax(
     return params[0], params[1]
 
 
-def miou(pred: np.ndarray, target: np.ndarray, classes: np.ndarray) -> tuple[float, float]:
-    """(mean IoU over classes present in target or prediction, pixel accuracy), ignoring IGNORE pixels."""
+def class_ious(pred: np.ndarray, target: np.ndarray, classes: np.ndarray) -> dict[int, float]:
+    """IoU of each class present in target or prediction, ignoring IGNORE pixels."""
     keep = target != IGNORE
     p, t = pred[keep], target[keep]
-    ious = []
+    out = {}
     for c in classes:
-        inter = np.sum((p == c) & (t == c))
         union = np.sum((p == c) | (t == c))
         if union:
-            ious.append(inter / union)
-    return (float(np.mean(ious)) if ious else 0.0), (float(np.mean(p == t)) if t.size else 0.0)
+            out[int(c)] = float(np.sum((p == c) & (t == c)) / union)
+    return out
+
+
+def miou(pred: np.ndarray, target: np.ndarray, classes: np.ndarray) -> tuple[float, float]:
+    """(mean IoU over classes present in target or prediction, pixel accuracy), ignoring IGNORE pixels."""
+    ious = list(class_ious(pred, target, classes).values())
+    t = target[target != IGNORE]
+    acc = float(np.mean(pred[target != IGNORE] == t)) if t.size else 0.0
+    return (float(np.mean(ious)) if ious else 0.0), acc
 
 
 def seg_features(
@@ -197,6 +204,7 @@ def seg_probe(
     return {
         "miou": m,
         "pixel_acc": acc,
+        "class_iou": {str(c): v for c, v in class_ious(np.stack(preds), labels[test], all_classes).items()},
         "classes": int(len(all_classes)),
         "train_images": int(len(train)),
         "test_images": int(len(test)),

@@ -32,6 +32,7 @@ def test_probe_miou_well_above_chance(tmp_path, seg_dir):
     # Chance (uniform guess over 4 classes) gives an mIoU near 0.15 here; a linear head on colour-aware
     # patch features must do far better.
     assert out["miou"] > 0.6, out
+    assert out["miou"] == pytest.approx(np.mean(list(out["class_iou"].values())))
     assert out["pixel_acc"] > 0.8, out
 
 
@@ -61,6 +62,7 @@ def test_miou_exact():
     m, acc = seg_probe.miou(pred, target, np.array([1, 2]))
     # class 1: inter 1, union 2 -> 0.5; class 2: inter 4, union 5 -> 0.8; ignore pixels dropped.
     assert m == pytest.approx(0.65) and acc == pytest.approx(5 / 6)
+    assert seg_probe.class_ious(pred, target, np.array([1, 2, 3])) == pytest.approx({1: 0.5, 2: 0.8})
 
 
 def test_bad_layouts_are_one_line_errors(tmp_path):
