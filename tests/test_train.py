@@ -135,11 +135,20 @@ def test_ddp_two_processes_match_single(synthetic_video, tmp_path):
     ]
     subprocess.run(cmd, check=True, env=child_env(), capture_output=True, timeout=300)
     single = train(TrainConfig(**json.loads(cfg.read_text()), out=str(tmp_path / "one")), show_progress=False)
-    a = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
-    b = load_checkpoint(single)
-    for k in a["teacher"]:
-        assert torch.allclose(a["teacher"][k], b["teacher"][k], atol=1e-5), k
-    assert torch.allclose(a["loss"]["center"], b["loss"]["center"], atol=1e-5)
+    start = train(TrainConfig(**{**settings, "lr": 0.0}, out=str(tmp_path / "zero")), show_progress=False)
+    a, b, c = (load_checkpoint(p) for p in (tmp_path / "ddp" / "checkpoint.pt", single, start))
+
+    def norm(x: dict, y: dict) -> float:
+        return float(sum(((x[k] - y[k]).double() ** 2).sum() for k in x) ** 0.5)
+
+    # Two half-batches all-reduced sum in another order than one batch, and Adam magnifies that in weights
+    # whose gradient is near zero: single weights differ by up to 1.5e-5 on AVX-512 kernels. So the check is
+    # on the whole update: DDP's must match one process's to 0.1% (measured 0.01%); a missing all-reduce or a
+    # sampler that gives both processes the same pairs moves it by far more.
+    for part in ("student", "teacher"):
+        assert norm(a[part], b[part]) < 1e-3 * norm(b[part], c[part]), part
+    centre = {"c": a["loss"]["center"]}, {"c": b["loss"]["center"]}, {"c": c["loss"]["center"]}
+    assert norm(*centre[:2]) < 1e-3 * norm(centre[1], centre[2])
 
 
 @pytest.mark.slow
