@@ -382,6 +382,9 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
     budget = f"{cfg.arch} @ {cfg.img_size} px, {cfg.steps} steps x batch {cfg.batch_size}, {seed_text}"
     if cfg.config:
         budget += ", recipe " + ", ".join(f"{k} {v}" for k, v in settings["recipe"].items())
+    budget += f"; J&F at {cfg.eval_size} px short side, probe at " + (
+        f"{cfg.seg_size} px" if cfg.seg_size else "the images' own size"
+    )
     doc_md = (
         f"# edge-vsd ablation\n\n{budget}; videos: {', '.join(settings['video'])}\n\n{md}\n"
         "![accuracy vs delta](accuracy_vs_delta.png)\n\n![baselines](baselines.png)\n"

@@ -347,8 +347,10 @@ def ablation_table(link: str) -> str:
 
     lines = [
         f"{s['arch']} at {s['img_size']} px, {s['steps']} steps x {s['batch_size']}, {seeds} seeds "
-        f"(mean ± std), {label}{date}, {machine}. J&F: DAVIS-protocol label propagation; probe: the shape "
-        f"classes' linear-probe mIoU. [JSON]({link}{rel})",
+        f"(mean ± std), {label}{date}, {machine}. J&F: DAVIS-protocol label propagation at "
+        f"{s.get('eval_size', 224)} px short side; probe: the shape classes' linear-probe mIoU at "
+        + (f"{s['seg_size']} px" if s.get("seg_size") else "the images' own size")
+        + f". [JSON]({link}{rel})",
         "",
         "| arm | J&F | shape probe mIoU | last step's loss / ln K (mean of seeds) |",
         "|---|---|---|---|",

@@ -402,6 +402,7 @@ def test_ablate_seeds_give_mean_and_spread_and_each_seed_with_a_shared_recipe(da
     out = capsys.readouterr().out
     md = (tmp_path / "a" / "ablation.md").read_text()
     assert "seeds 0-1 (mean ± std)" in md
+    assert "J&F at 64 px short side, probe at 64 px" in md
     # like the scores, the md's loss and time are per run over the seeds, not seed 0's loss and the seeds' sum
     losses = [s["final"]["loss"] for s in vsd["seeds"]]
     row = next(line for line in md.splitlines() if line.startswith("| vsd-d3 |")).split(" | ")
