@@ -144,8 +144,8 @@ def class_ious(pred: np.ndarray, target: np.ndarray, classes: np.ndarray) -> dic
 def miou(pred: np.ndarray, target: np.ndarray, classes: np.ndarray) -> tuple[float, float]:
     """(mean IoU over classes present in target or prediction, pixel accuracy), ignoring IGNORE pixels."""
     ious = list(class_ious(pred, target, classes).values())
-    t = target[target != IGNORE]
-    acc = float(np.mean(pred[target != IGNORE] == t)) if t.size else 0.0
+    keep = target != IGNORE
+    acc = float(np.mean(pred[keep] == target[keep])) if keep.any() else 0.0
     return (float(np.mean(ious)) if ious else 0.0), acc
 
 
