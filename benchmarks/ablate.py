@@ -184,20 +184,24 @@ def summary_rows(cfg: AblateConfig, table: list[dict[str, Any]]) -> list[list[st
                 delta,
                 str(r["steps"]),
                 *(_with_spread(r, key, n) for key in ("JF", "J", "F", "miou", "knn")),
-                _final_loss(r, n),
+                final_loss_text(r),
                 n(per_run, ".0f"),
             ]
         )
     return rows
 
 
-def _final_loss(row: dict[str, Any], n) -> str:
-    """The last step's loss: `mean ± std` over a multi-seed arm's seeds, else the run's own."""
-    losses = [(r.get("final") or {}).get("loss") for r in row.get("seeds") or [row]]
-    if len(losses) < 2 or None in losses:
-        return n(losses[0])
-    spread = mean_std(losses)
-    return f"{n(spread['mean'])} ± {spread['std']:.3f}"
+def final_losses(row: dict[str, Any]) -> dict[str, Any]:
+    """`mean_std` of the last step's loss over the seeds of an arm that recorded one (one run: its own)."""
+    return mean_std([(r.get("final") or {}).get("loss") for r in row.get("seeds") or [row]])
+
+
+def final_loss_text(row: dict[str, Any]) -> str:
+    """The last step's loss as `mean ± std` (`-` where no seed recorded one): ablate's table and the docs'."""
+    spread = final_losses(row)
+    if spread["mean"] is None:
+        return "-"
+    return f"{spread['mean']:.3f}" + (f" ± {spread['std']:.3f}" if spread["n"] > 1 else "")
 
 
 def _with_spread(row: dict[str, Any], key: str, n) -> str:

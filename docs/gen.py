@@ -341,6 +341,8 @@ def ablation_table(link: str) -> str:
     label = _load("provenance.json").get(rel, {}).get("label", "")
     seeds = s.get("seeds", 1)
     recipe = s.get("recipe") or {}
+    from edge_vsd.benchmarks.ablate import final_losses
+
     from edge_vsd.config import TrainConfig
 
     ln_k = math.log(int(recipe.get("out_dim") or s.get("out_dim") or TrainConfig().out_dim))
@@ -360,8 +362,8 @@ def ablation_table(link: str) -> str:
         if a["arm"] == "init" and not s.get("init"):
             continue  # the random start itself: the "random init (N seeds)" floor below
         name = f"VSD Δ {a['delta']:g}" if a["method"] == "vsd" else names.get(a["arm"], a["arm"])
-        finals = _final_losses(a)
-        frac = f"{sum(finals) / len(finals) / ln_k:.2f}" if finals else "-"
+        final = final_losses(a)["mean"]
+        frac = "-" if final is None else f"{final / ln_k:.2f}"
         lines.append(f"| {_cell(name)} | {_mean_std(a, 'JF')} | {_mean_std(a, 'miou')} | {frac} |")
     curves = (DOCS / rel).with_name(Path(rel).stem + "-curves.png")
     if curves.exists():
@@ -370,13 +372,9 @@ def ablation_table(link: str) -> str:
     return "\n".join(lines)
 
 
-def _final_losses(arm: dict[str, Any]) -> list[float]:
-    """The last step's loss of each of an arm's seeds (or of its one run), where recorded."""
-    finals = [(r.get("final") or {}).get("loss") for r in arm.get("seeds") or [arm]]
-    return [f for f in finals if f is not None]
-
-
 def _ablation_section(rel: str) -> list[str]:
+    from edge_vsd.benchmarks.ablate import final_loss_text
+
     data = _load(rel)
     s = data["settings"]
     date, machine = _provenance(rel, data)
@@ -404,12 +402,8 @@ def _ablation_section(rel: str) -> list[str]:
     ]
     for a in data["arms"]:
         delta = "-" if a["method"] != "vsd" else f"{a['delta']:g}"
-        finals = _final_losses(a)
-        loss = n(statistics.mean(finals) if finals else None)
-        if len(finals) > 1:
-            loss += f" ± {statistics.stdev(finals):.3f}"
         cells = [_mean_std(a, k) for k in ("JF", "J", "F", "miou", "knn")]
-        out.append(f"| {a['arm']} | {a['method']} | {delta} | {' | '.join(cells)} | {loss} |")
+        out.append(f"| {a['arm']} | {a['method']} | {delta} | {' | '.join(cells)} | {final_loss_text(a)} |")
     for png in sorted((DOCS / rel).parent.glob(Path(rel).stem + "-*.png")):
         out += ["", f"![{png.stem}](ablation/{png.name})"]
     return out + [""]

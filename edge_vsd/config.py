@@ -130,6 +130,7 @@ class TrainConfig:
     centering: str = "ema"  # teacher centering: ema (DINO) or sinkhorn (DINOv2's Sinkhorn-Knopp per batch)
     koleo: float | None = None  # KoLeo on the student's CLS features; fit + vsd: 1, else 0 (DINOv2: 0.1)
     koleo_patches: float = 0.0  # weight of the KoLeo term among the patch tokens of each student frame
+    mask_ratio: float = 0.0  # share of frame t's patches the student sees masked (iBOT); dense term on those
     layer_decay: float = 1.0  # backbone block i trains at lr x layer_decay^(depth - i) (1: off)
     local_crops: int = 0  # DINO local crops per frame for the global term
     local_size: int = 48
@@ -341,6 +342,10 @@ class TrainConfig:
             raise InputError(f"--layer-decay {self.layer_decay}: must be in (0, 1]")
         if not self.koleo_patches >= 0:
             raise InputError(f"--koleo-patches {self.koleo_patches}: must be >= 0")
+        if not 0 <= self.mask_ratio < 1:
+            raise InputError(f"--mask-ratio {self.mask_ratio}: must be in [0, 1)")
+        if self.mask_ratio > 0 and not self.dense:
+            raise InputError("--mask-ratio needs the dense term (--dense-weight > 0), which it scores")
         if self.dense and self.independent_crops:
             raise InputError(
                 "--independent-crops needs --dense-weight 0: the dense term matches patch i of both "

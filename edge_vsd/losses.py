@@ -46,11 +46,13 @@ class VSDLoss(nn.Module):
         student_patches: torch.Tensor | None,
         teacher_patches: torch.Tensor | None,
         teacher_temp: float,
+        patch_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """student_cls: logits per view [frame t, frame t+delta, locals...]; teacher_cls: [t, t+delta];
         student_patches: (B, N, K) predicted logits of frame t+delta; teacher_patches: (B, N, K); both
-        None without the dense term. Stats: the terms and teacher entropies (nats), as 0-d tensors that
-        `read_stats` brings to the host in one transfer (each `.item()` would stall a GPU)."""
+        None without the dense term; `patch_mask` (B, N): score the dense term on these patches only.
+        Stats: the terms and teacher entropies (nats), as 0-d tensors that `read_stats` brings to the host
+        in one transfer (each `.item()` would stall a GPU)."""
         if not self.centers_ready:
             self._init_centers(torch.cat(teacher_cls).detach().float(), teacher_patches)
         with torch.autocast(teacher_cls[0].device.type, enabled=False):  # float32, whatever the step runs in
@@ -94,9 +96,10 @@ class VSDLoss(nn.Module):
                     tpp = sinkhorn_knopp(raw).view_as(z)
                 else:
                     tpp = F.softmax(z, dim=-1)
-            loss_dense = _cross_entropy(
-                tpp, F.log_softmax(student_patches.float() / self.student_temp, dim=-1)
-            )
+            target, pred = tpp, student_patches
+            if patch_mask is not None:  # iBOT: only the patches the student did not see
+                target, pred = tpp[patch_mask], pred[patch_mask]
+            loss_dense = _cross_entropy(target, F.log_softmax(pred.float() / self.student_temp, dim=-1))
             with torch.no_grad():
                 stats.update(loss_dense=loss_dense.detach(), patch_entropy=_entropy(z, tpp, self.sinkhorn))
                 self._accumulate("patch_center", teacher_patches.detach().float().flatten(0, -2))

@@ -271,13 +271,19 @@ class VisionTransformer(nn.Module):
     def arch(self) -> str:
         return arch_name(self.cfg.embed_dim, self.cfg.depth)
 
-    def all_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Normalised tokens (B, 1 + registers + h*w, D): CLS, registers, patches; and the grid (h, w)."""
+    def all_tokens(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Normalised tokens (B, 1 + registers + h*w, D): CLS, registers, patches; and the grid (h, w).
+        Patches where `mask` (B, h*w) is True enter as `mask_token` (D,), before the position embedding."""
         b, _, H, W = x.shape
         if H % self.patch_size or W % self.patch_size:
             raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {self.patch_size}")
         grid = (H // self.patch_size, W // self.patch_size)
-        x = torch.cat([self.cls_token.expand(b, -1, -1), self.patch_embed(x).flatten(2).transpose(1, 2)], 1)
+        patches = self.patch_embed(x).flatten(2).transpose(1, 2)
+        if mask is not None and mask_token is not None:
+            patches = torch.where(mask.unsqueeze(-1), mask_token.to(patches.dtype), patches)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), patches], 1)
         if not self.cfg.rope:
             pos = self.pos_embed
             x = x + torch.cat(
@@ -291,9 +297,12 @@ class VisionTransformer(nn.Module):
             x = blk(x, rope)
         return self.norm(x), grid
 
-    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Normalised tokens (B, 1 + h*w, D) (registers dropped) and the patch grid (h, w)."""
-        x, grid = self.all_tokens(x)
+    def tokens(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Normalised tokens (B, 1 + h*w, D) (registers dropped) and the patch grid (h, w); `mask` as in
+        `all_tokens`."""
+        x, grid = self.all_tokens(x, mask, mask_token)
         r = self.cfg.registers
         return (torch.cat([x[:, :1], x[:, 1 + r :]], dim=1) if r else x), grid
 

@@ -74,11 +74,16 @@ def build_nets(
     scaled_dot_product_attention in both nets; exported encoders keep explicit matmuls."""
     heads = (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.separate_patch_head)
     student = build_vsd(
-        backbone or init_backbone(cfg), *heads, cfg.predictor_depth, cfg.dense, cfg.norm_last_layer
+        backbone or init_backbone(cfg),
+        *heads,
+        cfg.predictor_depth,
+        cfg.dense,
+        cfg.norm_last_layer,
+        cfg.mask_ratio > 0,
     ).to(device)
     use_fused_attention(student, device.type == "cuda" if fused_attention is None else fused_attention)
     teacher = copy.deepcopy(student)
-    teacher.predictor = None
+    teacher.predictor, teacher.mask_token = None, None  # the teacher sees whole frames
     teacher.requires_grad_(False)
     # The teacher is deterministic, as in DINO: stochastic depth only regularises the student.
     for m in teacher.modules():

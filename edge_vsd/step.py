@@ -46,6 +46,14 @@ def ema_update(student: VSDNet, teacher: VSDNet, m: float) -> None:
     torch._foreach_add_(t_params, s_params, alpha=1 - m)
 
 
+def random_patch_mask(batch: int, patches: int, ratio: float, device: torch.device) -> torch.Tensor:
+    """(batch, patches) bool: round(ratio * patches) patches of each image (at least one), drawn at random,
+    are True."""
+    k = max(1, round(ratio * patches))
+    mask = torch.zeros(batch, patches, dtype=torch.bool, device=device)
+    return mask.scatter_(1, torch.rand(batch, patches, device=device).topk(k, dim=1).indices, True)
+
+
 @torch.no_grad()
 def clip_gradients(model: nn.Module, clip: float, mode: str) -> None:
     """DINO's per-parameter clipping (each gradient's norm at most `clip`), or one global-norm clip."""
@@ -93,10 +101,16 @@ def train_step(
                 with torch.no_grad():
                     t_cls, t_patches = nets.teacher(globals_)
                 w_koleo = cfg.koleo or 0.0  # resolved by now (None only before resolve_schedule)
-                s_out = nets.model(globals_, locals_, embed=w_koleo > 0 or cfg.koleo_patches > 0)
+                mask = None
+                if cfg.mask_ratio > 0:
+                    p = nets.student.backbone.patch_size  # the --init encoder's, where one is given
+                    n = (globals_.shape[-2] // p) * (globals_.shape[-1] // p)
+                    mask = random_patch_mask(globals_.shape[0], n, cfg.mask_ratio, globals_.device)
+                embed = w_koleo > 0 or cfg.koleo_patches > 0
+                s_out = nets.model(globals_, locals_, embed=embed, mask=mask)
                 s_cls, s_patches = s_out[0], s_out[1]
                 temp = float(sched["teacher_temp"][step])
-                loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, temp)
+                loss, stats = nets.loss_fn(s_cls, t_cls, s_patches, t_patches, temp, mask)
                 total = loss
                 # the KoLeo terms are reported apart from the loss, which the health checks read against ln K
                 if w_koleo > 0:

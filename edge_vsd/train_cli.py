@@ -169,6 +169,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "frame apart (default 0: off)",
     )
     m.add_argument(
+        "--mask-ratio",
+        type=float,
+        metavar="R",
+        help="share of frame t's patches replaced by a learned mask token in the student's input; the dense "
+        "term is then scored on those patches only, as iBOT's (default 0: off)",
+    )
+    m.add_argument(
         "--clip-mode",
         choices=["per-param", "global"],
         help="gradient clipping at 3.0: per parameter as DINO (default) or of the global norm",
@@ -253,6 +260,7 @@ OPTION_FIELDS = [
     "centering",
     "koleo",
     "koleo_patches",
+    "mask_ratio",
     "layer_decay",
     "norm_last_layer",
     "crop_scale",

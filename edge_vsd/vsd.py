@@ -21,20 +21,29 @@ class VSDNet(nn.Module):
         patch_head: DINOHead | None = None,
         predictor: Predictor | None = None,
         dense: bool = True,
+        masked: bool = False,
     ):
         super().__init__()
         self.backbone, self.head, self.patch_head, self.predictor = backbone, head, patch_head, predictor
         self.dense = dense  # False (DINO preset): CLS logits only, patches None
+        # the learned input of masked patches (`--mask-ratio`); a training-only key, as DINOv2's
+        self.mask_token = nn.Parameter(torch.zeros(backbone.embed_dim)) if masked else None
 
     def forward(
-        self, globals_: torch.Tensor, locals_: torch.Tensor | None = None, embed: bool = False
+        self,
+        globals_: torch.Tensor,
+        locals_: torch.Tensor | None = None,
+        embed: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> tuple[Any, ...]:
         """globals_ (B, 2, 3, S, S): frames t and t+delta. Returns CLS logits per view [t, t+delta, locals...]
         and patch logits (B, N, K): the student's prediction of t+delta from t, or the teacher's t+delta
         (None without the dense term); with `embed`, also the backbone's tokens (2B, 1 + N, D), views
-        stacked, for the KoLeo terms."""
+        stacked, for the KoLeo terms. `mask` (B, N): frame t's patches the student sees as the mask token."""
         b = globals_.shape[0]
-        tokens, grid = self.backbone.tokens(globals_.transpose(0, 1).flatten(0, 1))
+        if mask is not None:  # frame t only: frame t+delta's CLS stays the unmasked view of the global term
+            mask = torch.cat([mask, torch.zeros_like(mask)])
+        tokens, grid = self.backbone.tokens(globals_.transpose(0, 1).flatten(0, 1), mask, self.mask_token)
         patches = None
         if self.dense:
             patches = tokens[b:, 1:] if self.predictor is None else self.predictor(tokens[:b, 1:], grid)
@@ -64,12 +73,14 @@ def build_vsd(
     predictor_depth: int | None,
     dense: bool = True,
     norm_last_layer: bool = True,
+    masked: bool = False,
 ) -> VSDNet:
-    """Student layout; without `dense` (DINO preset) no predictor and no patch head are built."""
+    """Student layout; without `dense` (DINO preset) no predictor and no patch head are built; `masked`
+    adds the mask token."""
     dim = backbone.embed_dim
     head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
     patch_head = None
     if dense and separate_patch_head:
         patch_head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
     predictor = Predictor(dim, backbone.grid, depth=predictor_depth) if dense and predictor_depth else None
-    return VSDNet(backbone, head, patch_head, predictor, dense)
+    return VSDNet(backbone, head, patch_head, predictor, dense, masked)

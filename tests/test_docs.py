@@ -212,3 +212,17 @@ def test_a_seeded_ablation_lists_its_seeds_mean_final_loss(gen):
     losses = [s["final"]["loss"] for s in arm["seeds"]]
     row = next(line for line in gen._ablation_section(rel) if line.startswith(f"| {arm['arm']} |"))
     assert row.endswith(f"| {np.mean(losses):.3f} ± {np.std(losses, ddof=1):.3f} |"), row
+
+
+def test_ablate_and_the_docs_read_a_missing_seed_loss_alike(gen):
+    """A seed with no recorded loss is left out of the mean by ablate's table and the docs' alike."""
+    from edge_vsd.benchmarks.ablate import final_loss_text
+
+    arm = {"seeds": [{"final": {"loss": 2.0}}, {"final": None}, {"final": {"loss": 4.0}}]}
+    assert final_loss_text(arm) == f"3.000 ± {np.std([2.0, 4.0], ddof=1):.3f}"
+    assert final_loss_text({"seeds": [{"final": {"loss": 2.5}}, {}]}) == "2.500"
+    assert final_loss_text({"seeds": [{}, {}]}) == final_loss_text({}) == "-"
+    rel = next(rel for rel in gen._files("ablation") if gen._load(rel)["settings"].get("seeds", 1) > 1)
+    a = next(a for a in gen._load(rel)["arms"] if a["method"] == "vsd")
+    row = next(line for line in gen._ablation_section(rel) if line.startswith(f"| {a['arm']} |"))
+    assert row.endswith(f"| {final_loss_text(a)} |")
