@@ -3,6 +3,7 @@
 - DAVIS-2017 label propagation (J, F, J&F), DINO's protocol (`edge_vsd.benchmarks.davis`);
 - the linear segmentation probe on an ADE20K-layout folder (`edge_vsd.benchmarks.seg_probe`);
 - weighted kNN patch classification on the same folder (DINO's kNN: k 20, T 0.07, cosine);
+- the region probe on the same folder: each labelled region's class from its mask-pooled features;
 - patch correspondence under random homographies on a video (`--data`), where given.
 An artifact is evaluated at its exported input size; a checkpoint at DINO's evaluation size."""
 
@@ -31,6 +32,7 @@ from edge_vsd.benchmarks.davis import (
     summarize,
 )
 from edge_vsd.benchmarks.floors import FLOOR_SEEDS, RawPixels, mean_std, random_init
+from edge_vsd.benchmarks.region_probe import region_probe
 from edge_vsd.benchmarks.report import check_report_dir
 from edge_vsd.benchmarks.runner import unique_names
 from edge_vsd.benchmarks.seg_probe import (
@@ -194,7 +196,8 @@ def eval_seg(model: Model, cfg: EvalConfig, data: SegData | None = None) -> dict
     labels, feats = seg_features(enc, data, size)
     probe = seg_probe(enc, data, size, epochs=PROBE_EPOCHS, features=(labels, feats))
     knn = knn_patch_probe(feats, labels, cfg.knn_k, cfg.knn_temperature)
-    return {"linear": probe, "knn": knn, "input_size": list(size)}
+    region = region_probe(feats, labels)
+    return {"linear": probe, "knn": knn, "region": region, "input_size": list(size)}
 
 
 @dataclass
@@ -264,6 +267,8 @@ def trivial_answers(cfg: EvalConfig, inputs: EvalInputs) -> dict[str, Any]:
         present = np.unique(np.concatenate([seen.ravel(), target[target != IGNORE].ravel()]))
         m, acc = miou(np.full_like(target, majority), target, present)
         out["seg"] = {"linear": {"miou": m, "pixel_acc": acc}, "knn": {"acc": acc}, "majority": majority}
+        # a constant answer names one class for every region: its balanced accuracy is 1 / classes
+        out["seg"]["region"] = {"balanced_acc": 1.0 / len(np.unique(labels[labels != IGNORE]))}
     return out
 
 
@@ -274,6 +279,7 @@ FLOOR_METRICS = {  # (task, path to a number) for the mean and spread of the ran
     "miou": ("seg", "linear", "miou"),
     "pixel_acc": ("seg", "linear", "pixel_acc"),
     "knn": ("seg", "knn", "acc"),
+    "region": ("seg", "region", "balanced_acc"),
     "corr_acc": ("correspondence", "corr_acc"),
 }
 
@@ -349,7 +355,19 @@ def oracle_answers(reference: Model, cfg: EvalConfig, inputs: EvalInputs) -> dic
     return out
 
 
-TABLE = ["model", "kind", "backend", "J&F", "J", "F", "seg mIoU", "seg acc", "kNN acc", "corr. acc"]
+TABLE = [
+    "model",
+    "kind",
+    "backend",
+    "J&F",
+    "J",
+    "F",
+    "seg mIoU",
+    "seg acc",
+    "kNN acc",
+    "region bal. acc",
+    "corr. acc",
+]
 
 
 def _n(v: Any, spread: dict[str, Any] | None = None) -> str:

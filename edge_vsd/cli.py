@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("edge_vsd.runtimes.cli", "stream a video/camera/folder through an artifact, save features"),
     "eval": (
         "edge_vsd.benchmarks.evaluate",
-        "representation quality: DAVIS J&F label propagation, linear + kNN seg probe",
+        "representation quality: DAVIS J&F label propagation, linear + kNN seg probe, region probe",
     ),
     "ablate": (
         "edge_vsd.benchmarks.ablate",

@@ -169,6 +169,7 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
     for m in doc["models"][:2]:
         assert 0 <= m["davis"]["JF"] <= 1 and len(m["davis"]["sequences"]) == 2
         assert 0 <= m["seg"]["linear"]["miou"] <= 1 and 0 <= m["seg"]["knn"]["acc"] <= 1
+        assert 0 <= m["seg"]["region"]["balanced_acc"] <= 1 and m["seg"]["region"]["regions"] > 8
     # every table carries its floors: raw pixels, the first model's architecture at random init, trivial
     floors = {m["name"]: m for m in doc["models"][2:]}
     assert list(floors) == [
@@ -187,6 +188,9 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
     trivial = floors["trivial"]
     assert 0 < trivial["davis"]["JF"] < 1 and trivial["seg"]["majority"] in (1, 2, 3, 4)
     assert 0 < trivial["seg"]["linear"]["pixel_acc"] < 1
+    classes = doc["models"][0]["seg"]["linear"]["classes"]  # a constant answer names one class of them
+    assert trivial["seg"]["region"]["balanced_acc"] == pytest.approx(1 / classes)
+    assert "region bal. acc" in out and rand["spread"]["region"]["n"] == 2
     oracle = floors["oracle (truth at the patch grid)"]  # the ceiling: truth seen at the patch grid
     # at this tiny grid (6x8 patches) even the truth loses to copying the full-size first mask
     assert rand["davis"]["JF"] < oracle["davis"]["JF"] < 1
