@@ -31,7 +31,7 @@ from edge_vsd.benchmarks.davis import (
     patch_oracle,
     summarize,
 )
-from edge_vsd.benchmarks.floors import FLOOR_SEEDS, RawPixels, mean_std, random_init
+from edge_vsd.benchmarks.floors import FLOOR_SEEDS, RawPixels, mean_std, outline_patches, random_init
 from edge_vsd.benchmarks.region_probe import region_probe
 from edge_vsd.benchmarks.report import check_report_dir
 from edge_vsd.benchmarks.runner import unique_names
@@ -49,6 +49,7 @@ from edge_vsd.benchmarks.torch_reference import TorchEncoder
 from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
+OUTLINES = "outlines (truth's edges as patches)"
 PROBE_EPOCHS = 30  # the "fast linear" probe: a linear softmax on frozen patch features, Adam, 30 epochs
 CORRESPONDENCE_FRAMES = 16  # frames of --data for patch correspondence
 
@@ -193,11 +194,18 @@ def eval_seg(model: Model, cfg: EvalConfig, data: SegData | None = None) -> dict
         data = load_seg_data(cfg.seg_data, cfg.seg_images)
     enc = model.at_size(seg_input_size(data.images.shape[1:3], cfg.seg_size))
     size = model.image_size
-    labels, feats = seg_features(enc, data, size)
-    probe = seg_probe(enc, data, size, epochs=PROBE_EPOCHS, features=(labels, feats))
-    knn = knn_patch_probe(feats, labels, cfg.knn_k, cfg.knn_temperature)
-    region = region_probe(feats, labels)
-    return {"linear": probe, "knn": knn, "region": region, "input_size": list(size)}
+    return {**seg_probes(seg_features(enc, data, size), cfg, data), "input_size": list(size)}
+
+
+def seg_probes(features: tuple[np.ndarray, np.ndarray], cfg: EvalConfig, data: SegData) -> dict[str, Any]:
+    """The linear patch probe, the kNN and the region probe on (labels, patch features) at one size."""
+    labels, feats = features
+    size = (labels.shape[1], labels.shape[2])
+    return {
+        "linear": seg_probe(None, data, size, epochs=PROBE_EPOCHS, features=features),
+        "knn": knn_patch_probe(feats, labels, cfg.knn_k, cfg.knn_temperature),
+        "region": region_probe(feats, labels),
+    }
 
 
 @dataclass
@@ -329,7 +337,26 @@ def floor_rows(
     rows.append(trivial_answers(cfg, inputs))
     if cfg.davis or inputs.seg is not None:  # correspondence has no labels to build a ceiling from
         rows.append(oracle_answers(reference, cfg, inputs))
+    if inputs.seg is not None:
+        rows.append(outline_answers(reference, cfg, inputs.seg))
     return rows
+
+
+def probe_labels(data: SegData, cfg: EvalConfig) -> np.ndarray:
+    """The probe's label maps at the size the checkpoints and floors are scored at."""
+    h, w = seg_input_size(data.labels.shape[1:3], cfg.seg_size)
+    return np.stack([cv2.resize(lb, (w, h), interpolation=cv2.INTER_NEAREST) for lb in data.labels])
+
+
+def outline_answers(reference: Model, cfg: EvalConfig, data: SegData) -> dict[str, Any]:
+    """The probes on the truth's outlines seen patch by patch (a perfect local edge detector at the
+    reference's patch grid): how far local evidence alone takes them."""
+    labels = probe_labels(data, cfg)
+    p = reference.patch
+    labels = labels[:, : labels.shape[1] // p * p, : labels.shape[2] // p * p]
+    out: dict[str, Any] = {"name": OUTLINES, "kind": "reference", "backend": "-", "precision": "-"}
+    out["seg"] = seg_probes((labels, outline_patches(labels, p)), cfg, data)
+    return out
 
 
 def oracle_answers(reference: Model, cfg: EvalConfig, inputs: EvalInputs) -> dict[str, Any]:
@@ -341,9 +368,8 @@ def oracle_answers(reference: Model, cfg: EvalConfig, inputs: EvalInputs) -> dic
         seqs = load_davis(cfg.davis, cfg.sequences, cfg.max_frames)
         out["davis"] = patch_oracle(seqs, cfg.propagation, reference.patch)
     if inputs.seg is not None:
-        h, w = seg_input_size(inputs.seg.labels.shape[1:3], cfg.seg_size)  # the size the probe scores at
-        near = cv2.INTER_NEAREST
-        labels = np.stack([cv2.resize(lb, (w, h), interpolation=near) for lb in inputs.seg.labels])
+        labels = probe_labels(inputs.seg, cfg)
+        h, w = labels.shape[1:3]
         p = reference.patch
         cells = patch_labels(labels, (max(1, h // p), max(1, w // p)))
         up = np.stack(
@@ -546,7 +572,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="add the rows a table is read against: raw pixels, the first model's architecture at random "
-        "init, copy-the-first-mask, majority class and chance (default on)",
+        "init, copy-the-first-mask, majority class, chance and the truth's outlines (default on)",
     )
     p.add_argument(
         "--floor-seeds", type=int, default=d.floor_seeds, help="random inits for the floor (default 3)"

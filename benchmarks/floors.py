@@ -1,6 +1,7 @@
 """The floors a quality table is read against: raw-pixel patches, the same architecture at random init
 (several seeds), copy-the-first-mask (DAVIS) and the majority class (probes). A trained encoder that does
-not clear them has shown no learning."""
+not clear them has shown no learning. Beside them, the truth's outlines seen patch by patch: what a perfect
+local edge detector gives the probes."""
 
 from __future__ import annotations
 
@@ -55,3 +56,16 @@ def mean_std(values: list[float | None]) -> dict[str, Any]:
         return {"mean": None, "std": None, "n": 0, "values": []}
     std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
     return {"mean": float(np.mean(vals)), "std": std, "n": len(vals), "values": vals}
+
+
+def outline_patches(labels: np.ndarray, patch: int) -> np.ndarray:
+    """(N, h, w, patch * patch): each patch's pixels marked 1 where the class changes to the right or below,
+    0 elsewhere; the objects' outlines found perfectly, but each patch sees only its own piece of them."""
+    n, h, w = labels.shape
+    gh, gw = h // patch, w // patch
+    lab = labels[:, : gh * patch, : gw * patch]
+    edge = np.zeros(lab.shape, bool)
+    edge[:, :, :-1] |= lab[:, :, 1:] != lab[:, :, :-1]
+    edge[:, :-1, :] |= lab[:, 1:, :] != lab[:, :-1, :]
+    cells = edge.reshape(n, gh, patch, gw, patch).transpose(0, 1, 3, 2, 4)
+    return np.ascontiguousarray(cells.reshape(n, gh, gw, patch * patch), np.float32)

@@ -160,7 +160,7 @@ def seg_features(
 
 
 def seg_probe(
-    enc: Encode,
+    enc: Encode | None,
     data: SegData,
     image_size: tuple[int, int],
     holdout: float = 0.25,
@@ -172,7 +172,10 @@ def seg_probe(
     """Train the linear head on a split of `data`; mIoU (at the model's input resolution) on the rest.
     `features`: what `seg_features` returned for the same encoder and size, to encode only once."""
     h, w = image_size
-    labels, feats = features if features is not None else seg_features(enc, data, image_size, batch)
+    if features is None:
+        assert enc is not None, "seg_probe needs an encoder or its features"
+        features = seg_features(enc, data, image_size, batch)
+    labels, feats = features
     n, gh, gw, d = feats.shape
     test, train = holdout_split(n, holdout, seed)
     y_grid = patch_labels(labels[train], (gh, gw)).reshape(-1)

@@ -177,6 +177,7 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
         "random init (2 seeds)",
         "trivial",
         "oracle (truth at the patch grid)",
+        "outlines (truth's edges as patches)",
     ]
     rand = floors["random init (2 seeds)"]
     assert [r["model"] for r in rand["seeds"]] == ["random init 0", "random init 1"]
@@ -191,10 +192,13 @@ def test_eval_cli_on_a_checkpoint_and_an_artifact(data, tmp_path, capsys):
     classes = doc["models"][0]["seg"]["linear"]["classes"]  # a constant answer names one class of them
     assert trivial["seg"]["region"]["balanced_acc"] == pytest.approx(1 / classes)
     assert "region bal. acc" in out and rand["spread"]["region"]["n"] == 2
+    outlines = floors["outlines (truth's edges as patches)"]  # probes only: DAVIS has no such row
+    assert "davis" not in outlines and 0 < outlines["seg"]["region"]["balanced_acc"] <= 1
     oracle = floors["oracle (truth at the patch grid)"]  # the ceiling: truth seen at the patch grid
     # at this tiny grid (6x8 patches) even the truth loses to copying the full-size first mask
     assert rand["davis"]["JF"] < oracle["davis"]["JF"] < 1
     assert oracle["seg"]["linear"]["miou"] > rand["seg"]["linear"]["miou"]
+    assert 0 < outlines["seg"]["linear"]["miou"] < oracle["seg"]["linear"]["miou"]
     assert doc["models"][1]["davis"]["input_size"] == [96, 128]  # the artifact runs at its own size
     assert {"report.md", "report.html", "masks.png"} <= {p.name for p in report.iterdir()}
     assert cv2.imread(str(report / "masks.png")).shape[0] > 3 * 22  # ground truth + two model rows
