@@ -250,7 +250,7 @@ def evaluate_model(
         log("  DAVIS label propagation")
         out["davis"] = eval_davis(model, cfg, log)
     if cfg.seg_data:
-        log("  linear probe + kNN (ADE20K layout)")
+        log("  linear probe, kNN and region probe (ADE20K layout)")
         out["seg"] = eval_seg(model, cfg, inputs.seg)
     if cfg.data:
         assert inputs.frames is not None  # loaded with cfg.data
