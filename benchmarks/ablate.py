@@ -21,7 +21,7 @@ from edge_vsd.runtimes.atomic import write_bytes_atomic
 from edge_vsd.runtimes.errors import RuntimeInputError
 
 BASELINES = ("dino", "init")
-ARM_METRICS = {k: FLOOR_METRICS[k] for k in ("JF", "J", "F", "miou", "knn")}  # table columns
+ARM_METRICS = {k: FLOOR_METRICS[k] for k in ("JF", "J", "F", "miou", "knn", "region")}  # table columns
 
 
 @dataclass
@@ -183,7 +183,7 @@ def summary_rows(cfg: AblateConfig, table: list[dict[str, Any]]) -> list[list[st
                 r["method"],
                 delta,
                 str(r["steps"]),
-                *(_with_spread(r, key, n) for key in ("JF", "J", "F", "miou", "knn")),
+                *(_with_spread(r, key, n) for key in ARM_METRICS),
                 final_loss_text(r),
                 n(per_run, ".0f"),
             ]
@@ -210,7 +210,10 @@ def _with_spread(row: dict[str, Any], key: str, n) -> str:
     return n(row.get(key)) + (f" ± {sd:.3f}" if sd is not None and row.get(key) is not None else "")
 
 
-HEADER = ["arm", "method", "Δ", "steps", "J&F", "J", "F", "seg mIoU", "kNN acc", "final loss", "train s"]
+HEADER = [
+    *("arm", "method", "Δ", "steps", "J&F", "J", "F", "seg mIoU", "kNN acc", "region bal. acc"),
+    *("final loss", "train s"),
+]
 
 
 def plot_delta(cfg: AblateConfig, table: list[dict[str, Any]]) -> bytes:
@@ -240,7 +243,9 @@ def plot_baselines(table: list[dict[str, Any]]) -> bytes:
     from edge_vsd.benchmarks.plots import _png, plt
 
     metrics = [
-        (k, label) for k, label in (("JF", "J&F"), ("miou", "mIoU"), ("knn", "kNN acc")) if _has(table, k)
+        (k, label)
+        for k, label in (("JF", "J&F"), ("miou", "mIoU"), ("knn", "kNN acc"), ("region", "region bal. acc"))
+        if _has(table, k)
     ]
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(table) * max(1, len(metrics))), 3.6))
     width = 0.8 / max(1, len(metrics))
@@ -368,6 +373,7 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
                 "F": d.get("F"),
                 "miou": (s.get("linear") or {}).get("miou"),
                 "knn": (s.get("knn") or {}).get("acc"),
+                "region": (s.get("region") or {}).get("balanced_acc"),
                 "spread": res.get("spread"),
             }
         )

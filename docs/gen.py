@@ -354,8 +354,13 @@ def ablation_table(link: str) -> str:
         + (f"{s['seg_size']} px" if s.get("seg_size") else "the images' own size")
         + f". [JSON]({link}{rel})",
         "",
-        "| arm | J&F | shape probe mIoU | last step's loss / ln K (mean of seeds) |",
-        "|---|---|---|---|",
+    ]
+    keys = ["JF", "miou", *_region_key(data)]
+    lines += [
+        "| arm | J&F | shape probe mIoU |"
+        + (" region probe bal. acc |" if "region" in keys else "")
+        + " last step's loss / ln K (mean of seeds) |",
+        "|---|" + "---|" * len(keys) + "---|",
     ]
     names = {"trivial": "copy the first mask / majority class", "dino": "DINO (same frames and budget)"}
     for a in data["arms"]:
@@ -364,12 +369,17 @@ def ablation_table(link: str) -> str:
         name = f"VSD Δ {a['delta']:g}" if a["method"] == "vsd" else names.get(a["arm"], a["arm"])
         final = final_losses(a)["mean"]
         frac = "-" if final is None else f"{final / ln_k:.2f}"
-        lines.append(f"| {_cell(name)} | {_mean_std(a, 'JF')} | {_mean_std(a, 'miou')} | {frac} |")
+        lines.append(f"| {_cell(name)} | {' | '.join(_mean_std(a, k) for k in keys)} | {frac} |")
     curves = (DOCS / rel).with_name(Path(rel).stem + "-curves.png")
     if curves.exists():
         png = f"[{curves.name}]({link}ablation/{curves.name})"
         lines += ["", f"Learning curves (teacher, mean of the seeds): {png}"]
     return "\n".join(lines)
+
+
+def _region_key(data: dict[str, Any]) -> list[str]:
+    """["region"] where an ablation's arms carry the region probe (files from before it do not)."""
+    return ["region"] if any(a.get("region") is not None for a in data["arms"]) else []
 
 
 def _ablation_section(rel: str) -> list[str]:
@@ -397,12 +407,17 @@ def _ablation_section(rel: str) -> list[str]:
         f"out-dim {s['out_dim']}, {seed_text}{recipe_text}, device {s['device']}; "
         f"videos: {', '.join(s['video'])}; {date}, {machine}. [JSON]({rel})",
         "",
-        "| arm | method | Δ | J&F | J | F | seg mIoU | kNN acc | final loss |",
-        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = ["JF", "J", "F", "miou", "knn", *_region_key(data)]
+    out += [
+        "| arm | method | Δ | J&F | J | F | seg mIoU | kNN acc |"
+        + (" region bal. acc |" if "region" in keys else "")
+        + " final loss |",
+        "|---|---|---|" + "---|" * len(keys) + "---|",
     ]
     for a in data["arms"]:
         delta = "-" if a["method"] != "vsd" else f"{a['delta']:g}"
-        cells = [_mean_std(a, k) for k in ("JF", "J", "F", "miou", "knn")]
+        cells = [_mean_std(a, k) for k in keys]
         out.append(f"| {a['arm']} | {a['method']} | {delta} | {' | '.join(cells)} | {final_loss_text(a)} |")
     for png in sorted((DOCS / rel).parent.glob(Path(rel).stem + "-*.png")):
         out += ["", f"![{png.stem}](ablation/{png.name})"]

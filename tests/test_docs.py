@@ -144,6 +144,13 @@ def test_readme_shows_the_marked_rows_and_the_headline_ablation_from_its_json(ge
     readme = (root / "README.md").read_text()
     block = readme.split("docs/gen.py: ablation -->")[1]
     assert f"| VSD Δ {arm['delta']:g} | 0.988" in block and "random init (3 seeds)" in block
+    assert "region probe" not in block  # a file from before the region probe gets no empty column
+    arm["region"] = 0.456789
+    path.write_text(json.dumps(data))
+    assert gen.main([]) == 0
+    block = (root / "README.md").read_text().split("docs/gen.py: ablation -->")[1]
+    line = next(row for row in block.splitlines() if row.startswith(f"| VSD Δ {arm['delta']:g} |"))
+    assert "| region probe bal. acc |" in block and line.split(" | ")[3] == "0.457"
 
 
 def test_several_seeds_of_one_recipe_are_one_row_judged_against_the_wider_spread(gen, tmp_path, monkeypatch):

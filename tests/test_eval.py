@@ -419,6 +419,12 @@ def test_ablate_seeds_give_mean_and_spread_and_each_seed_with_a_shared_recipe(da
         f"{np.mean([s['seconds'] for s in vsd['seeds']]):.0f} |",
     ]
     assert f"{vsd['JF']:.3f} ± {vsd['spread']['JF']['std']:.3f}" in out
+    # the region probe's column: each seed's score and their mean, the random inits' floor with its spread
+    regions = [s["region"] for s in vsd["seeds"]]
+    assert all(0 <= r <= 1 for r in regions) and vsd["region"] == pytest.approx(np.mean(regions))
+    assert "| region bal. acc |" in md and f"{vsd['region']:.3f} ± " in row[9]
+    floor = next(a for a in result["arms"] if a["arm"] == "random init (3 seeds)")
+    assert floor["spread"]["region"]["n"] == 3 and floor["region"] is not None
 
 
 def test_correspondence_table_has_pixels_random_inits_and_chance(tmp_path, synthetic_video, capsys):
