@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -386,15 +386,25 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
 
         settings["recipe"] = load_config_file(cfg.config)
     result = {"settings": settings, "arms": table, "eval_settings": doc["settings"]}
+    result["markdown"] = write_report(cfg, result)
+    return result
+
+
+def write_report(cfg: AblateConfig, result: dict[str, Any]) -> str:
+    """Write ablation.{json,md} and the plots into `cfg.out`; returns the table as markdown."""
+    table, settings = result["arms"], result["settings"]
     md = "| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER) + "\n"
     md += "".join("| " + " | ".join(row) + " |\n" for row in summary_rows(cfg, table))
-    seed_text = f"seed {cfg.seed}" if cfg.seeds == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std)"
+    last = cfg.seed + cfg.seeds - 1
+    seed_text = f"seed {cfg.seed}" if cfg.seeds == 1 else f"seeds {cfg.seed}-{last} (mean ± std)"
     budget = f"{cfg.arch} @ {cfg.img_size} px, {cfg.steps} steps x batch {cfg.batch_size}, {seed_text}"
-    if cfg.config:
+    if settings.get("recipe"):
         budget += ", recipe " + ", ".join(f"{k} {v}" for k, v in settings["recipe"].items())
     budget += f"; J&F at {cfg.eval_size} px short side, probe at " + (
         f"{cfg.seg_size} px" if cfg.seg_size else "the images' own size"
     )
+    if settings.get("merged_from"):
+        budget += "; merged from " + ", ".join(settings["merged_from"])
     doc_md = (
         f"# edge-vsd ablation\n\n{budget}; videos: {', '.join(settings['video'])}\n\n{md}\n"
         "![accuracy vs delta](accuracy_vs_delta.png)\n\n![baselines](baselines.png)\n"
@@ -409,9 +419,76 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
     if curves is not None:
         files["learning_curves.png"] = curves
         files["ablation.md"] += b"\n![learning curves](learning_curves.png)\n"
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        write_bytes_atomic(out / name, data)
-    result["markdown"] = md
+        write_bytes_atomic(Path(cfg.out) / name, data)
+    return md
+
+
+MERGE_FREE = ("out", "deltas", "baselines")  # the only settings ablations merged into one table may differ in
+
+
+def _read_ablation(path: Path) -> tuple[Path, dict[str, Any]]:
+    """(file, its JSON) for an ablation folder or its ablation.json; one-line RuntimeInputError otherwise."""
+    file = path / "ablation.json" if path.is_dir() else path
+    if not file.is_file():
+        raise RuntimeInputError(
+            f"{file}: no such file (--merge takes ablation folders or their ablation.json)"
+        )
+    try:
+        doc = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeInputError(f"{file}: not a readable ablation.json ({exc.__class__.__name__})") from None
+    if not isinstance(doc, dict) or not {"settings", "arms", "eval_settings"} <= doc.keys():
+        raise RuntimeInputError(f"{file}: not an ablation.json (needs settings, arms and eval_settings)")
+    return file, doc
+
+
+def _same_scores(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(
+        (a.get(k) is None) == (b.get(k) is None) and (a.get(k) is None or abs(a[k] - b[k]) < 1e-6)
+        for k in ARM_METRICS
+    )
+
+
+def merge(paths: list[Path], out: Path) -> dict[str, Any]:
+    """One table from ablations run apart (other sessions, machines) with the same settings and evaluation:
+    their arms united, arms they share (the random start, the floors) checked to score the same."""
+    docs = [_read_ablation(p) for p in paths]
+    for file, _ in docs:
+        if file.parent.resolve() == out.resolve():
+            raise RuntimeInputError(
+                f"--out {out}: holds {file.name}, one of the ablations to merge; pick another"
+            )
+    first_file, first = docs[0]
+    for file, doc in docs[1:]:
+        for key in sorted((first["settings"].keys() | doc["settings"].keys()) - set(MERGE_FREE)):
+            mine, theirs = doc["settings"].get(key), first["settings"].get(key)
+            if mine != theirs:
+                raise RuntimeInputError(
+                    f"{file}: {key} {mine!r} differs from {theirs!r} in {first_file} (only arms may differ)"
+                )
+        if doc["eval_settings"] != first["eval_settings"]:
+            raise RuntimeInputError(f"{file}: evaluated with other settings than {first_file}")
+    arms: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for file, doc in docs:
+        for arm in doc["arms"]:
+            seen = arms.setdefault(arm["arm"], (file, arm))
+            if not _same_scores(seen[1], arm):
+                raise RuntimeInputError(f"{file}: arm {arm['arm']} scores differently than in {seen[0]}")
+    rows = [a for _, a in arms.values()]
+    vsd = sorted((a for a in rows if a["method"] == "vsd"), key=lambda a: a["delta"])
+    baselines = [a for b in BASELINES for a in rows if a["method"] == b]
+    table = vsd + baselines + [a for a in rows if a["method"] not in ("vsd", *BASELINES)]
+    settings = dict(first["settings"]) | {
+        "out": str(out),
+        "deltas": [a["delta"] for a in vsd],
+        "baselines": [a["method"] for a in baselines],
+        "merged_from": [str(f) for f, _ in docs],
+    }
+    cfg = AblateConfig(**{f.name: settings[f.name] for f in fields(AblateConfig) if f.name in settings})
+    result = {"settings": settings, "arms": table, "eval_settings": first["eval_settings"]}
+    result["markdown"] = write_report(cfg, result)
     return result
 
 
@@ -424,8 +501,15 @@ def _list(text: str, kind=float) -> list:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = AblateConfig(video=[], out="")
-    p.add_argument("--video", action="append", required=True, metavar="PATH", help="training video (repeat)")
+    p.add_argument("--video", action="append", metavar="PATH", help="training video (repeat)")
     p.add_argument("--out", required=True, metavar="DIR", help="ablation folder (resumable)")
+    p.add_argument(
+        "--merge",
+        action="append",
+        metavar="ABLATION",
+        help="train nothing: unite the arms of finished ablations (folders or ablation.json, repeat) run "
+        "apart with the same settings into one table in --out",
+    )
     p.add_argument("--deltas", type=_list, default=d.deltas, help="VSD arms (default 0,5,15,30,60)")
     p.add_argument(
         "--baselines",
@@ -465,6 +549,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        return run_merge(args)
+    if not args.video:
+        raise RuntimeInputError("ablate needs --video PATH (or --merge to unite finished ablations)")
     if not (args.davis or args.seg_data):
         raise RuntimeInputError("ablate needs labelled data: --davis DIR and/or --seg-data DIR")
     baselines = [b for b in args.baselines if b]
@@ -514,4 +602,21 @@ def run(args: argparse.Namespace) -> int:
     result = ablate(cfg, log=lambda m: print(m, file=sys.stderr))
     print(result["markdown"], end="")
     print(f"ablation: {Path(cfg.out) / 'ablation.md'} (ablation.json, accuracy_vs_delta.png, baselines.png)")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    if len(args.merge) < 2:
+        raise RuntimeInputError("--merge: name at least two ablations to unite")
+    if args.video:
+        raise RuntimeInputError("--merge trains nothing: drop --video")
+    from edge_vsd.benchmarks.report import check_writable
+
+    check_writable(args.out, "--out")
+    previous = Path(args.out) / "ablation.json"
+    if previous.exists() and "merged_from" not in _read_ablation(previous)[1]["settings"]:
+        raise RuntimeInputError(f"--out {args.out}: holds a trained ablation; merge into another folder")
+    result = merge([Path(p) for p in args.merge], Path(args.out))
+    print(result["markdown"], end="")
+    print(f"ablation: {Path(args.out) / 'ablation.md'} (ablation.json, accuracy_vs_delta.png, baselines.png)")
     return 0

@@ -201,10 +201,11 @@ def quality_rows(link: str) -> list[tuple[bool | None, float, list[str], bool]]:
             name = f"{extra.get('models', {}).get(m['name'], m['name'])}, {label}"
             cells = [name, f"{v:.3f}", f"{vs}: {words}", date, machine, f"[json]({link}{rel})"]
             rows.append((ok, v - f_mean, cells, shown))
+    parts = _merged_parts()
     for rel in _files("ablation"):
         data = _load(rel)
         arms = {a["arm"]: a for a in data["arms"]}
-        if "init" not in arms:
+        if "init" not in arms or rel in parts:  # a part of a merged ablation: the merged file gives the row
             continue
         s = data["settings"]
         # the best VSD arm; an ablation of DINO alone gets its DINO row instead
@@ -321,6 +322,15 @@ def status_table(link: str, headline_only: bool = False) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _merged_parts() -> set[str]:
+    """The ablation files that an `ablate --merge` file in docs/ablation unites."""
+    return {
+        f"ablation/{Path(part).name}"
+        for rel in _files("ablation")
+        for part in _load(rel)["settings"].get("merged_from") or []
+    }
 
 
 def headline_ablation() -> str | None:

@@ -197,10 +197,14 @@ def test_an_ablation_without_a_vsd_arm_gets_its_dino_row(gen, tmp_path, monkeypa
     """An ablation of DINO alone (no Δ arm) is rendered as the DINO arm's row, not skipped or crashed on."""
     root = _docs_copy(tmp_path)
     monkeypatch.setattr(gen, "DOCS", root / "docs")
-    src = next(
+    part = next(
         rel for rel in gen._files("ablation") if not any(a["method"] == "vsd" for a in gen._load(rel)["arms"])
     )
-    data = gen._load(src)
+    data = gen._load(part)
+    src = "ablation/dino-alone-test.json"  # a copy that no merged ablation lists, so it gets its own rows
+    (root / "docs" / src).write_text(json.dumps(data))
+    if part in gen._merged_parts():  # the merged file gives the rows of its parts
+        assert not [r for r in gen.quality_rows("docs/") if r[2][-1] == f"[json](docs/{part})"]
     dino = next(a for a in data["arms"] if a["method"] == "dino")
     rows = [r for r in gen.quality_rows("docs/") if r[2][-1] == f"[json](docs/{src})"]
     assert [r[2][0].split(",")[1] for r in rows] == [" DINO arm"] * len(rows) and rows

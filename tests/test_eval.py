@@ -278,6 +278,52 @@ def test_ablate_tiny_and_resumable(data, tmp_path, capsys):
     assert cfg["method"] == "dino" and cfg["steps"] == 2
     assert main(args) == 0  # a second run skips every finished arm
     assert capsys.readouterr().err.count("skipped") == 3
+    _check_merge(tmp_path, result, capsys)
+
+
+def _check_merge(tmp_path: Path, result: dict, capsys) -> None:
+    """`ablate --merge`: the ablation split in two (as if run apart) is united into the same table; parts
+    whose settings or shared arms differ are refused, and so is an --out that holds a trained ablation."""
+    shared = [a for a in result["arms"] if a["method"] in ("init", "floor")]
+    parts = []
+    for name, arms in (("a", ["vsd-d3", "dino"]), ("b", ["vsd-d0"])):
+        mine = [a for a in result["arms"] if a["arm"] in arms]
+        settings = result["settings"] | {"deltas": [a["delta"] for a in mine if a["delta"] is not None]}
+        parts.append(tmp_path / f"{name}.json")
+        parts[-1].write_text(json.dumps(result | {"settings": settings, "arms": mine + shared}))
+    merged = tmp_path / "merged"
+    assert main(["ablate", "--merge", str(parts[0]), "--merge", str(parts[1]), "--out", str(merged)]) == 0
+    doc = json.loads((merged / "ablation.json").read_text())
+    assert doc["arms"] == result["arms"]  # Δ order, then the baselines and the floors, each arm as it was
+    assert doc["settings"]["deltas"] == [0, 3] and doc["settings"]["merged_from"] == [str(p) for p in parts]
+    table = [line for line in (merged / "ablation.md").read_text().splitlines() if line.startswith("|")]
+    assert table == [
+        line for line in (tmp_path / "abl" / "ablation.md").read_text().splitlines() if line.startswith("|")
+    ]
+    assert cv2.imread(str(merged / "baselines.png")) is not None
+    capsys.readouterr()
+
+    def refused(doc: dict, *out: str) -> str:
+        parts[1].write_text(json.dumps(doc))
+        code = main(["ablate", "--merge", str(parts[0]), "--merge", str(parts[1]), "--out", *out])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1
+        return err[0]
+
+    b = json.loads(parts[1].read_text())
+    assert "steps 3 differs from 2" in refused(b | {"settings": b["settings"] | {"steps": 3}}, str(merged))
+    floors = [a | {"JF": a["JF"] + 0.1} if a["arm"] == "raw pixels" else a for a in b["arms"]]
+    assert "arm raw pixels scores differently" in refused(b | {"arms": floors}, str(merged))
+    before = (tmp_path / "abl" / "ablation.json").read_bytes()  # a trained ablation is never overwritten
+    assert "holds a trained ablation; merge into another folder" in refused(b, str(tmp_path / "abl"))
+    args = ["ablate", "--merge", str(tmp_path / "abl"), "--merge", str(parts[1])]
+    assert main([*args, "--out", str(tmp_path / "abl")]) == 2
+    assert (tmp_path / "abl" / "ablation.json").read_bytes() == before
+    capsys.readouterr()
+    args = ["ablate", "--merge", str(merged), "--merge", str(parts[0]), "--out", str(merged)]
+    assert main(args) == 2 and "one of the ablations to merge" in capsys.readouterr().err
+    args = ["ablate", "--merge", str(tmp_path), "--merge", str(parts[0]), "--out", str(tmp_path / "m2")]
+    assert main(args) == 2 and f"{tmp_path / 'ablation.json'}: no such file" in capsys.readouterr().err
 
 
 # --- checks before any long work -----------------------------------------------------------------
