@@ -49,6 +49,7 @@ class AblateConfig:
     radius: int = 3  # DINO's 12 patches of 8 px at 480 are 20% of the short side; 3 x 16 px at 224 the same
     max_frames: int = 50
     config: str | None = None  # JSON/TOML file of TrainConfig fields every arm trains with (the recipe)
+    probe_splits: int = 1  # the seg probes' seeded holdout splits, averaged (eval --probe-splits)
 
 
 @dataclass
@@ -338,6 +339,7 @@ def ablate(cfg: AblateConfig, log=print) -> dict[str, Any]:
         propagation=PropagationSettings(radius=cfg.radius, short_side=cfg.eval_size),
         seg_size=cfg.seg_size,
         floor_seeds=max(FLOOR_SEEDS, len(seeds)),
+        probe_splits=cfg.probe_splits,
     )
     doc = run_eval([trained[a.name, s]["model"] for a, s in runs], ecfg, out / "eval", force=True, log=log)
     scores = {(a.name, s): res for (a, s), res in zip(runs, doc["models"])}
@@ -403,6 +405,8 @@ def write_report(cfg: AblateConfig, result: dict[str, Any]) -> str:
     budget += f"; J&F at {cfg.eval_size} px short side, probe at " + (
         f"{cfg.seg_size} px" if cfg.seg_size else "the images' own size"
     )
+    if cfg.probe_splits > 1:
+        budget += f", mean of {cfg.probe_splits} holdout splits"
     if settings.get("merged_from"):
         budget += "; merged from " + ", ".join(settings["merged_from"])
     doc_md = (
@@ -451,6 +455,12 @@ def _same_scores(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
+def _eval_settings(doc: dict[str, Any]) -> dict[str, Any]:
+    """An ablation's eval settings, with today's defaults for the settings added since it was run."""
+    defaults = {k: v for k, v in asdict(EvalConfig()).items() if k != "propagation"}
+    return defaults | doc["eval_settings"]
+
+
 def merge(paths: list[Path], out: Path) -> dict[str, Any]:
     """One table from ablations run apart (other sessions, machines) with the same settings and evaluation:
     their arms united, arms they share (the random start, the floors) checked to score the same."""
@@ -461,14 +471,16 @@ def merge(paths: list[Path], out: Path) -> dict[str, Any]:
                 f"--out {out}: holds {file.name}, one of the ablations to merge; pick another"
             )
     first_file, first = docs[0]
+    defaults = asdict(AblateConfig(video=[], out=""))  # for the settings added since a part was run
     for file, doc in docs[1:]:
         for key in sorted((first["settings"].keys() | doc["settings"].keys()) - set(MERGE_FREE)):
-            mine, theirs = doc["settings"].get(key), first["settings"].get(key)
+            mine = doc["settings"].get(key, defaults.get(key))
+            theirs = first["settings"].get(key, defaults.get(key))
             if mine != theirs:
                 raise RuntimeInputError(
                     f"{file}: {key} {mine!r} differs from {theirs!r} in {first_file} (only arms may differ)"
                 )
-        if doc["eval_settings"] != first["eval_settings"]:
+        if _eval_settings(doc) != _eval_settings(first):
             raise RuntimeInputError(f"{file}: evaluated with other settings than {first_file}")
     arms: dict[str, tuple[Path, dict[str, Any]]] = {}
     for file, doc in docs:
@@ -546,6 +558,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seg-size", type=int, help="probe short side (default: the images' own)")
     p.add_argument("--radius", type=int, default=d.radius, help="propagation neighbourhood in patches")
     p.add_argument("--max-frames", type=int, default=d.max_frames, help="frames per DAVIS sequence")
+    p.add_argument(
+        "--probe-splits",
+        type=int,
+        default=d.probe_splits,
+        metavar="N",
+        help="average the seg probes over N seeded holdout splits (default 1, as eval)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -567,8 +586,9 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeInputError(f"--deltas {args.deltas}: frames are whole numbers (or pass --delta-seconds)")
     if args.steps < 1:
         raise RuntimeInputError(f"--steps {args.steps}: must be at least 1")
-    if args.seeds < 1:
-        raise RuntimeInputError(f"--seeds {args.seeds}: must be at least 1")
+    for flag, value in (("--seeds", args.seeds), ("--probe-splits", args.probe_splits)):
+        if value < 1:
+            raise RuntimeInputError(f"{flag} {value}: must be at least 1")
     if args.seg_size is not None and args.seg_size < 16:
         raise RuntimeInputError(f"--seg-size {args.seg_size}: must be at least 16")
     for path in (*args.video, args.davis, args.seg_data, args.init, args.config):
@@ -598,6 +618,7 @@ def run(args: argparse.Namespace) -> int:
         radius=args.radius,
         max_frames=args.max_frames,
         config=args.config,
+        probe_splits=args.probe_splits,
     )
     result = ablate(cfg, log=lambda m: print(m, file=sys.stderr))
     print(result["markdown"], end="")

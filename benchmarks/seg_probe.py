@@ -3,6 +3,7 @@ held-out split of an ADE20K-layout folder (images/*.jpg, annotations/*.png, labe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,24 @@ def seg_probe(
         "test_images": int(len(test)),
         "epochs": epochs,
     }
+
+
+def over_splits(
+    score: Callable[[int], dict[str, Any]], splits: int, keys: tuple[str, ...] = ("miou", "pixel_acc")
+) -> dict[str, Any]:
+    """`score(seed)` on `splits` seeded holdout splits: the `keys` (and any class IoUs) averaged, each
+    split's values under "splits". One split is `score(0)` unchanged."""
+    runs = [score(seed) for seed in range(splits)]
+    if splits == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for key in keys:
+        values = [r.get(key) for r in runs]
+        out[key] = None if None in values else float(np.mean(values))
+    if "class_iou" in out:
+        classes = sorted({c for r in runs for c in r["class_iou"]}, key=int)
+        out["class_iou"] = {
+            c: float(np.mean([r["class_iou"][c] for r in runs if c in r["class_iou"]])) for c in classes
+        }
+    out["splits"] = {key: [r.get(key) for r in runs] for key in keys}
+    return out

@@ -362,6 +362,7 @@ def ablation_table(link: str) -> str:
         f"(mean ± std), {label}{date}, {machine}. J&F: DAVIS-protocol label propagation at "
         f"{s.get('eval_size', 224)} px short side; probe: the shape classes' linear-probe mIoU at "
         + (f"{s['seg_size']} px" if s.get("seg_size") else "the images' own size")
+        + (f", mean of {s['probe_splits']} holdout splits" if s.get("probe_splits", 1) > 1 else "")
         + f". [JSON]({link}{rel})",
         "",
     ]

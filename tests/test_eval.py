@@ -326,6 +326,42 @@ def _check_merge(tmp_path: Path, result: dict, capsys) -> None:
     assert main(args) == 2 and f"{tmp_path / 'ablation.json'}: no such file" in capsys.readouterr().err
 
 
+def test_probe_splits_average_the_seg_probes_and_keep_split_zero_as_published(data, tmp_path, capsys):
+    """`--probe-splits N`: the linear and kNN probes (and the majority floor) are the mean over N seeded
+    holdout splits, each split in the JSON; split 0 is the single-split number that eval gives by default."""
+    art = make_toy_artifact(tmp_path / "toy", image_size=(96, 128), patch=16, dim=32)
+    args = ["eval", str(art), "--seg-data", str(data / "ade"), "--no-floors"]
+    assert main([*args, "--report", str(tmp_path / "one")]) == 0
+    assert main([*args, "--report", str(tmp_path / "three"), "--probe-splits", "3"]) == 0
+    one, three = (json.loads((tmp_path / r / "results.json").read_text()) for r in ("one", "three"))
+    assert three["settings"]["probe_splits"] == 3 and one["settings"]["probe_splits"] == 1
+    for probe, key in (("linear", "miou"), ("linear", "pixel_acc"), ("knn", "acc")):
+        single, split = one["models"][0]["seg"][probe], three["models"][0]["seg"][probe]
+        assert "splits" not in single and len(split["splits"][key]) == 3
+        assert split["splits"][key][0] == pytest.approx(single[key])  # split 0 as published
+        assert split[key] == pytest.approx(np.mean(split["splits"][key]))
+        assert len(set(split["splits"][key])) > 1  # other images held out: other scores
+    capsys.readouterr()
+    assert main([*args, "--report", str(tmp_path / "zero"), "--probe-splits", "0"]) == 2
+    assert "--probe-splits 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_the_majority_floor_follows_the_probe_splits():
+    """The trivial row's majority class is scored on the same seeded splits as the probes."""
+    from edge_vsd.benchmarks.evaluate import EvalConfig, EvalInputs, majority_answer, trivial_answers
+    from edge_vsd.benchmarks.seg_probe import SegData
+
+    labels = np.random.default_rng(0).integers(1, 4, (12, 6, 6)).astype(np.uint8)
+    labels[:4] = 3  # images of one class, held out by some splits and not others
+    seg = SegData(np.zeros((12, 6, 6, 3), np.uint8), labels, [str(i) for i in range(12)])
+    out = trivial_answers(EvalConfig(probe_splits=3), EvalInputs(seg=seg))["seg"]["linear"]
+    each = [majority_answer(labels, seed)["pixel_acc"] for seed in range(3)]
+    assert out["splits"]["pixel_acc"] == pytest.approx(each) and len(set(each)) > 1
+    assert out["pixel_acc"] == pytest.approx(np.mean(each))
+    single = trivial_answers(EvalConfig(), EvalInputs(seg=seg))["seg"]["linear"]
+    assert "splits" not in single and single["pixel_acc"] == pytest.approx(each[0])
+
+
 # --- checks before any long work -----------------------------------------------------------------
 
 
