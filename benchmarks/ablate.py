@@ -2,7 +2,8 @@
 the same frames, seed and step budget, then scored by `edge-vsd eval` into one table and two plots.
 
 Resumable: a finished arm is skipped, an interrupted one resumes from its checkpoint. Every arm draws the
-same anchor frames at every step (see `edge_vsd.data.pairs`), so the arms differ only in what they learn."""
+same anchor frames at every step (see `edge_vsd.data.pairs`), so the arms differ only in what they learn.
+`--merge` unites ablations run apart with the same settings into one table, training nothing."""
 
 from __future__ import annotations
 

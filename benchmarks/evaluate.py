@@ -71,7 +71,7 @@ class EvalConfig:
     floor_seeds: int = FLOOR_SEEDS
     lighting: bool = True  # correspondence: the warped view also changes light and noise
     topic: str | None = None  # --data a ROS 2 bag: its image topic (None: the bag's only one)
-    probe_splits: int = 1  # the linear probe's seeded holdout splits, averaged (1: split 0 alone)
+    probe_splits: int = 1  # the linear and kNN probes' seeded holdout splits, averaged (1: split 0 alone)
 
 
 class Model:
