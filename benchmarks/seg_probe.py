@@ -226,8 +226,8 @@ def over_splits(
         return runs[0]
     out = dict(runs[0])
     for key in keys:
-        values = [r.get(key) for r in runs]
-        out[key] = None if None in values else float(np.mean(values))
+        values = [float(r[key]) for r in runs if r.get(key) is not None]
+        out[key] = float(np.mean(values)) if len(values) == len(runs) else None
     if "class_iou" in out:
         classes = sorted({c for r in runs for c in r["class_iou"]}, key=int)
         out["class_iou"] = {

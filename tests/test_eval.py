@@ -346,6 +346,16 @@ def test_probe_splits_average_the_seg_probes_and_keep_split_zero_as_published(da
     assert "--probe-splits 0: must be at least 1" in capsys.readouterr().err
 
 
+def test_over_splits_keeps_a_missing_score_missing():
+    """A split with no score (kNN on a split without labelled patches) leaves the mean unknown, not wrong."""
+    from edge_vsd.benchmarks.seg_probe import over_splits
+
+    out = over_splits(lambda seed: {"acc": None if seed == 1 else 0.5}, 2, keys=("acc",))
+    assert out["acc"] is None and out["splits"]["acc"] == [0.5, None]
+    out = over_splits(lambda seed: {"acc": 0.25 * (seed + 1)}, 2, keys=("acc",))
+    assert out["acc"] == pytest.approx(0.375) and out["splits"]["acc"] == [0.25, 0.5]
+
+
 def test_the_majority_floor_follows_the_probe_splits():
     """The trivial row's majority class is scored on the same seeded splits as the probes."""
     from edge_vsd.benchmarks.evaluate import EvalConfig, EvalInputs, majority_answer, trivial_answers
