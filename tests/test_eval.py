@@ -311,6 +311,14 @@ def _check_merge(tmp_path: Path, result: dict, capsys) -> None:
         return err[0]
 
     b = json.loads(parts[1].read_text())
+    older = {
+        key: {k: v for k, v in b[key].items() if k != "probe_splits"} for key in ("settings", "eval_settings")
+    }
+    parts[1].write_text(
+        json.dumps(b | older)
+    )  # a part run before --probe-splits existed: read at its default
+    assert main(["ablate", "--merge", str(parts[0]), "--merge", str(parts[1]), "--out", str(merged)]) == 0
+    capsys.readouterr()
     assert "steps 3 differs from 2" in refused(b | {"settings": b["settings"] | {"steps": 3}}, str(merged))
     floors = [a | {"JF": a["JF"] + 0.1} if a["arm"] == "raw pixels" else a for a in b["arms"]]
     assert "arm raw pixels scores differently" in refused(b | {"arms": floors}, str(merged))
