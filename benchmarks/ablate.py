@@ -622,9 +622,7 @@ def run(args: argparse.Namespace) -> int:
         probe_splits=args.probe_splits,
     )
     result = ablate(cfg, log=lambda m: print(m, file=sys.stderr))
-    print(result["markdown"], end="")
-    print(f"ablation: {Path(cfg.out) / 'ablation.md'} (ablation.json, accuracy_vs_delta.png, baselines.png)")
-    return 0
+    return _print_result(result, cfg.out)
 
 
 def run_merge(args: argparse.Namespace) -> int:
@@ -639,6 +637,11 @@ def run_merge(args: argparse.Namespace) -> int:
     if previous.exists() and "merged_from" not in _read_ablation(previous)[1]["settings"]:
         raise RuntimeInputError(f"--out {args.out}: holds a trained ablation; merge into another folder")
     result = merge([Path(p) for p in args.merge], Path(args.out))
+    return _print_result(result, args.out)
+
+
+def _print_result(result: dict[str, Any], out: str) -> int:
+    """The table on stdout and where the files went: what `ablate` and `ablate --merge` both end with."""
     print(result["markdown"], end="")
-    print(f"ablation: {Path(args.out) / 'ablation.md'} (ablation.json, accuracy_vs_delta.png, baselines.png)")
+    print(f"ablation: {Path(out) / 'ablation.md'} (ablation.json, accuracy_vs_delta.png, baselines.png)")
     return 0
